@@ -1,0 +1,570 @@
+"""
+The Twisted adapter of the yamux core: a L{Protocol} that runs one yamux
+session over any stream transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocolFactory,
+    IPushProducer,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tunnel.mux.address import StreamAddress
+from tunnel.mux.errors import (
+    PingTimeoutError,
+    SessionEndedError,
+    StreamOpenTimeoutError,
+    StreamRefusedError,
+    StreamResetError,
+)
+from tunnel.mux.stream import StreamTransport
+from tunnel.yamux import GoAwayCode, Session, SessionConfig
+from tunnel.yamux.errors import YamuxError
+from tunnel.yamux.events import (
+    DataReceived,
+    GoAwayReceived,
+    PingAcknowledged,
+    SendBufferDrained,
+    SessionTerminated,
+    StreamAccepted,
+    StreamClosed,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+)
+
+
+def _defaultClock() -> IReactorTime:
+    from twisted.internet import reactor
+
+    return reactor  # type: ignore[return-value]
+
+
+@implementer(IPushProducer)
+class YamuxProtocol(Protocol):
+    """
+    One yamux session over this protocol's transport.
+
+    Streams the peer opens are handed to protocols built by C{streamFactory},
+    as a server factory's protocols are handed connections; a factory whose
+    C{buildProtocol} returns L{None} refuses the stream (RST). Streams we open
+    with L{openStream} carry the protocol given there. Each stream's
+    transport is a L{StreamTransport}.
+
+    @ivar session: the sans-IO L{Session}.
+    @ivar streamFactory: builds the protocols of incoming streams, or L{None}
+        to refuse every incoming stream.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        isClient: bool,
+        streamFactory: IProtocolFactory | None = None,
+        config: SessionConfig | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self.session = Session(config, isClient)
+        self.streamFactory = streamFactory
+        self._clock = clock if clock is not None else _defaultClock()
+        self._streams: dict[int, StreamTransport] = {}
+        self._opening: dict[int, tuple[Deferred[Protocol], IDelayedCall, Protocol]] = {}
+        self._lingering: dict[int, IDelayedCall] = {}
+        self._idleCallback: Callable[[], None] | None = None
+        self._pings: dict[int, tuple[Deferred[float], float, IDelayedCall]] = {}
+        self._closedWaiters: list[Deferred[None]] = []
+        self._keepAliveCall: IDelayedCall | None = None
+        self._keepAlivePing: int | None = None
+        self._transportPaused = False
+        # A server must say nothing until the client spoke: a client that read
+        # the HTTP 200 through a buffer would lose whatever followed it.
+        self._mayWrite = isClient
+        self._connectionDone = False
+        self._description = f"yamux {'client' if isClient else 'server'} session"
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def config(self) -> SessionConfig:
+        """The session's settings."""
+        return self.session.config
+
+    @property
+    def isClient(self) -> bool:
+        """Whether this is the client side of the session."""
+        return self.session.isClient
+
+    @property
+    def streams(self) -> dict[int, StreamTransport]:
+        """The transports of the streams attached to protocols, by stream ID."""
+        return dict(self._streams)
+
+    def describe(self) -> str:
+        """A short description of the session for logs."""
+        return self._description
+
+    def openStream(self, protocolOrFactory: Protocol | IProtocolFactory) -> Deferred[Protocol]:
+        """
+        Open a stream and attach a protocol to it.
+
+        The protocol is connected at once (it may write before the peer
+        acknowledges the stream); the returned L{Deferred} fires with it once
+        the peer acknowledges the stream, or fails with L{StreamRefusedError}
+        or L{StreamOpenTimeoutError} (the protocol then loses its connection
+        too). Cancelling the L{Deferred} resets the stream.
+
+        @param protocolOrFactory: the protocol, or a factory to build it with
+            the stream's address.
+        """
+        if self._connectionDone:
+            return fail(SessionEndedError(f"{self._description} has ended"))
+        try:
+            streamID = self.session.openStream()
+        except YamuxError as e:
+            return fail(e)
+        if IProtocolFactory.providedBy(protocolOrFactory):
+            protocol = protocolOrFactory.buildProtocol(
+                StreamAddress(self.transport.getPeer(), streamID)
+            )
+        else:
+            protocol = protocolOrFactory
+        transport = StreamTransport(self, streamID, protocol)
+        self._streams[streamID] = transport
+
+        def cancel(d: Deferred[Protocol]) -> None:
+            pending = self._opening.pop(streamID, None)
+            if pending is not None:
+                pending[1].cancel()
+            transport.abortConnection()
+
+        opened: Deferred[Protocol] = Deferred(cancel)
+        timer = self._clock.callLater(
+            self.config.streamOpenTimeout, self._openTimedOut, streamID
+        )
+        self._opening[streamID] = (opened, timer, protocol)
+        self._flush()
+        protocol.makeConnection(transport)
+        return opened
+
+    def ping(self, timeout: float | None = None) -> Deferred[float]:
+        """
+        Ping the peer.
+
+        @param timeout: seconds to wait for the answer; the session's
+            keep-alive timeout by default.
+        @return: a L{Deferred} firing with the round-trip time in seconds, or
+            failing with L{PingTimeoutError}.
+        """
+        if self._connectionDone:
+            return fail(SessionEndedError(f"{self._description} has ended"))
+        opaque = self.session.ping()
+        answered: Deferred[float] = Deferred()
+        timer = self._clock.callLater(
+            self.config.keepAliveTimeout if timeout is None else timeout,
+            self._pingTimedOut,
+            opaque,
+        )
+        self._pings[opaque] = (answered, self._clock.seconds(), timer)
+        self._flush()
+        return answered
+
+    def goAway(self) -> None:
+        """
+        Tell the peer to open no new streams; open streams go on. Streams the
+        peer tries to open after this are refused.
+        """
+        self.session.goAway(GoAwayCode.NORMAL)
+        self._flush()
+
+    def shutdown(self, timeout: float = 10.0) -> Deferred[None]:
+        """
+        Close the session gracefully: send Go Away, let the open streams
+        finish for up to C{timeout} seconds, then close the connection.
+
+        @return: a L{Deferred} that fires once the connection is closed.
+        """
+        done = self.whenClosed()
+        if self._connectionDone:
+            return done
+        self.goAway()
+        deadline = self._clock.callLater(timeout, self._closeNow)
+
+        def idle() -> None:
+            if deadline.active():
+                deadline.cancel()
+            self._closeNow()
+
+        self._whenIdle(idle)
+        return done
+
+    def whenClosed(self) -> Deferred[None]:
+        """A L{Deferred} that fires once the session's connection is gone."""
+        d: Deferred[None] = Deferred()
+        if self._connectionDone:
+            d.callback(None)
+        else:
+            self._closedWaiters.append(d)
+        return d
+
+    def goAwayReceived(self, code: int) -> None:
+        """
+        Called when the peer sent Go Away; override to react. The peer will
+        accept no new streams from us.
+        """
+
+    # -- Protocol ----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Start the session: register for back-pressure, start keep-alive."""
+        peer = self.transport.getPeer()
+        self._description = (
+            f"yamux {'client' if self.isClient else 'server'} session with {peer}"
+        )
+        self.transport.registerProducer(self, True)
+        self._log.debug("{session} started", session=self._description)
+        if self._mayWrite:
+            self._startKeepAlive()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Feed the bytes to the session core and dispatch its events."""
+        if not self._mayWrite:
+            self._mayWrite = True
+            self._startKeepAlive()
+        events = self.session.receiveData(data)
+        streams = self._streams
+        for event in events:
+            if type(event) is DataReceived:
+                transport = streams.get(event.streamID)
+                if transport is None:
+                    self.session.acknowledgeReceivedData(event.streamID, len(event.data))
+                else:
+                    transport._dataReceived(event.data)
+            else:
+                self._dispatch(event)
+        self._flush()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        """End every stream, every pending open and ping."""
+        if self._connectionDone:
+            return
+        self._connectionDone = True
+        terminated = self.session.terminated
+        why = terminated.reason if terminated else reason.getErrorMessage()
+        self.session.connectionLost(why)
+        self._stopKeepAlive()
+        self._log.info("{session} ended: {why}", session=self._description, why=why)
+        error = SessionEndedError(f"{self._description} ended: {why}")
+        openings, self._opening = self._opening, {}
+        lingering, self._lingering = self._lingering, {}
+        for timer in [t for _, t, _ in openings.values()] + list(lingering.values()):
+            timer.cancel()
+        for transport in list(self._streams.values()):
+            transport._connectionLost(Failure(error))
+        for opened, timer, protocol in openings.values():
+            opened.errback(error)
+        pings, self._pings = self._pings, {}
+        for answered, sent, timer in pings.values():
+            timer.cancel()
+            answered.errback(error)
+        waiters, self._closedWaiters = self._closedWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    # -- IPushProducer (towards our transport) -----------------------------
+
+    def pauseProducing(self) -> None:
+        """The connection's buffer is full: pause every stream's producer."""
+        self._transportPaused = True
+        for transport in list(self._streams.values()):
+            transport._updateProducer()
+
+    def resumeProducing(self) -> None:
+        """The connection's buffer drained: resume the streams' producers."""
+        self._transportPaused = False
+        for transport in list(self._streams.values()):
+            transport._updateProducer()
+
+    def stopProducing(self) -> None:
+        """The connection is going away; L{connectionLost} will follow."""
+
+    # -- events from the core ----------------------------------------------
+
+    def _dispatch(self, event: Any) -> None:
+        kind = type(event)
+        if kind is SendBufferDrained:
+            transport = self._streams.get(event.streamID)
+            if transport is not None:
+                transport._drained()
+        elif kind is StreamOpened:
+            self._incomingStream(event.streamID)
+        elif kind is StreamAccepted:
+            pending = self._opening.pop(event.streamID, None)
+            if pending is not None:
+                opened, timer, protocol = pending
+                timer.cancel()
+                opened.callback(protocol)
+        elif kind is StreamEnded:
+            transport = self._streams.get(event.streamID)
+            if transport is not None:
+                transport._ended()
+        elif kind is StreamClosed:
+            self._streamGone(event.streamID, None)
+        elif kind is StreamReset:
+            self._streamGone(event.streamID, "reset")
+        elif kind is PingAcknowledged:
+            self._pingAnswered(event.opaque)
+        elif kind is GoAwayReceived:
+            self._log.info(
+                "{session}: the peer sent Go Away (code {code})",
+                session=self._description,
+                code=event.code,
+            )
+            self.goAwayReceived(event.code)
+        elif kind is SessionTerminated:
+            self._terminated(event)
+
+    def _incomingStream(self, streamID: int) -> None:
+        protocol = None
+        if self.streamFactory is not None:
+            try:
+                protocol = self.streamFactory.buildProtocol(
+                    StreamAddress(self.transport.getPeer(), streamID)
+                )
+            except BaseException:
+                self._log.failure(
+                    "{session}: building a protocol for stream {streamID} failed",
+                    session=self._description,
+                    streamID=streamID,
+                )
+        if protocol is None:
+            self.session.resetStream(streamID)
+            return
+        self.session.acceptStream(streamID)
+        transport = StreamTransport(self, streamID, protocol)
+        self._streams[streamID] = transport
+        protocol.makeConnection(transport)
+
+    def _streamGone(self, streamID: int, how: str | None) -> None:
+        transport = self._streams.pop(streamID, None)
+        lingering = self._lingering.pop(streamID, None)
+        if lingering is not None:
+            lingering.cancel()
+        pending = self._opening.pop(streamID, None)
+        if pending is not None:
+            opened, timer, protocol = pending
+            timer.cancel()
+            if how == "reset":
+                opened.errback(StreamRefusedError(f"the peer refused stream {streamID}"))
+        if transport is None:
+            return
+        if how == "reset":
+            reason = StreamResetError(f"the peer reset stream {streamID}")
+        else:
+            reason = ConnectionDone(f"stream {streamID} closed")
+        transport._connectionLost(Failure(reason))
+
+    def _terminated(self, event: SessionTerminated) -> None:
+        if event.byPeer:
+            self._log.warn(
+                "{session} ended by the peer: {reason}",
+                session=self._description,
+                reason=event.reason,
+            )
+        else:
+            self._log.error(
+                "{session}: protocol error, sending Go Away: {reason}",
+                session=self._description,
+                reason=event.reason,
+            )
+        self._flush()
+        self.transport.loseConnection()
+
+    # -- calls from stream transports --------------------------------------
+
+    def _streamWrite(self, transport: StreamTransport, data: bytes) -> None:
+        try:
+            self.session.sendData(transport.streamID, data)
+        except YamuxError:
+            return
+        self._flush()
+        if self.session.bufferedAmount(transport.streamID):
+            transport._blocked()
+        else:
+            transport._schedulePull()
+
+    def _streamBuffered(self, transport: StreamTransport) -> int:
+        try:
+            return self.session.bufferedAmount(transport.streamID)
+        except YamuxError:
+            return 0
+
+    def _streamClose(self, transport: StreamTransport) -> None:
+        try:
+            events = self.session.closeStream(transport.streamID)
+        except YamuxError:
+            return
+        self._flush()
+        for event in events:
+            self._dispatch(event)
+
+    def _streamReset(self, transport: StreamTransport) -> None:
+        self.session.resetStream(transport.streamID)
+        self._streams.pop(transport.streamID, None)
+        self._flush()
+
+    def _streamConsumed(self, transport: StreamTransport, size: int) -> None:
+        self.session.acknowledgeReceivedData(transport.streamID, size)
+        if not transport._readPaused:
+            self._flush()
+
+    def _streamDetached(self, transport: StreamTransport) -> None:
+        """
+        The protocol of a stream lost its connection. The stream itself may
+        live on until the peer's FIN; it is forgotten here, and data arriving
+        for it is consumed and dropped.
+        """
+        streamID = transport.streamID
+        if self._streams.get(streamID) is transport:
+            del self._streams[streamID]
+        if self.session.hasStream(streamID) and not self._connectionDone:
+            self._lingering[streamID] = self._clock.callLater(
+                self.config.streamCloseTimeout, self._closeTimedOut, streamID
+            )
+        self._checkIdle()
+
+    def _closeTimedOut(self, streamID: int) -> None:
+        del self._lingering[streamID]
+        self._log.warn(
+            "{session}: the peer did not close stream {streamID} within {timeout} s "
+            "of our close; resetting it",
+            session=self._description,
+            streamID=streamID,
+            timeout=self.config.streamCloseTimeout,
+        )
+        self.session.resetStream(streamID)
+        self._flush()
+
+    # -- timers and helpers ------------------------------------------------
+
+    def _flush(self) -> None:
+        if not self._mayWrite or self._connectionDone:
+            return
+        data = self.session.dataToSend()
+        if data:
+            self.transport.write(data)
+
+    def _openTimedOut(self, streamID: int) -> None:
+        pending = self._opening.pop(streamID, None)
+        if pending is None:
+            return
+        opened, timer, protocol = pending
+        self._log.warn(
+            "{session}: the peer did not acknowledge stream {streamID} in "
+            "{timeout} s; resetting it",
+            session=self._description,
+            streamID=streamID,
+            timeout=self.config.streamOpenTimeout,
+        )
+        transport = self._streams.pop(streamID, None)
+        self.session.resetStream(streamID)
+        self._flush()
+        error = StreamOpenTimeoutError(f"stream {streamID} was not acknowledged in time")
+        if transport is not None:
+            transport._connectionLost(Failure(error))
+        opened.errback(error)
+
+    def _pingAnswered(self, opaque: int) -> None:
+        pending = self._pings.pop(opaque, None)
+        if pending is None:
+            return
+        answered, sent, timer = pending
+        timer.cancel()
+        answered.callback(self._clock.seconds() - sent)
+
+    def _pingTimedOut(self, opaque: int) -> None:
+        pending = self._pings.pop(opaque, None)
+        if pending is not None:
+            pending[0].errback(PingTimeoutError("the peer did not answer a ping in time"))
+
+    def _startKeepAlive(self) -> None:
+        if self.config.enableKeepAlive and self._keepAliveCall is None:
+            self._keepAliveCall = self._clock.callLater(
+                self.config.keepAliveInterval, self._keepAlive
+            )
+
+    def _stopKeepAlive(self) -> None:
+        if self._keepAliveCall is not None and self._keepAliveCall.active():
+            self._keepAliveCall.cancel()
+        self._keepAliveCall = None
+
+    def _keepAlive(self) -> None:
+        self._keepAliveCall = None
+
+        def answered(rtt: float) -> None:
+            self._startKeepAlive()
+
+        def failed(reason: Failure) -> None:
+            if reason.check(PingTimeoutError):
+                self._log.error(
+                    "{session}: keep-alive ping not answered in {timeout} s; "
+                    "dropping the session",
+                    session=self._description,
+                    timeout=self.config.keepAliveTimeout,
+                )
+                self.transport.abortConnection()
+
+        self.ping().addCallbacks(answered, failed)
+
+    def _closeNow(self) -> None:
+        if not self._connectionDone:
+            self.transport.loseConnection()
+
+    def _whenIdle(self, callback: Callable[[], None]) -> None:
+        self._idleCallback = callback
+        self._checkIdle()
+
+    def _checkIdle(self) -> None:
+        callback = self._idleCallback
+        if callback is not None and not self._streams and not self._connectionDone:
+            self._idleCallback = None
+            callback()
+
+
+class YamuxFactory(Factory):
+    """
+    A factory of L{YamuxProtocol}s: one yamux session per connection.
+
+    @ivar isClient: which side of the sessions we are.
+    @ivar streamFactory: builds the protocols of the streams the peer opens.
+    @ivar config: the sessions' settings.
+    """
+
+    def __init__(
+        self,
+        isClient: bool,
+        streamFactory: IProtocolFactory | None = None,
+        config: SessionConfig | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self.isClient = isClient
+        self.streamFactory = streamFactory
+        self.config = config
+        self.clock = clock
+
+    def buildProtocol(self, addr: Any) -> YamuxProtocol:
+        """Build the session protocol for one connection."""
+        protocol = YamuxProtocol(self.isClient, self.streamFactory, self.config, self.clock)
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,297 @@
+"""
+A yamux stream as a Twisted transport.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import (
+    IConsumer,
+    IHalfCloseableProtocol,
+    IProducer,
+    IPushProducer,
+    ITransport,
+)
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tunnel.mux.address import StreamAddress
+
+if TYPE_CHECKING:
+    from tunnel.mux.protocol import YamuxProtocol
+
+
+@implementer(ITransport, IConsumer, IPushProducer)
+class StreamTransport:
+    """
+    The transport of the protocol attached to one yamux stream.
+
+    It is an L{ITransport} (with C{loseWriteConnection} for half-closes), an
+    L{IConsumer} (a producer registered on it is paused while the peer's
+    window is used up, or while the session's own connection is paused) and
+    an L{IPushProducer} (pausing it stops delivery, and so stops the stream
+    from granting the peer more window).
+
+    @ivar streamID: the stream's ID.
+    @ivar protocol: the protocol attached to the stream.
+    @ivar connected: whether the protocol has not yet lost its connection.
+    @ivar disconnecting: whether C{loseConnection} was called.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, multiplexer: YamuxProtocol, streamID: int, protocol: Protocol
+    ) -> None:
+        self._mux = multiplexer
+        self.streamID = streamID
+        self.protocol = protocol
+        self.connected = True
+        self.disconnecting = False
+        self._writeClosed = False
+        self._readEnded = False
+        self._eofPending = False
+        self._readPaused = False
+        self._received: list[bytes] = []
+        self._producer: IProducer | None = None
+        self._producerStreaming = False
+        self._producerPaused = False
+        self._windowBlocked = False
+        self._pullScheduled = False
+
+    def __repr__(self) -> str:
+        return f"<StreamTransport {self._mux.describe()} stream {self.streamID}>"
+
+    # -- ITransport --------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """
+        Send bytes on the stream. Writes after the write side was closed are
+        ignored, as on a TCP transport.
+        """
+        if self._writeClosed or not self.connected:
+            return
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        self._mux._streamWrite(self, data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        """Send several pieces of bytes on the stream, as one write."""
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        """
+        Close the stream once the buffered data is sent: send FIN, then tell
+        the protocol its connection is done. Data the peer sends after that
+        is discarded.
+        """
+        if self.disconnecting or not self.connected:
+            return
+        self.disconnecting = True
+        self._received.clear()
+        self._eofPending = False
+        self._closeWriteSide()
+        if self.connected and not self._mux._streamBuffered(self):
+            self._connectionLost(Failure(ConnectionDone("stream closed")))
+
+    def loseWriteConnection(self) -> None:
+        """
+        Half-close the stream: send FIN once the buffered data is sent, and go
+        on reading until the peer half-closes too.
+        """
+        if not self.connected:
+            return
+        self._closeWriteSide()
+
+    def abortConnection(self) -> None:
+        """Reset the stream at once (RST), dropping any buffered data."""
+        if not self.connected:
+            return
+        self._mux._streamReset(self)
+        self._connectionLost(Failure(ConnectionAborted("stream reset")))
+
+    def getPeer(self) -> StreamAddress:
+        """The peer's end: the session's peer address and the stream ID."""
+        return StreamAddress(self._mux.transport.getPeer(), self.streamID)
+
+    def getHost(self) -> StreamAddress:
+        """Our end: the session's host address and the stream ID."""
+        return StreamAddress(self._mux.transport.getHost(), self.streamID)
+
+    # -- IConsumer ---------------------------------------------------------
+
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
+        """
+        Register a producer that writes to the stream. A streaming producer
+        is paused while writes cannot be sent; a pull producer is asked for
+        more each time everything it wrote was sent.
+        """
+        if self._producer is not None:
+            raise RuntimeError(
+                f"Cannot register producer {producer!r}: {self._producer!r} is registered"
+            )
+        if not self.connected:
+            producer.stopProducing()
+            return
+        self._producer = producer
+        self._producerStreaming = streaming
+        self._producerPaused = False
+        if streaming:
+            self._updateProducer()
+        else:
+            self._schedulePull()
+
+    def unregisterProducer(self) -> None:
+        """Forget the registered producer."""
+        self._producer = None
+
+    # -- IPushProducer (towards the attached protocol) ---------------------
+
+    def pauseProducing(self) -> None:
+        """
+        Stop delivering received data to the protocol. The stream stops
+        granting window, so the peer stops sending once the window is used.
+        """
+        self._readPaused = True
+
+    def resumeProducing(self) -> None:
+        """Deliver what was held back and grant window again."""
+        if not self._readPaused:
+            return
+        self._readPaused = False
+        while self._received and not self._readPaused and self.connected:
+            data = self._received.pop(0)
+            self._deliver(data)
+        if self._eofPending and not self._received and not self._readPaused:
+            self._eofPending = False
+            self._peerEnded()
+
+    def stopProducing(self) -> None:
+        """Close the stream, as a TCP transport does."""
+        self.loseConnection()
+
+    # -- events from the multiplexer ---------------------------------------
+
+    def _dataReceived(self, data: bytes) -> None:
+        if not self.connected or self.disconnecting:
+            self._mux._streamConsumed(self, len(data))
+        elif self._readPaused:
+            self._received.append(data)
+        else:
+            self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            self.protocol.dataReceived(data)
+        except BaseException:
+            self._log.failure(
+                "Protocol {protocol!r} on {stream!r} raised in dataReceived; "
+                "resetting the stream",
+                protocol=self.protocol,
+                stream=self,
+            )
+            self.abortConnection()
+            return
+        self._mux._streamConsumed(self, len(data))
+
+    def _ended(self) -> None:
+        self._readEnded = True
+        if not self.connected or self.disconnecting:
+            return
+        if self._readPaused and self._received:
+            self._eofPending = True
+        else:
+            self._peerEnded()
+
+    def _peerEnded(self) -> None:
+        halfCloseable = IHalfCloseableProtocol(self.protocol, None)
+        if halfCloseable is None:
+            self.loseConnection()
+            return
+        try:
+            halfCloseable.readConnectionLost()
+        except BaseException:
+            self._log.failure(
+                "Protocol {protocol!r} on {stream!r} raised in readConnectionLost",
+                protocol=self.protocol,
+                stream=self,
+            )
+            self.abortConnection()
+
+    def _drained(self) -> None:
+        self._windowBlocked = False
+        if not self.connected:
+            return
+        if self.disconnecting:
+            self._connectionLost(Failure(ConnectionDone("stream closed")))
+            return
+        self._updateProducer()
+        self._schedulePull()
+
+    def _blocked(self) -> None:
+        self._windowBlocked = True
+        self._updateProducer()
+
+    def _connectionLost(self, reason: Failure) -> None:
+        if not self.connected:
+            return
+        self.connected = False
+        self._received.clear()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.stopProducing()
+            except BaseException:
+                self._log.failure("Producer {producer!r} raised in stopProducing",
+                                  producer=producer)
+        self._mux._streamDetached(self)
+        try:
+            self.protocol.connectionLost(reason)
+        except BaseException:
+            self._log.failure(
+                "Protocol {protocol!r} on {stream!r} raised in connectionLost",
+                protocol=self.protocol,
+                stream=self,
+            )
+
+    # -- helpers -----------------------------------------------------------
+
+    def _closeWriteSide(self) -> None:
+        if self._writeClosed:
+            return
+        self._writeClosed = True
+        self._mux._streamClose(self)
+
+    def _updateProducer(self) -> None:
+        """Pause or resume the streaming producer to match the stream's state."""
+        producer = self._producer
+        if producer is None or not self._producerStreaming:
+            return
+        shouldPause = self._windowBlocked or self._mux._transportPaused
+        if shouldPause == self._producerPaused:
+            return
+        self._producerPaused = shouldPause
+        if shouldPause:
+            producer.pauseProducing()
+        else:
+            producer.resumeProducing()
+
+    def _schedulePull(self) -> None:
+        if (
+            self._producer is None
+            or self._producerStreaming
+            or self._pullScheduled
+            or self._windowBlocked
+        ):
+            return
+        self._pullScheduled = True
+        self._mux._clock.callLater(0, self._pull)
+
+    def _pull(self) -> None:
+        self._pullScheduled = False
+        if self._producer is not None and not self._producerStreaming and self.connected:
+            self._producer.resumeProducing()

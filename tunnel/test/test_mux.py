@@ -1,0 +1,714 @@
+"""
+Tests for L{tunnel.mux}: the Twisted adapter of the yamux core, driven in
+memory with L{twisted.test.iosim} and a L{Clock}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from tunnel.mux import (
+    PingTimeoutError,
+    SessionEndedError,
+    StreamAddress,
+    StreamOpenTimeoutError,
+    StreamRefusedError,
+    StreamResetError,
+    YamuxProtocol,
+)
+from tunnel.yamux import (
+    HEADER_SIZE,
+    INITIAL_WINDOW,
+    Flag,
+    FrameType,
+    GoAwayCode,
+    SessionConfig,
+    SessionGoingAwayError,
+    encodeFrame,
+)
+
+
+class Recorder(Protocol):
+    """Records what happens to it."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.made = False
+        self.lost: Failure | None = None
+
+    def connectionMade(self) -> None:
+        self.made = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.lost = reason
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.received)
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseRecorder(Recorder):
+    """A recorder that supports half-close."""
+
+    readEnded = False
+    writeEnded = False
+
+    def readConnectionLost(self) -> None:
+        self.readEnded = True
+
+    def writeConnectionLost(self) -> None:
+        self.writeEnded = True
+
+
+class Echo(Protocol):
+    """Echoes everything back."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseEcho(Echo):
+    """Echoes, and half-closes once the peer has."""
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseWriteConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class RecordingFactory(Factory):
+    """Builds a given protocol class and remembers every instance."""
+
+    def __init__(self, protocolClass: type[Protocol] = Recorder) -> None:
+        self.protocolClass = protocolClass
+        self.built: list[Any] = []
+        self.addresses: list[Any] = []
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        protocol = self.protocolClass()
+        protocol.factory = self
+        self.built.append(protocol)
+        self.addresses.append(addr)
+        return protocol
+
+
+class RefusingFactory(Factory):
+    """Refuses every stream."""
+
+    def buildProtocol(self, addr: Any) -> None:
+        return None
+
+
+@implementer(IPushProducer)
+class PushProducer:
+    """A push producer that records pause and resume calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+def frames(data: bytes) -> list[tuple[int, int, int, int, bytes]]:
+    """Split bytes into (type, flags, streamID, length, payload) tuples."""
+    import struct
+
+    result = []
+    while data:
+        version, kind, flags, streamID, length = struct.unpack(">BBHII", data[:HEADER_SIZE])
+        payloadSize = length if kind == FrameType.DATA else 0
+        result.append((kind, flags, streamID, length, data[HEADER_SIZE:HEADER_SIZE + payloadSize]))
+        data = data[HEADER_SIZE + payloadSize:]
+    return result
+
+
+class SessionPair:
+    """A client and a server L{YamuxProtocol} connected in memory."""
+
+    def __init__(
+        self,
+        serverStreams: Factory | None = None,
+        clientStreams: Factory | None = None,
+        config: SessionConfig | None = None,
+    ) -> None:
+        self.clock = Clock()
+        self.serverStreams = serverStreams if serverStreams is not None else RecordingFactory()
+        self.server = YamuxProtocol(False, self.serverStreams, config, self.clock)
+        self.client = YamuxProtocol(True, clientStreams, config, self.clock)
+        self.clientIO: iosim.FakeTransport
+        self.serverIO: iosim.FakeTransport
+        _, _, self.pump = iosim.connectedServerAndClient(
+            lambda: self.server, lambda: self.client, clock=self.clock
+        )
+        self.clientIO = self.client.transport
+        self.serverIO = self.server.transport
+
+    def flush(self) -> None:
+        self.pump.flush()
+
+
+def deferredResult(d: Any) -> list[Any]:
+    results: list[Any] = []
+    d.addBoth(results.append)
+    return results
+
+
+class OpenStreamTests(SynchronousTestCase):
+    """
+    L{YamuxProtocol.openStream} and the streams the peer opens.
+    """
+
+    def test_protocolConnectedAtOnceDeferredFiresOnAck(self) -> None:
+        """
+        The opened stream's protocol is connected before the peer answers, so
+        it may write at once; the L{Deferred} fires with it on the ACK.
+        """
+        pair = SessionPair()
+        protocol = Recorder()
+        results = deferredResult(pair.client.openStream(protocol))
+        self.assertTrue(protocol.made)
+        protocol.transport.write(b"early")
+        self.assertEqual(results, [])
+        pair.flush()
+        self.assertEqual(results, [protocol])
+        self.assertEqual(pair.serverStreams.built[0].data, b"early")
+
+    def test_factoryBuildsProtocolForStream(self) -> None:
+        """
+        A factory given to C{openStream} builds the protocol with the
+        stream's address.
+        """
+        pair = SessionPair()
+        factory = RecordingFactory()
+        results = deferredResult(pair.client.openStream(factory))
+        pair.flush()
+        self.assertEqual(results, factory.built)
+        self.assertEqual(factory.addresses[0].streamID, 1)
+
+    def test_incomingStreamGetsFactoryProtocolAndAddresses(self) -> None:
+        """
+        A stream the peer opens is handed to a protocol from the stream
+        factory, with addresses naming the session's ends and the stream.
+        """
+        pair = SessionPair()
+        pair.client.openStream(Recorder())
+        pair.client.openStream(Recorder())
+        pair.flush()
+        built = pair.serverStreams.built
+        self.assertEqual(len(built), 2)
+        self.assertEqual([b.transport.streamID for b in built], [1, 3])
+        peer = built[1].transport.getPeer()
+        self.assertIsInstance(peer, StreamAddress)
+        self.assertEqual(peer.streamID, 3)
+        self.assertEqual(peer.session, pair.serverIO.getPeer())
+        self.assertEqual(built[1].transport.getHost().session, pair.serverIO.getHost())
+        self.assertEqual(pair.serverStreams.addresses[0], StreamAddress(pair.serverIO.getPeer(), 1))
+
+    def test_refusedStreamFailsOpenAndLosesConnection(self) -> None:
+        """
+        A factory that builds no protocol refuses the stream: the opener's
+        L{Deferred} fails with L{StreamRefusedError} and its protocol loses
+        the connection.
+        """
+        pair = SessionPair(serverStreams=RefusingFactory())
+        protocol = Recorder()
+        results = deferredResult(pair.client.openStream(protocol))
+        pair.flush()
+        self.assertIsInstance(results[0], Failure)
+        results[0].trap(StreamRefusedError)
+        protocol.lost.trap(StreamResetError)
+        self.assertEqual(pair.client.streams, {})
+
+    def test_openTimeoutResetsStream(self) -> None:
+        """
+        A stream the peer does not acknowledge within the open timeout is
+        reset, its protocol loses the connection and the L{Deferred} fails.
+        """
+        clock = Clock()
+        client = YamuxProtocol(True, None, SessionConfig(streamOpenTimeout=5), clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        protocol = Recorder()
+        results = deferredResult(client.openStream(protocol))
+        transport.clear()
+        clock.advance(4.9)
+        self.assertEqual(results, [])
+        clock.advance(0.1)
+        results[0].trap(StreamOpenTimeoutError)
+        protocol.lost.trap(StreamOpenTimeoutError)
+        self.assertEqual(
+            frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0, b"")]
+        )
+
+    def test_cancelOpenResetsStream(self) -> None:
+        """Cancelling the open L{Deferred} resets the stream."""
+        clock = Clock()
+        client = YamuxProtocol(True, None, SessionConfig(enableKeepAlive=False), clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        protocol = Recorder()
+        d = client.openStream(protocol)
+        transport.clear()
+        d.cancel()
+        self.failureResultOf(d)
+        protocol.lost.trap(ConnectionAborted)
+        self.assertEqual(
+            frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0, b"")]
+        )
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_openAfterGoAwayFails(self) -> None:
+        """
+        After the peer's Go Away, opening fails; streams already open keep
+        working, and L{YamuxProtocol.goAwayReceived} is called.
+        """
+        pair = SessionPair(serverStreams=RecordingFactory(Echo))
+        codes: list[int] = []
+        pair.client.goAwayReceived = codes.append  # type: ignore[method-assign]
+        first = Recorder()
+        pair.client.openStream(first)
+        pair.flush()
+        pair.server.goAway()
+        pair.flush()
+        self.assertEqual(codes, [GoAwayCode.NORMAL])
+        self.failureResultOf(pair.client.openStream(Recorder()), SessionGoingAwayError)
+        first.transport.write(b"still works")
+        pair.flush()
+        self.assertEqual(first.data, b"still works")
+
+    def test_peerStreamsRefusedAfterOurGoAway(self) -> None:
+        """Streams the peer opens after our Go Away are refused."""
+        pair = SessionPair()
+        pair.client.openStream(Recorder())
+        pair.flush()
+        pair.server.goAway()
+        protocol = Recorder()
+        results = deferredResult(pair.client.openStream(protocol))
+        pair.flush()
+        results[0].trap(StreamRefusedError)
+        self.assertEqual(len(pair.serverStreams.built), 1)
+
+
+class TransferTests(SynchronousTestCase):
+    """
+    Moving bytes through streams: windows, half-close, close and reset.
+    """
+
+    def test_largeTransferBothWays(self) -> None:
+        """
+        Several windows' worth of data goes through an echo intact, and no
+        frame is larger than the window.
+        """
+        pair = SessionPair(serverStreams=RecordingFactory(HalfCloseEcho))
+        protocol = HalfCloseRecorder()
+        pair.client.openStream(protocol)
+        payload = bytes(range(256)) * 4096
+        protocol.transport.write(payload)
+        protocol.transport.loseWriteConnection()
+        pair.flush()
+        self.assertEqual(protocol.data, payload)
+        self.assertTrue(protocol.readEnded)
+        protocol.lost.trap(ConnectionDone)
+        self.assertEqual(pair.client.session.streamIDs, [])
+        self.assertEqual(pair.server.session.streamIDs, [])
+
+    def test_writesBeyondWindowAreBufferedAndProducerPaused(self) -> None:
+        """
+        A streaming producer is paused once the peer's window is used up and
+        resumed when the peer grants more.
+        """
+        pair = SessionPair()
+        protocol = Recorder()
+        pair.client.openStream(protocol)
+        pair.flush()
+        server = pair.serverStreams.built[0]
+        server.transport.pauseProducing()
+        producer = PushProducer()
+        protocol.transport.registerProducer(producer, True)
+        protocol.transport.write(b"x" * (INITIAL_WINDOW + 10))
+        self.assertEqual(producer.calls, ["pause"])
+        self.assertEqual(pair.client.session.bufferedAmount(1), 10)
+        pair.flush()
+        self.assertEqual(server.received, [])
+        server.transport.resumeProducing()
+        pair.flush()
+        self.assertEqual(producer.calls, ["pause", "resume"])
+        self.assertEqual(len(server.data), INITIAL_WINDOW + 10)
+
+    def test_pausedReaderStopsGrantingWindow(self) -> None:
+        """
+        While a stream's protocol has paused it, received data is held (at
+        most one window of it) and no window is granted; resuming delivers it
+        in order and grants window again.
+        """
+        pair = SessionPair()
+        protocol = Recorder()
+        pair.client.openStream(protocol)
+        pair.flush()
+        server = pair.serverStreams.built[0]
+        server.transport.pauseProducing()
+        protocol.transport.write(b"a" * INITIAL_WINDOW)
+        protocol.transport.write(b"b" * INITIAL_WINDOW)
+        pair.flush()
+        self.assertEqual(server.received, [])
+        self.assertEqual(sum(map(len, server.transport._received)), INITIAL_WINDOW)
+        self.assertEqual(pair.client.session.sendWindow(1), 0)
+        server.transport.resumeProducing()
+        pair.flush()
+        self.assertEqual(server.data, b"a" * INITIAL_WINDOW + b"b" * INITIAL_WINDOW)
+
+    def test_pullProducerIsAskedForMore(self) -> None:
+        """
+        A pull producer is asked for more each time what it wrote was sent.
+        """
+        pair = SessionPair()
+        protocol = Recorder()
+        pair.client.openStream(protocol)
+        pair.flush()
+        chunks = [b"one", b"two", b"three"]
+
+        class Pull:
+            def resumeProducing(self) -> None:
+                if chunks:
+                    protocol.transport.write(chunks.pop(0))
+                else:
+                    protocol.transport.unregisterProducer()
+
+            def stopProducing(self) -> None:
+                pass
+
+        protocol.transport.registerProducer(Pull(), False)
+        pair.flush()
+        self.assertEqual(pair.serverStreams.built[0].data, b"onetwothree")
+
+    def test_sessionPauseAndResumePausesStreamProducers(self) -> None:
+        """
+        When the session's connection pauses it, every stream's streaming
+        producer is paused; when it resumes, they resume.
+        """
+        pair = SessionPair()
+        protocols = [Recorder(), Recorder()]
+        producers = [PushProducer(), PushProducer()]
+        for protocol, producer in zip(protocols, producers):
+            pair.client.openStream(protocol)
+            protocol.transport.registerProducer(producer, True)
+        pair.client.pauseProducing()
+        pair.client.resumeProducing()
+        self.assertEqual([p.calls for p in producers], [["pause", "resume"]] * 2)
+
+    def test_sessionRegistersAsProducerOfItsTransport(self) -> None:
+        """The session registers itself as a streaming producer of its transport."""
+        pair = SessionPair()
+        self.assertIs(pair.clientIO.producer, pair.client)
+        self.assertTrue(pair.clientIO.streamingProducer)
+
+    def test_halfCloseKeepsTheOtherDirectionOpen(self) -> None:
+        """
+        After our half-close the peer can still send; the peer's protocol,
+        if half-closeable, is told with C{readConnectionLost}.
+        """
+        pair = SessionPair(serverStreams=RecordingFactory(HalfCloseRecorder))
+        protocol = HalfCloseRecorder()
+        pair.client.openStream(protocol)
+        protocol.transport.write(b"request")
+        protocol.transport.loseWriteConnection()
+        pair.flush()
+        server = pair.serverStreams.built[0]
+        self.assertTrue(server.readEnded)
+        self.assertIsNone(server.lost)
+        server.transport.write(b"response")
+        server.transport.loseConnection()
+        pair.flush()
+        self.assertEqual(protocol.data, b"response")
+        protocol.lost.trap(ConnectionDone)
+        server.lost.trap(ConnectionDone)
+
+    def test_peerFinClosesProtocolThatIsNotHalfCloseable(self) -> None:
+        """
+        A protocol that does not support half-close loses its connection when
+        the peer half-closes, after what it wrote is sent.
+        """
+        pair = SessionPair(serverStreams=RecordingFactory(Echo))
+        protocol = HalfCloseRecorder()
+        pair.client.openStream(protocol)
+        protocol.transport.write(b"ping")
+        protocol.transport.loseWriteConnection()
+        pair.flush()
+        self.assertEqual(protocol.data, b"ping")
+        self.assertTrue(protocol.readEnded)
+        protocol.lost.trap(ConnectionDone)
+
+    def test_loseConnectionSendsBufferedDataFirst(self) -> None:
+        """
+        C{loseConnection} sends what is buffered, then FIN; the protocol
+        loses its connection only then.
+        """
+        pair = SessionPair()
+        protocol = Recorder()
+        pair.client.openStream(protocol)
+        pair.flush()
+        server = pair.serverStreams.built[0]
+        server.transport.pauseProducing()
+        protocol.transport.write(b"z" * (INITIAL_WINDOW + 5))
+        protocol.transport.loseConnection()
+        pair.flush()
+        self.assertIsNone(protocol.lost)
+        server.transport.resumeProducing()
+        pair.flush()
+        protocol.lost.trap(ConnectionDone)
+        self.assertEqual(len(server.data), INITIAL_WINDOW + 5)
+        server.lost.trap(ConnectionDone)
+
+    def test_writesAfterLoseConnectionAreIgnored(self) -> None:
+        """Writing after C{loseConnection} sends nothing."""
+        pair = SessionPair()
+        protocol = Recorder()
+        pair.client.openStream(protocol)
+        protocol.transport.write(b"a")
+        protocol.transport.loseConnection()
+        protocol.transport.write(b"b")
+        pair.flush()
+        self.assertEqual(pair.serverStreams.built[0].data, b"a")
+
+    def test_abortConnectionResetsStream(self) -> None:
+        """
+        C{abortConnection} resets the stream: our protocol gets
+        L{ConnectionAborted}, the peer's L{StreamResetError}.
+        """
+        pair = SessionPair()
+        protocol = Recorder()
+        pair.client.openStream(protocol)
+        pair.flush()
+        protocol.transport.abortConnection()
+        pair.flush()
+        protocol.lost.trap(ConnectionAborted)
+        pair.serverStreams.built[0].lost.trap(StreamResetError)
+        self.assertEqual(pair.server.session.streamIDs, [])
+
+    def test_protocolErrorInDataReceivedResetsOnlyThatStream(self) -> None:
+        """
+        A stream protocol raising in C{dataReceived} gets its stream reset;
+        the session and other streams go on.
+        """
+
+        class Broken(Recorder):
+            def dataReceived(self, data: bytes) -> None:
+                raise ValueError("broken")
+
+        factory = RecordingFactory(Broken)
+        pair = SessionPair(serverStreams=factory)
+        bad, good = Recorder(), Recorder()
+        pair.client.openStream(bad)
+        pair.flush()
+        factory.protocolClass = Echo
+        pair.client.openStream(good)
+        bad.transport.write(b"boom")
+        good.transport.write(b"fine")
+        pair.flush()
+        bad.lost.trap(StreamResetError)
+        self.assertEqual(good.data, b"fine")
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_lingeringStreamResetAfterCloseTimeout(self) -> None:
+        """
+        A stream we closed whose peer never sends FIN is reset after the
+        close timeout, so the session does not hold it forever.
+        """
+        pair = SessionPair(
+            serverStreams=RecordingFactory(HalfCloseRecorder),
+            config=SessionConfig(streamCloseTimeout=30),
+        )
+        protocol = Recorder()
+        pair.client.openStream(protocol)
+        protocol.transport.loseConnection()
+        pair.flush()
+        protocol.lost.trap(ConnectionDone)
+        self.assertEqual(pair.client.session.streamIDs, [1])
+        self.assertTrue(pair.serverStreams.built[0].readEnded)
+        pair.clock.advance(29)
+        pair.flush()
+        self.assertEqual(pair.client.session.streamIDs, [1])
+        pair.clock.advance(1)
+        pair.flush()
+        self.assertEqual(pair.client.session.streamIDs, [])
+        pair.serverStreams.built[0].lost.trap(StreamResetError)
+
+
+class SessionLifeTests(SynchronousTestCase):
+    """
+    Pings, keep-alive, protocol errors and the end of a session.
+    """
+
+    def test_pingMeasuresRoundTrip(self) -> None:
+        """C{ping} fires with the round-trip time measured on the clock."""
+        clock = Clock()
+        client = YamuxProtocol(True, None, None, clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        results = deferredResult(client.ping())
+        [(kind, flags, streamID, opaque, _)] = frames(transport.value())
+        self.assertEqual((kind, flags, streamID), (FrameType.PING, Flag.SYN, 0))
+        clock.advance(0.25)
+        client.dataReceived(encodeFrame(FrameType.PING, Flag.ACK, 0, opaque))
+        self.assertEqual(results, [0.25])
+
+    def test_pingTimesOut(self) -> None:
+        """An unanswered ping fails with L{PingTimeoutError}."""
+        clock = Clock()
+        client = YamuxProtocol(True, None, None, clock)
+        client.makeConnection(StringTransport())
+        results = deferredResult(client.ping(timeout=3))
+        clock.advance(3)
+        results[0].trap(PingTimeoutError)
+
+    def test_keepAliveDropsDeadSession(self) -> None:
+        """
+        Every keep-alive interval a ping goes out; one not answered within
+        the keep-alive timeout aborts the connection.
+        """
+        clock = Clock()
+        config = SessionConfig(keepAliveInterval=30, keepAliveTimeout=10)
+        client = YamuxProtocol(True, None, config, clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        clock.advance(30)
+        [(kind, flags, _, opaque, _)] = frames(transport.value())
+        self.assertEqual((kind, flags), (FrameType.PING, Flag.SYN))
+        client.dataReceived(encodeFrame(FrameType.PING, Flag.ACK, 0, opaque))
+        transport.clear()
+        clock.advance(30)
+        self.assertEqual(len(frames(transport.value())), 1)
+        clock.advance(9.9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+
+    def test_keepAliveCanBeDisabled(self) -> None:
+        """With keep-alive disabled no ping is ever sent."""
+        clock = Clock()
+        client = YamuxProtocol(True, None, SessionConfig(enableKeepAlive=False), clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        clock.advance(3600)
+        self.assertEqual(transport.value(), b"")
+
+    def test_serverSaysNothingUntilClientSpeaks(self) -> None:
+        """
+        The server side sends nothing, not even a keep-alive ping, before the
+        client's first frame: a client that read the HTTP answer through a
+        buffer would lose it.
+        """
+        clock = Clock()
+        server = YamuxProtocol(False, RecordingFactory(), None, clock)
+        transport = StringTransport()
+        server.makeConnection(transport)
+        server.goAway()
+        clock.advance(100)
+        self.assertEqual(transport.value(), b"")
+        server.dataReceived(encodeFrame(FrameType.PING, Flag.SYN, 0, 7))
+        self.assertEqual(
+            frames(transport.value()),
+            [(FrameType.GO_AWAY, 0, 0, 0, b""), (FrameType.PING, Flag.ACK, 0, 7, b"")],
+        )
+
+    def test_protocolErrorEndsSessionWithGoAway(self) -> None:
+        """
+        Garbage from the peer ends the session: a Go Away with code 1, the
+        connection closed, one clear error line in the log, no exception.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        server = YamuxProtocol(False, RecordingFactory(), None, clock)
+        transport = StringTransport()
+        server.makeConnection(transport)
+        server.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(
+            frames(transport.value()),
+            [(FrameType.GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR, b"")],
+        )
+        self.assertTrue(transport.disconnecting)
+        errors = [e for e in events if e.get("log_level") == LogLevel.error]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("unsupported protocol version", errors[0]["reason"])
+
+    def test_connectionLostEndsStreamsOpensAndPings(self) -> None:
+        """
+        When the connection goes, every stream loses its connection with
+        L{SessionEndedError}, pending opens and pings fail, and
+        C{whenClosed} fires.
+        """
+        clock = Clock()
+        client = YamuxProtocol(True, None, None, clock)
+        client.makeConnection(StringTransport())
+        protocol = Recorder()
+        opened = deferredResult(client.openStream(protocol))
+        pinged = deferredResult(client.ping())
+        closed = deferredResult(client.whenClosed())
+        client.connectionLost(Failure(ConnectionDone()))
+        protocol.lost.trap(SessionEndedError)
+        opened[0].trap(SessionEndedError)
+        pinged[0].trap(SessionEndedError)
+        self.assertEqual(closed, [None])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.failureResultOf(client.openStream(Recorder()), SessionEndedError)
+
+    def test_shutdownWaitsForStreamsThenCloses(self) -> None:
+        """
+        C{shutdown} sends Go Away, lets open streams finish, then closes the
+        connection.
+        """
+        pair = SessionPair(serverStreams=RecordingFactory(HalfCloseRecorder))
+        protocol = HalfCloseRecorder()
+        pair.client.openStream(protocol)
+        pair.flush()
+        done = deferredResult(pair.client.shutdown(timeout=60))
+        pair.flush()
+        self.assertTrue(pair.server.session.remoteGoAway)
+        self.assertEqual(done, [])
+        server = pair.serverStreams.built[0]
+        server.transport.write(b"last words")
+        server.transport.loseConnection()
+        pair.flush()
+        self.assertEqual(protocol.data, b"last words")
+        self.assertTrue(protocol.readEnded)
+        self.assertEqual(done, [])
+        protocol.transport.loseConnection()
+        pair.flush()
+        self.assertEqual(done, [None])
+
+    def test_shutdownClosesAfterTimeout(self) -> None:
+        """C{shutdown} closes the connection after its timeout regardless."""
+        pair = SessionPair()
+        pair.client.openStream(Recorder())
+        pair.flush()
+        done = deferredResult(pair.client.shutdown(timeout=5))
+        pair.flush()
+        pair.clock.advance(5)
+        pair.flush()
+        self.assertEqual(done, [None])

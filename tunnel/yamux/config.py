@@ -1,0 +1,59 @@
+"""
+Settings of a yamux session.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from tunnel.yamux.frames import INITIAL_WINDOW, MAX_UINT32
+
+
+def _atLeastInitialWindow(
+    instance: object, attribute: attrs.Attribute, value: int
+) -> None:
+    if not INITIAL_WINDOW <= value <= MAX_UINT32:
+        raise ValueError(
+            f"{attribute.name} must be between {INITIAL_WINDOW} and {MAX_UINT32}, not {value}"
+        )
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, not {value}")
+
+
+@attrs.frozen
+class SessionConfig:
+    """
+    Settings of a yamux session. The defaults are those of HashiCorp's yamux.
+
+    @ivar acceptBacklog: how many streams the peer may have opened that are
+        not accepted yet; a SYN beyond that is refused with RST.
+    @ivar maxStreamWindow: the receive window of each stream. The protocol
+        starts every stream at 256 KiB; a larger value is announced to the
+        peer in the window update that carries the SYN or ACK.
+    @ivar enableKeepAlive: whether to ping the peer every C{keepAliveInterval}.
+    @ivar keepAliveInterval: seconds between keep-alive pings.
+    @ivar keepAliveTimeout: seconds to wait for a keep-alive ping's answer
+        before the session is considered dead (yamux's connection write
+        timeout).
+    @ivar streamOpenTimeout: seconds to wait for the peer to acknowledge a
+        stream we opened before the stream is reset and its opener told.
+    @ivar streamCloseTimeout: seconds a stream we closed may wait for the
+        peer's FIN before it is reset, so that a peer that never closes its
+        side cannot make the session hold the stream forever.
+    @ivar maxInboundStreams: the most streams the peer may have open at
+        once; a SYN beyond that is refused with RST.
+    """
+
+    acceptBacklog: int = attrs.field(default=256, validator=_positive)
+    maxStreamWindow: int = attrs.field(
+        default=INITIAL_WINDOW, validator=_atLeastInitialWindow
+    )
+    enableKeepAlive: bool = True
+    keepAliveInterval: float = attrs.field(default=30.0, validator=_positive)
+    keepAliveTimeout: float = attrs.field(default=10.0, validator=_positive)
+    streamOpenTimeout: float = attrs.field(default=75.0, validator=_positive)
+    streamCloseTimeout: float = attrs.field(default=300.0, validator=_positive)
+    maxInboundStreams: int = attrs.field(default=65536, validator=_positive)
