@@ -233,8 +233,13 @@ class StreamTransport:
         self._schedulePull()
 
     def _blocked(self) -> None:
+        # Pause on every write that could not be sent, even if the producer
+        # is paused already: producers that resume themselves must be told
+        # again, as Twisted's own transports do.
         self._windowBlocked = True
-        self._updateProducer()
+        if self._producer is not None and self._producerStreaming:
+            self._producerPaused = True
+            self._producer.pauseProducing()
 
     def _connectionLost(self, reason: Failure) -> None:
         if not self.connected:
