@@ -1,0 +1,137 @@
+"""
+The tunnel's wire protocol above yamux: the control path, the handshake on
+the control stream, and the JSON control messages.
+
+See C{doc/protocol.rst} for the protocol in words.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+
+import attrs
+
+#: The path of the HTTP request that turns a connection into a tunnel session.
+CONTROL_PATH = b"/_controlPath/"
+
+#: The header carrying the client's identifier on the control request.
+IDENTIFIER_HEADER = b"X-KTunnel-Identifier"
+
+#: The server's answer to an accepted control request, byte for byte what
+#: the Go server sends. Clients accept C{\r\n} line ends as well.
+CONNECTED_RESPONSE = b"HTTP/1.1 200 Connected to Tunnel\n\n"
+
+#: What the client writes first on the control stream, in one Data frame.
+HANDSHAKE_REQUEST = b"controlHandshake"
+
+#: What the server answers on the control stream, in one Data frame.
+HANDSHAKE_RESPONSE = b"controlOk"
+
+#: The longest control message line accepted, as a bound on memory.
+MAX_CONTROL_LINE = 64 * 1024
+
+
+class Action(enum.IntEnum):
+    """What a control message asks for."""
+
+    REQUEST_CLIENT_SESSION = 1
+
+
+class TransportProtocol(enum.IntEnum):
+    """What a requested stream will carry."""
+
+    HTTP = 1
+    TCP = 2
+    WEBSOCKET = 3
+
+
+class ControlProtocolError(Exception):
+    """A control message or the handshake was malformed."""
+
+
+@attrs.frozen
+class ControlMessage:
+    """
+    One message on the control stream.
+
+    @ivar action: an L{Action}; only L{Action.REQUEST_CLIENT_SESSION} exists.
+    @ivar transportProtocol: the L{TransportProtocol} of the stream asked for.
+    @ivar localPort: for HTTP and WebSocket, the port of the public request's
+        Host header (0 when it had none); for TCP, the port of the server's
+        listener that accepted the connection.
+    """
+
+    action: int = Action.REQUEST_CLIENT_SESSION
+    transportProtocol: int = TransportProtocol.HTTP
+    localPort: int = 0
+
+    def encode(self) -> bytes:
+        """The message as one JSON line, as the Go encoder writes it."""
+        return (
+            b'{"action":%d,"transportProtocol":%d,"localPort":%d}\n'
+            % (self.action, self.transportProtocol, self.localPort)
+        )
+
+    @classmethod
+    def decode(cls, line: bytes) -> ControlMessage:
+        """
+        Parse one JSON line.
+
+        @raise ControlProtocolError: if it is not a JSON object with integer
+            fields (a numeric string is accepted for C{localPort}).
+        """
+        try:
+            fields = json.loads(line)
+        except ValueError as e:
+            raise ControlProtocolError(f"control message is not JSON: {e}") from None
+        if not isinstance(fields, dict):
+            raise ControlProtocolError("control message is not a JSON object")
+        values = []
+        for name in ("action", "transportProtocol", "localPort"):
+            value = fields.get(name, 0)
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if type(value) is not int or not 0 <= value <= 0xFFFF:
+                raise ControlProtocolError(
+                    f"control message field {name!r} is not a small integer: {value!r}"
+                )
+            values.append(value)
+        return cls(*values)
+
+
+class ControlLineReader:
+    """
+    Splits the control stream into messages.
+
+    @ivar maxLine: the longest line accepted.
+    """
+
+    def __init__(self, maxLine: int = MAX_CONTROL_LINE) -> None:
+        self.maxLine = maxLine
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[ControlMessage]:
+        """
+        Take bytes from the control stream.
+
+        @return: the complete messages they finish.
+        @raise ControlProtocolError: on a malformed message or an overlong line.
+        """
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        if len(self._buffer) > self.maxLine:
+            raise ControlProtocolError(
+                f"control message longer than {self.maxLine} bytes"
+            )
+        return [ControlMessage.decode(line) for line in lines if line.strip()]
+
+
+def redactIdentifier(identifier: str | bytes) -> str:
+    """
+    Show an identifier in logs without giving it away: its first four
+    characters only.
+    """
+    if isinstance(identifier, bytes):
+        identifier = identifier.decode("utf-8", "replace")
+    return identifier[:4] + "…" if len(identifier) > 4 else "…"
