@@ -336,6 +336,8 @@ class YamuxProtocol(Protocol):
             self._terminated(event)
 
     def _incomingStream(self, streamID: int) -> None:
+        if self.session.terminated is not None:
+            return
         protocol = None
         if self.streamFactory is not None:
             try:

@@ -188,6 +188,8 @@ class Session:
     def acceptStream(self, streamID: int) -> None:
         """
         Accept a stream the peer opened (see L{StreamOpened}): queue its ACK.
+        Once the session has ended nothing is queued, since no frame may
+        follow its Go Away.
 
         @raise UnknownStreamError: if the stream is gone.
         @raise YamuxError: if the stream is not one waiting to be accepted.
@@ -197,6 +199,8 @@ class Session:
             raise YamuxError(f"stream {streamID} is not waiting to be accepted")
         stream.established = True
         self._unaccepted -= 1
+        if self.terminated is not None:
+            return
         self._outbound.append(
             _pack(PROTOCOL_VERSION, _WINDOW_UPDATE, _ACK, streamID, self._windowBonus)
         )
@@ -234,8 +238,10 @@ class Session:
 
         @return: a L{StreamClosed} event if this ended the stream (the peer
             had half-closed it too), else nothing.
+        @raise SessionClosedError: if the session has ended.
         @raise UnknownStreamError: if the stream is gone.
         """
+        self._checkRunning()
         stream = self._stream(streamID)
         if not stream.writable:
             return []
