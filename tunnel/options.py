@@ -1,0 +1,199 @@
+"""
+Command-line options of C{twistd tunnel-server} and C{twistd tunnel-client}.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from twisted.python import usage
+
+from tunnel.hostsfile import HostsFileError, normaliseHost, parseAssignment, readHostsFile
+
+#: The environment variable the client reads its identifier from.
+IDENTIFIER_ENVIRONMENT = "TUNNEL_IDENTIFIER"
+
+_HOST_PORT = re.compile(r"^(?P<host>[^:\[\]]+|\[[0-9a-fA-F:.]+\]):(?P<port>\d+)$")
+
+
+def clientEndpointString(address: str) -> str:
+    """
+    Turn a bare C{HOST:PORT} (or C{[IPV6]:PORT}) into a Twisted client
+    endpoint string; anything else is taken to be an endpoint string already.
+    """
+    match = _HOST_PORT.match(address)
+    if match is None:
+        return address
+    host, port = match.group("host"), match.group("port")
+    if host.startswith("["):
+        return "tcp6:host=" + host[1:-1].replace(":", r"\:") + f":port={port}"
+    return f"tcp:{host}:{port}"
+
+
+def readSecretFile(path: str, what: str) -> str:
+    """
+    Read a secret (an identifier or a token) from the first line of a file.
+
+    @raise usage.UsageError: if the file cannot be read or is empty.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.readline().strip()
+    except OSError as e:
+        raise usage.UsageError(f"cannot read {what} file {path}: {e.strerror}") from None
+    if not secret:
+        raise usage.UsageError(f"{what} file {path} is empty")
+    return secret
+
+
+class ServerOptions(usage.Options):
+    """
+    Options of C{twistd tunnel-server}.
+
+    After parsing: C{self["listen"]} lists endpoint strings, C{self["hosts"]}
+    maps lower-cased hosts to identifiers (from C{--host} and the hosts
+    file), C{self["tcp"]} lists (endpoint string, identifier) pairs, and
+    C{self["adminToken"]} holds the admin token when C{--admin} is given.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run a tunnel server: public HTTP on the --listen endpoints, routed by "
+        "virtual host to the tunnel clients whose identifiers the hosts are "
+        "bound to. Clients connect to the same endpoints."
+    )
+    optParameters = [
+        ["hosts-file", None, None,
+         "A file of HOST=IDENTIFIER lines, so identifiers stay out of the process "
+         "list. Hosts registered through the admin API are saved there."],
+        ["admin", None, None,
+         "Serve the admin API (JSON, bearer token) on this server endpoint, e.g. "
+         "tcp:8081:interface=127.0.0.1. Off by default."],
+        ["admin-token-file", None, None,
+         "The file holding the admin API's bearer token (required with --admin)."],
+        ["stream-timeout", None, 10.0,
+         "Seconds to wait for a client to open the stream of a request.", float],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["hosts"] = {}
+        self["tcp"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """
+        A server endpoint for public HTTP and tunnel clients, e.g. tcp:8080 or
+        ssl:443:privateKey=key.pem:certKey=cert.pem (repeatable; default tcp:8080).
+        """
+        self["listen"].append(endpoint)
+
+    def opt_host(self, assignment: str) -> None:
+        """
+        HOST=IDENTIFIER: route the virtual host HOST (or HOST:PORT) to the
+        client with IDENTIFIER (repeatable).
+        """
+        try:
+            host, identifier = parseAssignment(assignment, "HOST=IDENTIFIER")
+            self["hosts"][normaliseHost(host)] = identifier
+        except ValueError as e:
+            raise usage.UsageError(f"--host: {e}") from None
+
+    def opt_tcp(self, assignment: str) -> None:
+        """
+        ENDPOINT=IDENTIFIER: listen on the server endpoint ENDPOINT and tunnel
+        each connection to the client with IDENTIFIER (repeatable; split at
+        the last '=').
+        """
+        try:
+            self["tcp"].append(parseAssignment(assignment, "ENDPOINT=IDENTIFIER", True))
+        except ValueError as e:
+            raise usage.UsageError(f"--tcp: {e}") from None
+
+    def postOptions(self) -> None:
+        """Apply defaults, read the hosts and token files, check consistency."""
+        if not self["listen"]:
+            self["listen"] = ["tcp:8080"]
+        if self["hosts-file"]:
+            try:
+                fromFile = readHostsFile(self["hosts-file"])
+            except HostsFileError as e:
+                raise usage.UsageError(str(e)) from None
+            self["hosts"] = {**fromFile, **self["hosts"]}
+        if self["stream-timeout"] <= 0:
+            raise usage.UsageError("--stream-timeout must be positive")
+        self["adminToken"] = None
+        if self["admin"]:
+            if not self["admin-token-file"]:
+                raise usage.UsageError("--admin needs --admin-token-file")
+            self["adminToken"] = readSecretFile(self["admin-token-file"], "admin token")
+        elif self["admin-token-file"]:
+            raise usage.UsageError("--admin-token-file is only used with --admin")
+
+
+class ClientOptions(usage.Options):
+    """
+    Options of C{twistd tunnel-client}.
+
+    After parsing: C{self["server"]} is a client endpoint string,
+    C{self["identifier"]} the identifier, C{self["local"]} the fixed local
+    address or L{None}, and C{self["ports"]} maps public ports to local
+    addresses.
+    """
+
+    synopsis = "--server ENDPOINT --identifier ID [options]"
+    longdesc = (
+        "Run a tunnel client: connect to a tunnel server and forward the "
+        "requests for your virtual host to a local service. The identifier can "
+        "also come from --identifier-file or the environment variable "
+        f"{IDENTIFIER_ENVIRONMENT}, which keep it out of the process list."
+    )
+    optParameters = [
+        ["server", None, None,
+         "The tunnel server: HOST:PORT, or a Twisted client endpoint such as "
+         "tls:tunnel.example.com:443."],
+        ["identifier", None, None, "The secret identifier the server knows this client by."],
+        ["identifier-file", None, None, "Read the identifier from this file."],
+        ["stop-timeout", None, 10.0,
+         "On stop, seconds to let open requests finish before closing.", float],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["local"] = None
+        self["ports"] = {}
+
+    def opt_local(self, address: str) -> None:
+        """
+        ADDR or PORT=ADDR: where to forward requests. ADDR alone (HOST:PORT, a
+        port, or a client endpoint string) receives every HTTP and WebSocket
+        request; PORT=ADDR forwards what comes for public port PORT (repeatable).
+        Default: 127.0.0.1 at the public port (80 when the request names none).
+        """
+        port, sep, target = address.partition("=")
+        if sep and port.strip().isdigit():
+            if not target.strip():
+                raise usage.UsageError(f"--local: expected PORT=ADDR, got {address!r}")
+            self["ports"][int(port)] = target.strip()
+        else:
+            self["local"] = address.strip()
+
+    def postOptions(self) -> None:
+        """Check the server, find the identifier."""
+        if not self["server"]:
+            raise usage.UsageError("--server is required")
+        self["server"] = clientEndpointString(self["server"])
+        if self["identifier"] and self["identifier-file"]:
+            raise usage.UsageError("give --identifier or --identifier-file, not both")
+        if self["identifier-file"]:
+            self["identifier"] = readSecretFile(self["identifier-file"], "identifier")
+        if not self["identifier"]:
+            self["identifier"] = os.environ.get(IDENTIFIER_ENVIRONMENT, "").strip()
+        if not self["identifier"]:
+            raise usage.UsageError(
+                "an identifier is required: --identifier, --identifier-file or "
+                f"the environment variable {IDENTIFIER_ENVIRONMENT}"
+            )
+        if self["stop-timeout"] < 0:
+            raise usage.UsageError("--stop-timeout must not be negative")

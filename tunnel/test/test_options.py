@@ -1,0 +1,168 @@
+"""
+Tests for L{tunnel.options}: the twistd plugins' command lines.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnel.hostsfile import writeHostsFile
+from tunnel.options import (
+    IDENTIFIER_ENVIRONMENT,
+    ClientOptions,
+    ServerOptions,
+    clientEndpointString,
+)
+
+
+def parsed(options: usage.Options, *argv: str) -> usage.Options:
+    options.parseOptions(list(argv))
+    return options
+
+
+class ServerOptionsTests(SynchronousTestCase):
+    """C{twistd tunnel-server} options."""
+
+    def test_defaults(self) -> None:
+        """Without options the server listens on tcp:8080, with no hosts and no admin."""
+        options = parsed(ServerOptions())
+        self.assertEqual(options["listen"], ["tcp:8080"])
+        self.assertEqual(options["hosts"], {})
+        self.assertEqual(options["tcp"], [])
+        self.assertIsNone(options["adminToken"])
+        self.assertEqual(options["stream-timeout"], 10.0)
+
+    def test_repeatedListenAndHosts(self) -> None:
+        """
+        --listen and --host repeat; hosts are lower-cased and split at the
+        first '=' so identifiers may contain '='.
+        """
+        options = parsed(
+            ServerOptions(),
+            "--listen", "tcp:8080", "--listen", "ssl:8443:privateKey=k.pem",
+            "--host", "Demo.Example.com=c2VjcmV0==", "--host", "demo.example.com:8080=other",
+        )
+        self.assertEqual(options["listen"], ["tcp:8080", "ssl:8443:privateKey=k.pem"])
+        self.assertEqual(
+            options["hosts"],
+            {"demo.example.com": "c2VjcmV0==", "demo.example.com:8080": "other"},
+        )
+
+    def test_tcpSplitsAtLastEquals(self) -> None:
+        """--tcp splits at the last '=', since endpoint strings contain '='."""
+        options = parsed(ServerOptions(), "--tcp", "tcp:port=2222:interface=127.0.0.1=ident")
+        self.assertEqual(options["tcp"], [("tcp:port=2222:interface=127.0.0.1", "ident")])
+
+    def test_malformedAssignmentsAreUsageErrors(self) -> None:
+        """Assignments without both sides are one-line usage errors."""
+        for argv in (["--host", "nohost"], ["--host", "=id"], ["--host", "bad host=id"],
+                     ["--tcp", "tcp:2222"], ["--tcp", "tcp:2222="]):
+            error = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
+            self.assertNotIn("\n", str(error))
+
+    def test_hostsFileMergedWithCommandLine(self) -> None:
+        """Hosts come from the hosts file too; the command line wins."""
+        path = self.mktemp()
+        writeHostsFile(path, {"a.example": "from-file", "b.example": "from-file"})
+        options = parsed(ServerOptions(), "--hosts-file", path, "--host", "b.example=cli")
+        self.assertEqual(options["hosts"], {"a.example": "from-file", "b.example": "cli"})
+
+    def test_malformedHostsFileNamesTheLine(self) -> None:
+        """A malformed hosts file is a usage error naming the file and line."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("# comment\n\nok.example=id\nbroken\n")
+        error = self.assertRaises(
+            usage.UsageError, ServerOptions().parseOptions, ["--hosts-file", path]
+        )
+        self.assertIn(f"{path}, line 4", str(error))
+
+    def test_adminNeedsTokenFile(self) -> None:
+        """--admin requires --admin-token-file, whose first line is the token."""
+        self.assertRaises(usage.UsageError, ServerOptions().parseOptions, ["--admin", "tcp:8081"])
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("  the-token \n")
+        options = parsed(ServerOptions(), "--admin", "tcp:8081", "--admin-token-file", path)
+        self.assertEqual(options["adminToken"], "the-token")
+
+    def test_emptyOrMissingTokenFileIsUsageError(self) -> None:
+        """An empty or unreadable token file is a usage error."""
+        empty = self.mktemp()
+        open(empty, "w").close()
+        for path in (empty, self.mktemp()):
+            self.assertRaises(
+                usage.UsageError,
+                ServerOptions().parseOptions,
+                ["--admin", "tcp:8081", "--admin-token-file", path],
+            )
+
+    def test_nonPositiveStreamTimeoutRejected(self) -> None:
+        """--stream-timeout must be positive."""
+        self.assertRaises(
+            usage.UsageError, ServerOptions().parseOptions, ["--stream-timeout", "0"]
+        )
+
+
+class ClientOptionsTests(SynchronousTestCase):
+    """C{twistd tunnel-client} options."""
+
+    def setUp(self) -> None:
+        saved = os.environ.pop(IDENTIFIER_ENVIRONMENT, None)
+        if saved is not None:
+            self.addCleanup(os.environ.__setitem__, IDENTIFIER_ENVIRONMENT, saved)
+
+    def test_bareHostPortMeansTCP(self) -> None:
+        """A bare HOST:PORT server is a tcp: endpoint; endpoint strings pass through."""
+        options = parsed(ClientOptions(), "--server", "tunnel.example.com:8080", "--identifier", "x")
+        self.assertEqual(options["server"], "tcp:tunnel.example.com:8080")
+        options = parsed(ClientOptions(), "--server", "tls:tunnel.example.com:443", "--identifier", "x")
+        self.assertEqual(options["server"], "tls:tunnel.example.com:443")
+
+    def test_ipv6HostPort(self) -> None:
+        """A bracketed IPv6 address with a port becomes an escaped tcp6 endpoint."""
+        self.assertEqual(clientEndpointString("[::1]:8080"), r"tcp6:host=\:\:1:port=8080")
+
+    def test_serverRequired(self) -> None:
+        """--server is required."""
+        self.assertRaises(usage.UsageError, ClientOptions().parseOptions, ["--identifier", "x"])
+
+    def test_identifierFromFileOrEnvironment(self) -> None:
+        """
+        The identifier comes from --identifier, --identifier-file or the
+        environment, in that order; none at all is a usage error.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("from-file\n")
+        options = parsed(ClientOptions(), "--server", "h:1", "--identifier-file", path)
+        self.assertEqual(options["identifier"], "from-file")
+        os.environ[IDENTIFIER_ENVIRONMENT] = "from-env"
+        self.addCleanup(os.environ.pop, IDENTIFIER_ENVIRONMENT, None)
+        self.assertEqual(parsed(ClientOptions(), "--server", "h:1")["identifier"], "from-env")
+        self.assertEqual(
+            parsed(ClientOptions(), "--server", "h:1", "--identifier", "cli")["identifier"], "cli"
+        )
+        del os.environ[IDENTIFIER_ENVIRONMENT]
+        self.assertRaises(usage.UsageError, ClientOptions().parseOptions, ["--server", "h:1"])
+
+    def test_identifierAndFileConflict(self) -> None:
+        """--identifier and --identifier-file together are a usage error."""
+        self.assertRaises(
+            usage.UsageError,
+            ClientOptions().parseOptions,
+            ["--server", "h:1", "--identifier", "a", "--identifier-file", "f"],
+        )
+
+    def test_localAddresses(self) -> None:
+        """--local ADDR sets the fixed address; --local PORT=ADDR maps a port."""
+        options = parsed(
+            ClientOptions(), "--server", "h:1", "--identifier", "x",
+            "--local", "127.0.0.1:3000", "--local", "8080=unix:path=/tmp/app.sock",
+            "--local", "2222=localhost:22",
+        )
+        self.assertEqual(options["local"], "127.0.0.1:3000")
+        self.assertEqual(options["ports"], {8080: "unix:path=/tmp/app.sock", 2222: "localhost:22"})
