@@ -88,6 +88,9 @@ class YamuxProtocol(Protocol):
         self._keepAliveCall: IDelayedCall | None = None
         self._keepAlivePing: int | None = None
         self._transportPaused = False
+        self._dispatching = False
+        self._producingStreams: dict[StreamTransport, None] = {}
+        self._resumeRotation = 0
         # A server must say nothing until the client spoke: a client that read
         # the HTTP 200 through a buffer would lose whatever followed it.
         self._mayWrite = isClient
@@ -233,6 +236,12 @@ class YamuxProtocol(Protocol):
             f"yamux {'client' if self.isClient else 'server'} session with {peer}"
         )
         self.transport.registerProducer(self, True)
+        # Small frames must not wait for the acknowledgement of earlier ones:
+        # a receiver that grants window only after a whole frame arrived
+        # would otherwise stall each frame's tail (Nagle's algorithm).
+        setTcpNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setTcpNoDelay is not None:
+            setTcpNoDelay(True)
         self._log.debug("{session} started", session=self._description)
         if self._mayWrite:
             self._startKeepAlive()
@@ -244,15 +253,22 @@ class YamuxProtocol(Protocol):
             self._startKeepAlive()
         events = self.session.receiveData(data)
         streams = self._streams
-        for event in events:
-            if type(event) is DataReceived:
-                transport = streams.get(event.streamID)
-                if transport is None:
-                    self.session.acknowledgeReceivedData(event.streamID, len(event.data))
+        # Everything the events cause is sent in one write at the end.
+        self._dispatching = True
+        try:
+            for event in events:
+                if type(event) is DataReceived:
+                    transport = streams.get(event.streamID)
+                    if transport is None:
+                        self.session.acknowledgeReceivedData(
+                            event.streamID, len(event.data)
+                        )
+                    else:
+                        transport._dataReceived(event.data)
                 else:
-                    transport._dataReceived(event.data)
-            else:
-                self._dispatch(event)
+                    self._dispatch(event)
+        finally:
+            self._dispatching = False
         self._flush()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
@@ -287,13 +303,23 @@ class YamuxProtocol(Protocol):
     def pauseProducing(self) -> None:
         """The connection's buffer is full: pause every stream's producer."""
         self._transportPaused = True
-        for transport in list(self._streams.values()):
+        for transport in list(self._producingStreams):
             transport._updateProducer()
 
     def resumeProducing(self) -> None:
-        """The connection's buffer drained: resume the streams' producers."""
+        """
+        The connection's buffer drained: resume the streams' producers, a
+        different stream first each time so that none is favoured, and stop
+        as soon as one of them has filled the buffer again.
+        """
         self._transportPaused = False
-        for transport in list(self._streams.values()):
+        transports = list(self._producingStreams)
+        if not transports:
+            return
+        self._resumeRotation = (self._resumeRotation + 1) % len(transports)
+        for transport in transports[self._resumeRotation:] + transports[:self._resumeRotation]:
+            if self._transportPaused:
+                break
             transport._updateProducer()
 
     def stopProducing(self) -> None:
@@ -428,8 +454,14 @@ class YamuxProtocol(Protocol):
 
     def _streamConsumed(self, transport: StreamTransport, size: int) -> None:
         self.session.acknowledgeReceivedData(transport.streamID, size)
-        if not transport._readPaused:
-            self._flush()
+        self._flush()
+
+    def _streamProducing(self, transport: StreamTransport, streaming: bool) -> None:
+        """Track which streams have a streaming producer to pause and resume."""
+        if streaming:
+            self._producingStreams[transport] = None
+        else:
+            self._producingStreams.pop(transport, None)
 
     def _streamDetached(self, transport: StreamTransport) -> None:
         """
@@ -461,11 +493,11 @@ class YamuxProtocol(Protocol):
     # -- timers and helpers ------------------------------------------------
 
     def _flush(self) -> None:
-        if not self._mayWrite or self._connectionDone:
+        if self._dispatching or not self._mayWrite or self._connectionDone:
             return
-        data = self.session.dataToSend()
-        if data:
-            self.transport.write(data)
+        chunks = self.session.chunksToSend()
+        if chunks:
+            self.transport.writeSequence(chunks)
 
     def _openTimedOut(self, streamID: int) -> None:
         pending = self._opening.pop(streamID, None)

@@ -140,6 +140,7 @@ class StreamTransport:
         self._producer = producer
         self._producerStreaming = streaming
         self._producerPaused = False
+        self._mux._streamProducing(self, streaming)
         if streaming:
             self._updateProducer()
         else:
@@ -148,6 +149,7 @@ class StreamTransport:
     def unregisterProducer(self) -> None:
         """Forget the registered producer."""
         self._producer = None
+        self._mux._streamProducing(self, False)
 
     # -- IPushProducer (towards the attached protocol) ---------------------
 
@@ -247,6 +249,7 @@ class StreamTransport:
         self.connected = False
         self._received.clear()
         producer, self._producer = self._producer, None
+        self._mux._streamProducing(self, False)
         if producer is not None:
             try:
                 producer.stopProducing()

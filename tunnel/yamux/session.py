@@ -54,14 +54,16 @@ Event = Union[
     SessionTerminated,
 ]
 
-_DATA = FrameType.DATA
-_WINDOW_UPDATE = FrameType.WINDOW_UPDATE
-_PING = FrameType.PING
-_GO_AWAY = FrameType.GO_AWAY
-_SYN = Flag.SYN
-_ACK = Flag.ACK
-_FIN = Flag.FIN
-_RST = Flag.RST
+# Plain ints: enum arithmetic on the hot path costs Python-level calls.
+_DATA = int(FrameType.DATA)
+_WINDOW_UPDATE = int(FrameType.WINDOW_UPDATE)
+_PING = int(FrameType.PING)
+_GO_AWAY = int(FrameType.GO_AWAY)
+_SYN = int(Flag.SYN)
+_ACK = int(Flag.ACK)
+_FIN = int(Flag.FIN)
+_RST = int(Flag.RST)
+_FIN_OR_RST = _FIN | _RST
 _pack = HEADER.pack
 _unpackFrom = HEADER.unpack_from
 
@@ -96,7 +98,7 @@ class Session:
         self._peerParity = 0 if isClient else 1
         self._windowBonus = self.config.maxStreamWindow - INITIAL_WINDOW
         self._grantThreshold = self.config.maxStreamWindow // 2
-        self._outbound: list[bytes | memoryview] = []
+        self._outbound: list[bytes] = []
         self._header = bytearray()
         self._payloadRemaining = 0
         self._payloadStream: StreamState | None = None
@@ -114,11 +116,17 @@ class Session:
 
         @return: the bytes, possibly empty; they are not returned again.
         """
-        if not self._outbound:
-            return b""
-        data = b"".join(self._outbound)
-        self._outbound.clear()
-        return data
+        return b"".join(self.chunksToSend())
+
+    def chunksToSend(self) -> list[bytes]:
+        """
+        Take the bytes queued for the peer as the pieces they were queued in
+        (headers and payloads), to hand to a vectored write without copying.
+
+        @return: the pieces, possibly none; they are not returned again.
+        """
+        chunks, self._outbound = self._outbound, []
+        return chunks
 
     @property
     def streamIDs(self) -> list[int]:
@@ -425,7 +433,7 @@ class Session:
                         events.extend(self._sendFinIfDrained(stream))
                         if streamID not in self._streams:
                             return
-            if flags & (_FIN | _RST):
+            if flags & _FIN_OR_RST:
                 self._processClosingFlags(stream, flags, events)
             return
         if length:
@@ -439,8 +447,8 @@ class Session:
             stream.recvWindow -= length
             self._payloadRemaining = length
             self._payloadStream = stream
-            self._payloadFlags = flags & (_FIN | _RST)
-        elif flags & (_FIN | _RST):
+            self._payloadFlags = flags & _FIN_OR_RST
+        elif flags & _FIN_OR_RST:
             self._processClosingFlags(stream, flags, events)
 
     def _incomingStream(self, streamID: int, events: list[Event]) -> StreamState | None:

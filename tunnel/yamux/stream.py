@@ -65,7 +65,7 @@ class StreamState:
         """Whether the application may still write to the stream."""
         return not (self.localClosed or self.finPending)
 
-    def takeSendable(self) -> tuple[int, list[bytes | memoryview]]:
+    def takeSendable(self) -> tuple[int, list[bytes]]:
         """
         Take as much buffered data as the send window allows, and charge it to
         the window.
@@ -75,7 +75,7 @@ class StreamState:
         """
         budget = self.sendWindow
         buffer = self.sendBuffer
-        pieces: list[bytes | memoryview] = []
+        pieces: list[bytes] = []
         taken = 0
         while buffer and taken < budget:
             piece = buffer[0]
@@ -83,10 +83,11 @@ class StreamState:
             if len(piece) <= room:
                 buffer.popleft()
             else:
+                # The rest stays behind as a view, not a copy.
                 view = memoryview(piece)
                 buffer[0] = view[room:]
                 piece = view[:room]
-            pieces.append(piece)
+            pieces.append(piece if type(piece) is bytes else bytes(piece))
             taken += len(piece)
         self.sendWindow -= taken
         self.sendBuffered -= taken
