@@ -37,6 +37,7 @@ class PipeEnd(Protocol):
         self.lostReason: Failure | None = None
         self._held: list[bytes] = []
         self._readEnded = False
+        self._producingForPeer = False
 
     def connectionMade(self) -> None:
         """Hold the transport paused until the pipe is joined."""
@@ -50,8 +51,9 @@ class PipeEnd(Protocol):
         """
         self.peer = peer
         peer.peer = self
-        for end in (self, peer):
-            end.transport.registerProducer(end.peer.transport, True)
+        for end in (peer, self):
+            end.peer.transport.registerProducer(end.transport, True)
+            end._producingForPeer = True
         for end in (self, peer):
             end._release()
 
@@ -93,6 +95,10 @@ class PipeEnd(Protocol):
 
     def _passOnHalfClose(self) -> None:
         peerTransport = self.peer.transport
+        # Our transport will produce nothing more. Left registered, a paused
+        # producer makes a Twisted transport resume it, instead of
+        # half-closing, once its buffer drains: the half-close would hang.
+        self._stopProducingForPeer()
         loseWriteConnection = getattr(peerTransport, "loseWriteConnection", None)
         if loseWriteConnection is None:
             peerTransport.loseConnection()
@@ -102,5 +108,11 @@ class PipeEnd(Protocol):
     def _passOnLoss(self) -> None:
         peer = self.peer
         if peer.lostReason is None:
-            peer.transport.unregisterProducer()
+            self._stopProducingForPeer()
             peer.transport.loseConnection()
+
+    def _stopProducingForPeer(self) -> None:
+        """Unregister our transport as the producer of the peer's, once."""
+        if self._producingForPeer:
+            self._producingForPeer = False
+            self.peer.transport.unregisterProducer()

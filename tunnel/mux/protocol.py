@@ -417,7 +417,7 @@ class YamuxProtocol(Protocol):
                 reason=event.reason,
             )
         self._flush()
-        self.transport.loseConnection()
+        self._loseConnection()
 
     # -- calls from stream transports --------------------------------------
 
@@ -563,7 +563,13 @@ class YamuxProtocol(Protocol):
 
     def _closeNow(self) -> None:
         if not self._connectionDone:
-            self.transport.loseConnection()
+            self._loseConnection()
+
+    def _loseConnection(self) -> None:
+        # A transport is not closed while a producer is registered on it
+        # (a TLS transport waits for it to unregister).
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _whenIdle(self, callback: Callable[[], None]) -> None:
         self._idleCallback = callback

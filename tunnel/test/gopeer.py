@@ -197,6 +197,7 @@ class GoPeerProcess(protocol.ProcessProtocol):
         self._ended = False
         self._killed = False
         self._endWaiters: list[defer.Deferred[None]] = []
+        self._lineWaiters: list[tuple[bytes, defer.Deferred[bytes]]] = []
 
     @property
     def stderr(self) -> str:
@@ -216,6 +217,30 @@ class GoPeerProcess(protocol.ProcessProtocol):
             if line.startswith(b"LISTENING ") and not self.listening.called:
                 host, _, port = line[len(b"LISTENING ") :].decode().rpartition(":")
                 self.listening.callback((host.strip("[]"), int(port)))
+            waiting, self._lineWaiters = self._lineWaiters, []
+            for prefix, waiter in waiting:
+                if line.startswith(prefix):
+                    waiter.callback(line)
+                else:
+                    self._lineWaiters.append((prefix, waiter))
+
+    def waitForLine(self, prefix: bytes) -> defer.Deferred[bytes]:
+        """
+        The first stdout line starting with C{prefix}, printed already or
+        to come.
+
+        @return: A L{defer.Deferred} firing with the line (without its end),
+            or failing with L{GoPeerError} if the peer ends without one.
+        """
+        for line in self._lines:
+            if line.startswith(prefix):
+                return defer.succeed(line)
+        waiter: defer.Deferred[bytes] = defer.Deferred()
+        if self._ended:
+            waiter.errback(self._failure(f"ended without printing {prefix!r}"))
+        else:
+            self._lineWaiters.append((prefix, waiter))
+        return waiter
 
     def errReceived(self, data: bytes) -> None:
         """
@@ -240,6 +265,9 @@ class GoPeerProcess(protocol.ProcessProtocol):
             self.result.callback(outcome)
         else:
             self.result.errback(self._failure(outcome))
+        lineWaiters, self._lineWaiters = self._lineWaiters, []
+        for prefix, lineWaiter in lineWaiters:
+            lineWaiter.errback(self._failure(f"ended without printing {prefix!r}"))
         waiters, self._endWaiters = self._endWaiters, []
         for waiter in waiters:
             waiter.callback(None)

@@ -702,6 +702,25 @@ class SessionLifeTests(SynchronousTestCase):
         pair.flush()
         self.assertEqual(done, [None])
 
+    def test_closingUnregistersFromTransport(self) -> None:
+        """
+        The session unregisters itself as its transport's producer before
+        closing it, on a graceful shutdown as on a protocol error: a
+        transport with a producer registered is not closed (TLS waits for
+        it to unregister).
+        """
+        for close in (
+            lambda session: session.shutdown(),
+            lambda session: session.dataReceived(b"GET / HTTP/1.1\r\n\r\n"),
+        ):
+            session = YamuxProtocol(True, None, None, Clock())
+            transport = StringTransport()
+            session.makeConnection(transport)
+            self.assertIs(transport.producer, session)
+            close(session)
+            self.assertIsNone(transport.producer)
+            self.assertTrue(transport.disconnecting)
+
     def test_shutdownClosesAfterTimeout(self) -> None:
         """C{shutdown} closes the connection after its timeout regardless."""
         pair = SessionPair()

@@ -79,6 +79,21 @@ class PipeEndTests(SynchronousTestCase):
         self.assertTrue(bTransport.writeClosed)
         self.assertFalse(aTransport.writeClosed)
 
+    def test_halfCloseUnregistersFinishedProducer(self) -> None:
+        """
+        A half-close first unregisters the side that ended as the producer
+        of the other (a Twisted transport resumes a paused producer instead
+        of half-closing); a later loss does not unregister it again.
+        """
+        a, aTransport = connectedEnd()
+        b, bTransport = connectedEnd()
+        a.join(b)
+        a.readConnectionLost()
+        self.assertIsNone(bTransport.producer)
+        self.assertIs(aTransport.producer, bTransport)
+        a.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(bTransport.disconnecting)
+
     def test_halfCloseBeforeJoinPassedOnAtJoin(self) -> None:
         """A half-close that came before the join is passed on at the join."""
         a, aTransport = connectedEnd()
