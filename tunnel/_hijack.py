@@ -1,0 +1,51 @@
+"""
+Taking a raw connection away from twisted.web.
+
+Twisted has no public API for this (its ticket 3204); this module is the one
+place that knows how an L{HTTPChannel} holds its connection.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IProtocol
+from twisted.web.http import Request
+
+
+def takeOverConnection(request: Request, protocol: IProtocol) -> None:
+    """
+    Detach the connection of C{request} from its HTTP/1.x channel and connect
+    C{protocol} to it.
+
+    Afterwards the channel is inert: it never writes to the connection nor
+    closes it, and no response is ever written for C{request}. C{protocol}
+    gets every byte the channel had read past the request (a request body
+    already read included), then everything that arrives later, and the
+    connection's loss. The connection is resumed if the channel had paused
+    it; C{protocol} may pause it again from C{connectionMade} on.
+
+    Call it at the earliest once the request's body has been read, that is
+    from the resource's C{render} on.
+
+    @param request: a request whose channel is an L{HTTPChannel}, over TCP,
+        TLS or any transport that delivers to C{transport.protocol} or, as
+        wrappers do, to C{transport.wrappedProtocol}.
+    @param protocol: the protocol to connect.
+    """
+    channel = request.channel
+    transport = channel.transport
+    # Bytes read while the request was handled wait in _dataBuffer; bytes
+    # that arrived with the request's last line and were not parsed yet
+    # wait in the line buffer, after them.
+    buffered = b"".join(channel._dataBuffer) + channel.clearLineBuffer()
+    channel._dataBuffer = []
+    transport.unregisterProducer()
+    channel.setTimeout(None)
+    channel.transport = None
+    if hasattr(transport, "wrappedProtocol"):
+        transport.wrappedProtocol = protocol
+    else:
+        transport.protocol = protocol
+    transport.resumeProducing()
+    protocol.makeConnection(transport)
+    if buffered:
+        protocol.dataReceived(buffered)

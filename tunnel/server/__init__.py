@@ -1,0 +1,183 @@
+"""
+The tunnel server, to embed in a twisted.web application.
+
+Typical use::
+
+    server = TunnelServer()
+    server.addHost("demo.example.com", "secret-identifier")
+    endpoints.serverFromString(reactor, "tcp:8080").listen(server.site())
+
+or put C{server.resource} anywhere in an existing resource tree.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.internet.task import Cooperator
+
+from tunnel.server.events import ClientConnected, ClientDisconnected, ClientInfo, HostStatus
+from tunnel.server.registry import Event, Registry
+from tunnel.server.resource import TunnelResource
+from tunnel.server.session import SessionSettings, StreamTimeout, TooManyPendingStreams
+from tunnel.server.site import TunnelSite
+from tunnel.server.tcp import TCPTunnelFactory
+from tunnel.yamux import SessionConfig
+
+__all__ = [
+    "ClientConnected",
+    "ClientDisconnected",
+    "ClientInfo",
+    "HostStatus",
+    "SessionSettings",
+    "StreamTimeout",
+    "TooManyPendingStreams",
+    "TunnelResource",
+    "TunnelServer",
+    "TunnelSite",
+]
+
+
+def _identifier(identifier: str | bytes) -> bytes:
+    return identifier.encode("utf-8") if isinstance(identifier, str) else identifier
+
+
+class TunnelServer:
+    """
+    A tunnel server: virtual hosts and TCP listeners routed to clients, and
+    the web resource clients connect to and public requests arrive at.
+
+    @ivar resource: the L{TunnelResource} to serve, as a site's root (see
+        L{site}) or anywhere in a resource tree.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime | None = None,
+        streamTimeout: float = 10.0,
+        yamuxConfig: SessionConfig | None = None,
+        handshakeTimeout: float = 10.0,
+        maxPendingStreams: int = 1000,
+        drainTimeout: float = 60.0,
+    ) -> None:
+        """
+        @param reactor: the reactor (a clock at least; for the site, a
+            reactor); the global one by default.
+        @param streamTimeout: seconds a client has to open a stream asked
+            for; a public request that waits longer gets a 504.
+        @param yamuxConfig: the settings of the clients' yamux sessions.
+        @param handshakeTimeout: seconds a connecting client has to complete
+            the handshake before it is dropped.
+        @param maxPendingStreams: the most streams a client may owe; public
+            requests beyond that get a 503.
+        @param drainTimeout: seconds the open streams of a replaced or
+            removed client's session may take to finish.
+        """
+        if reactor is None:
+            from twisted.internet import reactor  # type: ignore[no-redef]
+        self._reactor = reactor
+        self._registry = Registry()
+        self._listeners: dict[IListeningPort, bytes] = {}
+        settings = SessionSettings(
+            streamTimeout=streamTimeout,
+            handshakeTimeout=handshakeTimeout,
+            maxPendingStreams=maxPendingStreams,
+            drainTimeout=drainTimeout,
+            yamux=yamuxConfig or SessionConfig(),
+        )
+        cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+        self.resource = TunnelResource(self._registry, settings, reactor, cooperator)
+
+    def site(self) -> TunnelSite:
+        """A site serving L{resource} that streams request bodies."""
+        return TunnelSite(self.resource, reactor=self._reactor)
+
+    def addHost(self, host: str, identifier: str | bytes) -> None:
+        """
+        Route the virtual host C{host} to the client with C{identifier}.
+
+        @param host: a host name, or C{name:port} to match only requests
+            whose Host header has that port; case does not matter.
+        @param identifier: the client's secret identifier.
+        @raise ValueError: if the identifier is empty.
+        """
+        self._registry.addHost(host, _identifier(identifier))
+
+    def deleteHost(self, host: str) -> None:
+        """
+        Stop routing C{host}. If its client has no host or TCP listener
+        left, the client's session is closed.
+
+        @raise KeyError: if C{host} is not routed.
+        """
+        self._registry.deleteHost(host)
+
+    def hosts(self) -> list[HostStatus]:
+        """The virtual hosts, sorted, and whether their client is connected."""
+        return self._registry.hosts()
+
+    def clients(self) -> list[ClientInfo]:
+        """The connected clients, with redacted identifiers."""
+        return self._registry.clients()
+
+    def bindTCP(
+        self, endpoint: IStreamServerEndpoint, identifier: str | bytes
+    ) -> Deferred[IListeningPort]:
+        """
+        Listen on C{endpoint} and tunnel every accepted connection to the
+        client with C{identifier}.
+
+        @return: a L{Deferred} firing with the listening port once it
+            listens; pass it to L{unbindTCP} to stop.
+        """
+        key = _identifier(identifier)
+        self._registry.bindListener(key)
+        listening = endpoint.listen(TCPTunnelFactory(lambda: self._registry.session(key)))
+
+        def listened(port: IListeningPort) -> IListeningPort:
+            self._listeners[port] = key
+            return port
+
+        def failed(reason: object) -> object:
+            self._registry.unbindListener(key)
+            return reason
+
+        return listening.addCallbacks(listened, failed)
+
+    def unbindTCP(self, port: IListeningPort) -> Deferred[None]:
+        """
+        Stop a listener started by L{bindTCP}. If its client has no host or
+        TCP listener left, the client's session is closed.
+
+        @return: a L{Deferred} firing once the port stopped listening.
+        @raise KeyError: if C{port} was not bound by L{bindTCP}.
+        """
+        key = self._listeners.pop(port)
+        self._registry.unbindListener(key)
+        return maybeDeferred(port.stopListening)
+
+    def addObserver(self, observer: Callable[[Event], None]) -> None:
+        """
+        Call C{observer} with a L{ClientConnected} each time a client
+        completes its handshake, and a L{ClientDisconnected} (with the
+        reason) each time a client's session stops serving its hosts.
+        """
+        self._registry.addObserver(observer)
+
+    def removeObserver(self, observer: Callable[[Event], None]) -> None:
+        """Stop calling C{observer}."""
+        self._registry.removeObserver(observer)
+
+    def close(self) -> Deferred[None]:
+        """
+        Stop every TCP listener and close every client's session.
+
+        @return: a L{Deferred} firing once all are closed.
+        """
+        closing = [
+            session.close("the server is stopping") for session in self._registry.sessions()
+        ]
+        closing += [self.unbindTCP(port) for port in list(self._listeners)]
+        return gatherResults(closing).addCallback(lambda _: None)

@@ -1,0 +1,287 @@
+"""
+Which virtual hosts and TCP listeners lead to which identifier, and which
+identifier's client is connected.
+
+Identifiers are secrets: they are looked up by their SHA-256 digest and
+then compared in constant time, and never logged in full.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Callable, Union
+
+import attrs
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tunnel.mux import SessionEndedError
+from tunnel.server.events import (
+    ClientConnected,
+    ClientDisconnected,
+    ClientInfo,
+    HostStatus,
+)
+from tunnel.server.session import ClientSession, ISessionObserver
+
+#: What observers of the registry are told.
+Event = Union[ClientConnected, ClientDisconnected]
+
+
+@attrs.frozen
+class Route:
+    """
+    Where a public request goes.
+
+    @ivar host: the virtual host that matched.
+    @ivar port: the port of the request's Host header, 0 if it had none.
+    @ivar session: the connected session of the host's client, or L{None}.
+    """
+
+    host: str
+    port: int
+    session: ClientSession | None
+
+
+def parseHost(value: bytes) -> tuple[list[str], int]:
+    """
+    Split a Host header into the names to try, most specific first, and its
+    port.
+
+    @return: the lower-cased C{host:port} then C{host} (or only C{host}
+        when there is no port), and the port, or 0 when there is none or it
+        is not a valid port.
+    """
+    whole = value.decode("latin-1").strip().lower()
+    if whole.startswith("["):
+        host, bracket, rest = whole.partition("]")
+        host += bracket
+        port = rest[1:] if rest.startswith(":") else None
+    elif whole.count(":") == 1:
+        host, _, port = whole.partition(":")
+    else:
+        host, port = whole, None
+    if port is None:
+        return [whole], 0
+    number = int(port) if port.isdigit() and int(port) <= 0xFFFF else 0
+    return [whole, host], number
+
+
+@attrs.define(eq=False)
+class _Tunnel:
+    """
+    One identifier: its hosts, how many TCP listeners are bound to it, and
+    its connected session.
+    """
+
+    identifier: bytes
+    hosts: set[str] = attrs.Factory(set)
+    listeners: int = 0
+    session: ClientSession | None = None
+
+    def info(self, session: ClientSession) -> ClientInfo:
+        """Describe C{session}, one of this identifier's, for observers."""
+        return ClientInfo(
+            identifier=session.label,
+            peer=session.peer,
+            connectedSince=session.connectedSince,
+            hosts=tuple(sorted(self.hosts)),
+        )
+
+
+def _digest(identifier: bytes) -> bytes:
+    return hashlib.sha256(identifier).digest()
+
+
+@implementer(ISessionObserver)
+class Registry:
+    """
+    The routing table of a tunnel server, and the observer of its sessions:
+    a session that completes its handshake becomes the connected session of
+    its identifier, replacing (and closing) any older one.
+
+    An identifier is known while it has a host or a TCP listener; when it
+    loses the last one its session is closed.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self._tunnels: dict[bytes, _Tunnel] = {}
+        self._hosts: dict[str, _Tunnel] = {}
+        self._observers: list[Callable[[Event], None]] = []
+
+    # -- configuration -----------------------------------------------------
+
+    def addHost(self, host: str, identifier: bytes) -> None:
+        """
+        Route the virtual host C{host} (a name, or C{name:port}; case does
+        not matter) to the client with C{identifier}, instead of any other.
+
+        @raise ValueError: if the host or the identifier is empty.
+        """
+        name = host.lower()
+        if not name:
+            raise ValueError("a host must not be empty")
+        tunnel = self._tunnel(identifier, create=True)
+        previous = self._hosts.get(name)
+        if previous is tunnel:
+            return
+        self._hosts[name] = tunnel
+        tunnel.hosts.add(name)
+        if previous is not None:
+            previous.hosts.discard(name)
+            self._forgetIfUnused(previous)
+
+    def deleteHost(self, host: str) -> None:
+        """
+        Stop routing the virtual host C{host}.
+
+        @raise KeyError: if it is not routed.
+        """
+        name = host.lower()
+        tunnel = self._hosts.pop(name)
+        tunnel.hosts.discard(name)
+        self._forgetIfUnused(tunnel)
+
+    def bindListener(self, identifier: bytes) -> None:
+        """
+        Count a TCP listener bound to C{identifier}, which keeps the
+        identifier known.
+
+        @raise ValueError: if the identifier is empty.
+        """
+        self._tunnel(identifier, create=True).listeners += 1
+
+    def unbindListener(self, identifier: bytes) -> None:
+        """Forget a TCP listener counted by L{bindListener}."""
+        tunnel = self._tunnel(identifier)
+        tunnel.listeners -= 1
+        self._forgetIfUnused(tunnel)
+
+    def addObserver(self, observer: Callable[[Event], None]) -> None:
+        """Call C{observer} with every L{ClientConnected} and L{ClientDisconnected}."""
+        self._observers.append(observer)
+
+    def removeObserver(self, observer: Callable[[Event], None]) -> None:
+        """Stop calling C{observer}."""
+        self._observers.remove(observer)
+
+    # -- lookups -----------------------------------------------------------
+
+    def knows(self, identifier: bytes) -> bool:
+        """Whether C{identifier} has a host or a TCP listener."""
+        return self._lookup(identifier) is not None
+
+    def session(self, identifier: bytes) -> ClientSession | None:
+        """The connected session of C{identifier}'s client, if any."""
+        tunnel = self._lookup(identifier)
+        return None if tunnel is None else tunnel.session
+
+    def route(self, hostHeader: bytes) -> Route | None:
+        """
+        Find where a public request with this Host header goes: the full
+        C{host:port} first, then the host alone.
+
+        @return: the route, or L{None} if no virtual host matches.
+        """
+        names, port = parseHost(hostHeader)
+        for name in names:
+            tunnel = self._hosts.get(name)
+            if tunnel is not None:
+                return Route(name, port, tunnel.session)
+        return None
+
+    def hosts(self) -> list[HostStatus]:
+        """Every virtual host, sorted, and whether its client is connected."""
+        return [
+            HostStatus(name, tunnel.session is not None)
+            for name, tunnel in sorted(self._hosts.items())
+        ]
+
+    def clients(self) -> list[ClientInfo]:
+        """The connected clients, in the order they connected."""
+        infos = [
+            tunnel.info(tunnel.session)
+            for tunnel in self._tunnels.values()
+            if tunnel.session is not None
+        ]
+        return sorted(infos, key=lambda info: info.connectedSince)
+
+    def sessions(self) -> list[ClientSession]:
+        """The connected sessions."""
+        return [t.session for t in self._tunnels.values() if t.session is not None]
+
+    # -- ISessionObserver --------------------------------------------------
+
+    def sessionReady(self, session: ClientSession) -> None:
+        """Make C{session} the connected one of its identifier."""
+        tunnel = self._lookup(session.identifier)
+        if tunnel is None:
+            session.close("its identifier was removed")
+            return
+        previous, tunnel.session = tunnel.session, session
+        if previous is not None:
+            self._disconnected(tunnel, previous, "replaced by a newer session")
+            previous.close("replaced by a newer session")
+        self._log.info(
+            "Client {client} is connected from {peer} for {hosts}",
+            client=session.label,
+            peer=session.peer,
+            hosts=", ".join(sorted(tunnel.hosts)) or "TCP listeners only",
+        )
+        self._emit(ClientConnected(tunnel.info(session)))
+
+    def sessionEnded(self, session: ClientSession, reason: Failure) -> None:
+        """Forget C{session} if it is the connected one of its identifier."""
+        tunnel = self._lookup(session.identifier)
+        if tunnel is None or tunnel.session is not session:
+            return
+        tunnel.session = None
+        self._log.info(
+            "Client {client} disconnected: {why}",
+            client=session.label,
+            why=reason.getErrorMessage(),
+        )
+        self._emit(ClientDisconnected(tunnel.info(session), reason))
+
+    # -- helpers -----------------------------------------------------------
+
+    def _lookup(self, identifier: bytes) -> _Tunnel | None:
+        tunnel = self._tunnels.get(_digest(identifier))
+        if tunnel is None or not hmac.compare_digest(tunnel.identifier, identifier):
+            return None
+        return tunnel
+
+    def _tunnel(self, identifier: bytes, create: bool = False) -> _Tunnel:
+        if not identifier:
+            raise ValueError("an identifier must not be empty")
+        key = _digest(identifier)
+        tunnel = self._tunnels.get(key)
+        if tunnel is None:
+            if not create:
+                raise KeyError("unknown identifier")
+            tunnel = self._tunnels[key] = _Tunnel(identifier)
+        return tunnel
+
+    def _forgetIfUnused(self, tunnel: _Tunnel) -> None:
+        if tunnel.hosts or tunnel.listeners:
+            return
+        del self._tunnels[_digest(tunnel.identifier)]
+        session, tunnel.session = tunnel.session, None
+        if session is not None:
+            self._disconnected(tunnel, session, "its identifier was removed")
+            session.close("its identifier was removed")
+
+    def _disconnected(self, tunnel: _Tunnel, session: ClientSession, why: str) -> None:
+        self._log.info("Client {client} disconnected: {why}", client=session.label, why=why)
+        self._emit(ClientDisconnected(tunnel.info(session), Failure(SessionEndedError(why))))
+
+    def _emit(self, event: Event) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:
+                self._log.failure("Observer {observer!r} failed", observer=observer)

@@ -1,0 +1,372 @@
+"""
+The server side of one client's tunnel: a yamux session, its control stream,
+and the pairing of the streams the client opens with the requests for them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+import attrs
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from tunnel.mux import SessionEndedError, StreamAddress, StreamTransport, YamuxProtocol
+from tunnel.protocol import (
+    HANDSHAKE_REQUEST,
+    HANDSHAKE_RESPONSE,
+    ControlLineReader,
+    ControlMessage,
+    ControlProtocolError,
+    TransportProtocol,
+    redactIdentifier,
+)
+from tunnel.yamux import SessionConfig
+
+
+class StreamTimeout(Exception):
+    """The client did not open the stream asked for in time."""
+
+
+class TooManyPendingStreams(Exception):
+    """The client already owes as many streams as it may."""
+
+
+class ISessionObserver(Interface):
+    """Is told when a L{ClientSession} becomes ready and when it ends."""
+
+    def sessionReady(session: ClientSession) -> None:
+        """The session completed its handshake and may carry streams."""
+
+    def sessionEnded(session: ClientSession, reason: Failure) -> None:
+        """The session's connection is gone, ready before or not."""
+
+
+@attrs.frozen
+class SessionSettings:
+    """
+    Limits and timeouts of the server side of a tunnel session.
+
+    @ivar streamTimeout: seconds the client has to open a stream asked for.
+    @ivar handshakeTimeout: seconds the client has to open the control
+        stream and send the handshake; a client that does not is dropped.
+    @ivar maxPendingStreams: the most streams a client may owe: asked for
+        and not opened yet, timed-out ones included. Asking for more fails
+        with L{TooManyPendingStreams}.
+    @ivar drainTimeout: seconds the open streams of a session that is closed
+        (replaced by a newer one, or its identifier removed) may take to
+        finish before the connection is closed.
+    @ivar yamux: the yamux settings of the sessions.
+    """
+
+    streamTimeout: float = 10.0
+    handshakeTimeout: float = 10.0
+    maxPendingStreams: int = 1000
+    drainTimeout: float = 60.0
+    yamux: SessionConfig = SessionConfig()
+
+
+class _State(enum.Enum):
+    HANDSHAKE = "handshake"
+    READY = "ready"
+    CLOSING = "closing"
+    ENDED = "ended"
+
+
+@attrs.define(eq=False)
+class _PendingStream:
+    """
+    A stream asked for and not opened yet.
+
+    @ivar protocol: what to attach to the stream, or L{None} once the
+        request gave up (timed out or cancelled): the stream is then closed
+        as soon as it arrives.
+    """
+
+    protocol: Protocol | None
+    connected: Deferred[Protocol]
+    timer: IDelayedCall | None = None
+
+    def abandon(self) -> None:
+        """Give up waiting: the stream will be closed when it arrives."""
+        self.protocol = None
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+
+
+class ClientSession:
+    """
+    The server side of one client's tunnel session.
+
+    L{protocol} runs the yamux server side over the client's connection.
+    The first stream the client opens is the control stream: the client
+    writes the handshake, we answer it, and from then on we send control
+    messages asking for streams (L{requestStream}). Each stream the client
+    opens afterwards is paired with the oldest request still owed one, so
+    that no request ever gets a stream opened for another; a stream nobody
+    asked for is refused.
+
+    @ivar protocol: the yamux protocol to connect to the client's connection.
+    @ivar label: the identifier, redacted for logs.
+    @ivar peer: the client's address, once connected.
+    @ivar connectedSince: when the handshake completed (seconds on the
+        session's clock), or L{None} before.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        identifier: bytes,
+        settings: SessionSettings,
+        observer: ISessionObserver,
+        clock: IReactorTime,
+    ) -> None:
+        self.identifier = identifier
+        self.label = redactIdentifier(identifier)
+        self.peer: IAddress | None = None
+        self.connectedSince: float | None = None
+        self.protocol = _ServerProtocol(self, settings.yamux, clock)
+        self._settings = settings
+        self._observer = observer
+        self._clock = clock
+        self._state = _State.HANDSHAKE
+        self._control: Protocol | None = None
+        self._pending: deque[_PendingStream] = deque()
+        self._handshakeTimer: IDelayedCall | None = None
+        self._endReason: Failure | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the session completed its handshake and is not closing."""
+        return self._state is _State.READY
+
+    def requestStream(
+        self, transportProtocol: TransportProtocol, localPort: int, protocol: Protocol
+    ) -> Deferred[Protocol]:
+        """
+        Ask the client for a stream and attach C{protocol} to it.
+
+        @return: a L{Deferred} that fires with C{protocol} once it is
+            connected to the stream, or fails with L{StreamTimeout},
+            L{TooManyPendingStreams}, or L{SessionEndedError} if the session
+            ends or closes first. Cancelling it gives up the request; the
+            stream the client opens for it later is closed.
+        """
+        if self._state is not _State.READY:
+            return fail(SessionEndedError(f"the session of client {self.label} is not ready"))
+        if len(self._pending) >= self._settings.maxPendingStreams:
+            return fail(
+                TooManyPendingStreams(
+                    f"client {self.label} owes {len(self._pending)} streams already"
+                )
+            )
+        entry = _PendingStream(protocol, Deferred(lambda d: entry.abandon()))
+        entry.timer = self._clock.callLater(
+            self._settings.streamTimeout, self._streamTimedOut, entry
+        )
+        self._pending.append(entry)
+        self._control.transport.write(
+            ControlMessage(transportProtocol=transportProtocol, localPort=localPort).encode()
+        )
+        return entry.connected
+
+    def close(self, why: str) -> Deferred[None]:
+        """
+        Close the session gracefully: requests waiting for a stream fail, the
+        client is sent Go Away, the control stream is closed, and the
+        connection is closed once the other streams finish, or after the
+        drain timeout.
+
+        @param why: the reason, for logs and observers.
+        @return: a L{Deferred} that fires once the connection is closed.
+        """
+        if self._state in (_State.CLOSING, _State.ENDED):
+            return self.protocol.whenClosed()
+        self._log.info("Closing the session of client {client}: {why}", client=self.label, why=why)
+        self._endReason = Failure(SessionEndedError(why))
+        self._state = _State.CLOSING
+        self._failPending(SessionEndedError(f"the session of client {self.label} closed: {why}"))
+        closing = self.protocol.shutdown(self._settings.drainTimeout)
+        if self._control is not None:
+            # No more control messages: only the streams carrying traffic
+            # keep the session open.
+            self._control.transport.loseConnection()
+        return closing
+
+    # -- as the stream factory of the yamux session ------------------------
+
+    def buildProtocol(self, addr: StreamAddress) -> Protocol | None:
+        """
+        Route a stream the client opened: the first is the control stream;
+        later ones go to the oldest pending request; others are refused.
+        """
+        if self._control is None and self._state is _State.HANDSHAKE:
+            self._control = _ControlStream(self)
+            return self._control
+        if self._state is not _State.READY or not self._pending:
+            self._log.warn(
+                "Client {client} opened stream {streamID} that nobody asked for; refusing it",
+                client=self.label,
+                streamID=addr.streamID,
+            )
+            return None
+        entry = self._pending.popleft()
+        if entry.protocol is None:
+            return _Discard()
+        entry.timer.cancel()
+        return _Handover(entry.protocol, entry.connected)
+
+    # -- events from the yamux protocol and the control stream ------------
+
+    def _connected(self) -> None:
+        self.peer = self.protocol.transport.getPeer()
+        self._log.info(
+            "Client {client} connected from {peer}; waiting for its handshake",
+            client=self.label,
+            peer=self.peer,
+        )
+        self._handshakeTimer = self._clock.callLater(
+            self._settings.handshakeTimeout, self._handshakeTimedOut
+        )
+
+    def _handshakeDone(self) -> None:
+        self._handshakeTimer.cancel()
+        if self._state is not _State.HANDSHAKE:
+            return
+        self._state = _State.READY
+        self.connectedSince = self._clock.seconds()
+        self._observer.sessionReady(self)
+
+    def _protocolError(self, why: str) -> None:
+        self._log.error(
+            "Client {client} broke the tunnel protocol, ending its session: {why}",
+            client=self.label,
+            why=why,
+        )
+        self._drop(ControlProtocolError(why))
+
+    def _controlLost(self) -> None:
+        if self._state in (_State.HANDSHAKE, _State.READY):
+            self._log.info("Client {client} closed its control stream", client=self.label)
+            self._drop(ConnectionDone("the client closed its control stream"))
+
+    def _ended(self, reason: Failure) -> None:
+        if self._handshakeTimer is not None and self._handshakeTimer.active():
+            self._handshakeTimer.cancel()
+        self._state = _State.ENDED
+        self._failPending(SessionEndedError(f"the session of client {self.label} ended"))
+        self._observer.sessionEnded(self, self._endReason or reason)
+
+    # -- helpers -----------------------------------------------------------
+
+    def _handshakeTimedOut(self) -> None:
+        self._log.warn(
+            "Client {client} did not complete the handshake within {timeout} s; dropping it",
+            client=self.label,
+            timeout=self._settings.handshakeTimeout,
+        )
+        self._drop(StreamTimeout("no handshake in time"))
+
+    def _streamTimedOut(self, entry: _PendingStream) -> None:
+        entry.abandon()
+        self._log.warn(
+            "Client {client} did not open a stream within {timeout} s",
+            client=self.label,
+            timeout=self._settings.streamTimeout,
+        )
+        entry.connected.errback(
+            StreamTimeout(f"client {self.label} did not open a stream in time")
+        )
+
+    def _failPending(self, error: Exception) -> None:
+        for entry in self._pending:
+            if entry.protocol is not None:
+                entry.abandon()
+                entry.connected.errback(error)
+
+    def _drop(self, error: Exception) -> None:
+        if self._endReason is None:
+            self._endReason = Failure(error)
+        self.protocol.transport.abortConnection()
+
+
+class _ServerProtocol(YamuxProtocol):
+    """The yamux server side of a L{ClientSession}'s connection."""
+
+    def __init__(self, owner: ClientSession, config: SessionConfig, clock: IReactorTime) -> None:
+        super().__init__(False, owner, config, clock)
+        self._owner = owner
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._owner._connected()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        super().connectionLost(reason)
+        self._owner._ended(reason)
+
+
+class _ControlStream(Protocol):
+    """
+    The control stream: reads the handshake (accumulating until it is
+    complete), answers it in one write, then reads the client's messages,
+    which are checked and otherwise ignored.
+    """
+
+    def __init__(self, session: ClientSession) -> None:
+        self._session = session
+        self._received = b""
+        self._reader: ControlLineReader | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._reader is None:
+            self._received += data
+            size = len(HANDSHAKE_REQUEST)
+            if not HANDSHAKE_REQUEST.startswith(self._received[:size]):
+                self._session._protocolError(
+                    f"bad handshake {self._received[:size]!r}"
+                )
+                return
+            if len(self._received) < size:
+                return
+            data, self._received = self._received[size:], b""
+            self._reader = ControlLineReader()
+            self.transport.write(HANDSHAKE_RESPONSE)
+            self._session._handshakeDone()
+        try:
+            self._reader.feed(data)
+        except ControlProtocolError as e:
+            self._session._protocolError(str(e))
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self._session._controlLost()
+
+
+class _Handover(Protocol):
+    """
+    Stands for a requester's protocol when the stream arrives: attaches
+    that protocol to the stream, then tells the requester.
+    """
+
+    def __init__(self, protocol: Protocol, connected: Deferred[Protocol]) -> None:
+        self._protocol = protocol
+        self._connected = connected
+
+    def makeConnection(self, transport: StreamTransport) -> None:
+        transport.protocol = self._protocol
+        self._protocol.makeConnection(transport)
+        self._connected.callback(self._protocol)
+
+
+class _Discard(Protocol):
+    """Closes a stream that arrived for a request that gave up."""
+
+    def connectionMade(self) -> None:
+        self.transport.loseConnection()

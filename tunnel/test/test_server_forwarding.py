@@ -1,0 +1,547 @@
+"""
+Tests for L{tunnel.server.forwarding} and L{tunnel.server.site}: public
+requests forwarded over tunnel streams to a local app, in memory.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone, readBody
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from tunnel.mux import StreamResetError
+from tunnel.protocol import ControlMessage, TransportProtocol
+from tunnel.test.serversupport import Harness, RawLocal, RawPublic
+
+IDENTIFIER = b"forwarding-identifier"
+
+
+class RecordingRequest(Request):
+    """A request of the local app that records its body as it arrives."""
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self.channel.site.chunks.append(data)
+        super().handleContentChunk(data)
+
+
+class App(Resource):
+    """
+    The local app: records every request; answers by calling C{answer}.
+
+    @ivar requests: the requests received, in order.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Request] = []
+        self.bodies: list[bytes] = []
+        self.answer = lambda request: b"hello"
+
+    def render(self, request: Request) -> object:
+        self.requests.append(request)
+        self.bodies.append(request.content.read())
+        return self.answer(request)
+
+
+class EchoApp(Protocol):
+    """A raw local app that answers at once and echoes the body as it arrives."""
+
+    def __init__(self) -> None:
+        self.head = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"\r\n\r\n" not in self.head:
+            self.head += data
+            if b"\r\n\r\n" not in self.head:
+                return
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+            data = self.head.partition(b"\r\n\r\n")[2]
+        self.transport.write(data)
+
+
+class BodyCollector(Protocol):
+    """Collects a response body chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.reason: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.reason = reason
+
+
+class ForwardingTestCase(SynchronousTestCase):
+    """A harness with a connected client whose streams reach L{App}."""
+
+    serverArguments: dict[str, object] = {}
+
+    def setUp(self) -> None:
+        self.harness = Harness(**self.serverArguments)
+        self.harness.server.addHost("app.example", IDENTIFIER)
+        self.app = App()
+        self.local = Site(self.app, reactor=self.harness.clock)
+        self.local.requestFactory = RecordingRequest
+        self.local.chunks = []
+        self.streams: list[Protocol | None] = []
+        self.client = self.harness.tunnelClient(IDENTIFIER, self.connectStream)
+
+    def connectStream(self, message: ControlMessage) -> Protocol | None:
+        if self.streams:
+            return self.streams.pop(0)
+        return self.local.buildProtocol(None)
+
+    def get(self, headers: dict[bytes, list[bytes]], secure: bool = False, method: bytes = b"GET"):
+        client = self.harness.httpClient(secure)
+        response = self.successResultOf(
+            self.harness.request(client, method, b"/path?q=1", {b"host": [b"app.example"], **headers})
+        )
+        body = readBody(response)
+        self.harness.flush()
+        return response, self.successResultOf(body)
+
+    def raw(self, data: bytes) -> RawPublic:
+        public = RawPublic()
+        self.harness.connect(public)
+        public.transport.write(data)
+        self.harness.flush()
+        return public
+
+
+class HeaderTests(ForwardingTestCase):
+    """
+    What is forwarded: the request with X-Forwarded-* added and hop-by-hop
+    headers removed; the response's status, reason and end-to-end headers.
+    """
+
+    def test_requestIsForwardedWithForwardingHeaders(self) -> None:
+        """
+        The local app gets the method, URI and Host of the public request,
+        with X-Forwarded-For, -Proto and -Host.
+        """
+        self.get({})
+        [request] = self.app.requests
+        self.assertEqual((request.method, request.uri), (b"GET", b"/path?q=1"))
+        headers = request.requestHeaders
+        self.assertEqual(headers.getRawHeaders(b"host"), [b"app.example"])
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-for"), [b"203.0.113.7"])
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-proto"), [b"http"])
+        self.assertEqual(headers.getRawHeaders(b"x-forwarded-host"), [b"app.example"])
+
+    def test_forwardedForIsAppendedTo(self) -> None:
+        """An existing X-Forwarded-For gets the public client's address appended."""
+        self.get({b"x-forwarded-for": [b"198.51.100.1, 198.51.100.2", b"198.51.100.3"]})
+        self.assertEqual(
+            self.app.requests[0].requestHeaders.getRawHeaders(b"x-forwarded-for"),
+            [b"198.51.100.1, 198.51.100.2, 198.51.100.3, 203.0.113.7"],
+        )
+
+    def test_secureRequestsAreForwardedAsHTTPS(self) -> None:
+        """A request over TLS is forwarded with X-Forwarded-Proto https."""
+        self.get({b"x-forwarded-proto": [b"http"]}, secure=True)
+        self.assertEqual(
+            self.app.requests[0].requestHeaders.getRawHeaders(b"x-forwarded-proto"),
+            [b"https"],
+        )
+
+    def test_hopByHopRequestHeadersAreRemoved(self) -> None:
+        """
+        Hop-by-hop headers of the public request, and those its Connection
+        header names, do not reach the local app; end-to-end ones do.
+        """
+        self.get(
+            {
+                b"connection": [b"keep-alive, X-Hop"],
+                b"x-hop": [b"1"],
+                b"keep-alive": [b"timeout=5"],
+                b"te": [b"trailers"],
+                b"trailer": [b"X-Trailer"],
+                b"proxy-authorization": [b"Basic eDp5"],
+                b"upgrade": [b"something"],
+                b"x-end-to-end": [b"kept"],
+            }
+        )
+        headers = self.app.requests[0].requestHeaders
+        for name in (b"x-hop", b"keep-alive", b"te", b"trailer", b"proxy-authorization", b"upgrade"):
+            self.assertFalse(headers.hasHeader(name), name)
+        self.assertEqual(headers.getRawHeaders(b"connection"), [b"close"])
+        self.assertEqual(headers.getRawHeaders(b"x-end-to-end"), [b"kept"])
+
+    def test_responseStatusAndEndToEndHeadersAreRelayed(self) -> None:
+        """
+        The status, reason and end-to-end headers (repeated ones included)
+        reach the public client; hop-by-hop ones and twisted.web's defaults
+        do not.
+        """
+
+        def answer(request: Request) -> bytes:
+            request.setResponseCode(201, b"Made Here")
+            request.responseHeaders.setRawHeaders(b"set-cookie", [b"a=1", b"b=2"])
+            request.setHeader(b"x-custom", b"yes")
+            request.setHeader(b"keep-alive", b"timeout=5")
+            request.setHeader(b"proxy-authenticate", b"Basic")
+            request.setHeader(b"server", b"local")
+            return b"made"
+
+        self.app.answer = answer
+        response, body = self.get({})
+        self.assertEqual((response.code, response.phrase, body), (201, b"Made Here", b"made"))
+        headers = response.headers
+        self.assertEqual(headers.getRawHeaders(b"set-cookie"), [b"a=1", b"b=2"])
+        self.assertEqual(headers.getRawHeaders(b"x-custom"), [b"yes"])
+        self.assertEqual(headers.getRawHeaders(b"server"), [b"local"])
+        self.assertFalse(headers.hasHeader(b"keep-alive"))
+        self.assertFalse(headers.hasHeader(b"proxy-authenticate"))
+        self.assertEqual(response.length, 4)
+
+    def test_responseWithoutContentTypeGetsNone(self) -> None:
+        """No Content-Type is made up for a response that has none."""
+        def answer(request: Request) -> bytes:
+            request.defaultContentType = None
+            return b"untyped"
+
+        self.app.answer = answer
+        response, body = self.get({})
+        self.assertFalse(response.headers.hasHeader(b"content-type"))
+
+    def test_headResponseKeepsItsContentLength(self) -> None:
+        """A HEAD response keeps the Content-Length the local app gave."""
+        response, body = self.get({}, method=b"HEAD")
+        self.assertEqual((response.code, body), (200, b""))
+        self.assertEqual(response.headers.getRawHeaders(b"content-length"), [b"5"])
+
+
+class BodyTests(ForwardingTestCase):
+    """Request and response bodies flow as they arrive, both ways."""
+
+    def test_requestBodyIsPassedOnBeforeItIsComplete(self) -> None:
+        """
+        In a tunnel site, the first part of a request body reaches the local
+        app while the public client is still sending the rest.
+        """
+        public = self.raw(
+            b"POST /up HTTP/1.1\r\nHost: app.example\r\nContent-Length: 10\r\n\r\nhello"
+        )
+        self.assertEqual(self.local.chunks, [b"hello"])
+        self.assertEqual(self.app.requests, [])
+        public.transport.write(b"world")
+        self.harness.flush()
+        self.assertEqual(self.app.bodies, [b"helloworld"])
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(public.received.endswith(b"hello"))
+
+    def test_chunkedRequestBodyIsForwardedChunked(self) -> None:
+        """A chunked request body is forwarded chunked, as it arrives."""
+        public = self.raw(
+            b"POST /up HTTP/1.1\r\nHost: app.example\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n"
+        )
+        self.assertEqual(self.local.chunks, [b"hello"])
+        public.transport.write(b"6\r\n world\r\n0\r\n\r\n")
+        self.harness.flush()
+        self.assertEqual(self.app.bodies, [b"hello world"])
+        self.assertEqual(
+            self.app.requests[0].requestHeaders.getRawHeaders(b"transfer-encoding"), [b"chunked"]
+        )
+
+    def test_bufferedBodyIsForwardedInAnOrdinarySite(self) -> None:
+        """
+        In an ordinary site, which buffers request bodies, the resource
+        forwards the buffered body with its length.
+        """
+        self.harness.site = Site(self.harness.server.resource, reactor=self.harness.clock)
+        self.raw(
+            b"POST /up HTTP/1.1\r\nHost: app.example\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n"
+        )
+        self.assertEqual(self.app.bodies, [b"hello"])
+        self.assertEqual(
+            self.app.requests[0].requestHeaders.getRawHeaders(b"content-length"), [b"5"]
+        )
+
+    def test_continueIsSentOnceTheStreamIsThere(self) -> None:
+        """
+        A request that expects C{100 Continue} is told to go on only once
+        the client opened the stream; the local app sees no Expect.
+        """
+        self.streams.append(None)
+        public = self.raw(
+            b"PUT /up HTTP/1.1\r\nHost: app.example\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        self.assertEqual(public.received, b"")
+        self.client.mux.openStream(self.local.buildProtocol(None))
+        self.harness.flush()
+        self.assertEqual(public.received, b"HTTP/1.1 100 Continue\r\n\r\n")
+        public.transport.write(b"hello")
+        self.harness.flush()
+        self.assertEqual(self.app.bodies, [b"hello"])
+        self.assertFalse(self.app.requests[0].requestHeaders.hasHeader(b"expect"))
+
+    def test_errorBeforeTheBodyClosesTheConnection(self) -> None:
+        """
+        A request refused before its body arrived gets its error at once,
+        without C{100 Continue}, and the connection is closed after it.
+        """
+        public = self.raw(
+            b"PUT /up HTTP/1.1\r\nHost: elsewhere.example\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 404 Not Found\r\n"))
+        self.assertIn(b"\r\nConnection: close\r\n", public.received)
+        self.assertIsNotNone(public.lost)
+
+    def test_responseFlowsWhileTheRequestBodyStillArrives(self) -> None:
+        """
+        A local app that answers while it reads the body (an echo) gets its
+        answer relayed at once; the connection closes after it, since it
+        started before the body was all in.
+        """
+        self.streams.append(EchoApp())
+        public = self.raw(
+            b"PUT /echo HTTP/1.1\r\nHost: app.example\r\nContent-Length: 10\r\n\r\nhello"
+        )
+        self.assertTrue(public.received.endswith(b"\r\n\r\nhello"))
+        self.assertIn(b"\r\nConnection: close\r\n", public.received)
+        public.transport.write(b"world")
+        self.harness.flush()
+        self.assertTrue(public.received.endswith(b"\r\n\r\nhelloworld"))
+        self.assertIsNotNone(public.lost)
+
+    def test_earlyAnswerIsRelayed(self) -> None:
+        """
+        A local app that answers without reading the whole body has its
+        answer relayed, and the public connection is closed after it.
+        """
+        self.streams.append(
+            RawLocal(b"HTTP/1.1 413 Too Large\r\nContent-Length: 4\r\n\r\nbig!", close=True)
+        )
+        public = self.raw(
+            b"PUT /up HTTP/1.1\r\nHost: app.example\r\nContent-Length: 100000\r\n\r\nhello"
+        )
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 413 Too Large\r\n"))
+        self.assertTrue(public.received.endswith(b"\r\n\r\nbig!"))
+        self.assertIsNotNone(public.lost)
+
+    def test_responseIsRelayedChunkByChunk(self) -> None:
+        """
+        A response the local app streams reaches the public client one
+        chunk at a time, as it is produced.
+        """
+        pending: list[Request] = []
+        self.app.answer = lambda request: pending.append(request) or NOT_DONE_YET
+        client = self.harness.httpClient()
+        responded = self.harness.request(client, b"GET", b"/events", {b"host": [b"app.example"]})
+        [request] = pending
+        request.write(b"event 1\n")
+        self.harness.flush()
+        collector = BodyCollector()
+        self.successResultOf(responded).deliverBody(collector)
+        self.assertEqual(collector.chunks, [b"event 1\n"])
+        request.write(b"event 2\n")
+        self.harness.flush()
+        self.assertEqual(collector.chunks, [b"event 1\n", b"event 2\n"])
+        self.assertIsNone(collector.reason)
+        request.finish()
+        self.harness.flush()
+        self.assertTrue(collector.reason.check(ResponseDone))
+
+    def test_closeDelimitedResponseIsComplete(self) -> None:
+        """
+        A response whose end is the end of the stream is relayed in full
+        and finished properly.
+        """
+        self.streams.append(RawLocal(b"HTTP/1.1 200 OK\r\n\r\nall of it", close=True))
+        response, body = self.get({})
+        self.assertEqual((response.code, body), (200, b"all of it"))
+
+    def test_sessionDeathMidResponseClosesThePublicConnection(self) -> None:
+        """
+        If the session dies while a response is relayed, the public
+        connection is closed without finishing the response.
+        """
+        pending: list[Request] = []
+        self.app.answer = lambda request: pending.append(request) or NOT_DONE_YET
+        public = self.raw(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        pending[0].write(b"partial")
+        self.harness.flush()
+        self.client.transport.loseConnection()
+        self.harness.flush()
+        self.assertIn(b"partial", public.received)
+        self.assertFalse(public.received.endswith(b"0\r\n\r\n"))
+        self.assertIsNotNone(public.lost)
+
+    def test_manyRequestsOnOnePublicConnection(self) -> None:
+        """A public connection carries request after request, each its own stream."""
+        client = self.harness.httpClient()
+        for number in range(3):
+            self.app.answer = lambda request, n=number: b"answer %d" % n
+            response = self.successResultOf(
+                self.harness.request(client, b"GET", b"/", {b"host": [b"app.example"]})
+            )
+            body = readBody(response)
+            self.harness.flush()
+            self.assertEqual(self.successResultOf(body), b"answer %d" % number)
+        self.assertEqual(len(self.client.messages), 3)
+
+    def test_slowPublicClientPausesTheStream(self) -> None:
+        """
+        While the public connection cannot take more, the stream delivers
+        nothing and grants no window, so the local app's data waits on its
+        side; it flows again once the public client reads.
+        """
+        size = 600 * 1024
+        pending: list[Request] = []
+        self.app.answer = lambda request: pending.append(request) or NOT_DONE_YET
+        public = self.raw(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        pending[0].setHeader(b"content-length", b"%d" % (size + 5,))
+        pending[0].write(b"start")
+        self.harness.flush()
+        channel = self.harness.pumps[-1].serverIO.producer
+        channel.pauseProducing()
+        pending[0].write(b"x" * size)
+        self.harness.flush()
+        streamID = max(self.client.mux.streams)
+        self.assertGreater(self.client.mux.session.bufferedAmount(streamID), 0)
+        self.assertLess(len(public.received), size)
+        channel.resumeProducing()
+        pending[0].finish()
+        self.harness.flush()
+        self.assertTrue(public.received.endswith(b"\r\n\r\nstart" + b"x" * size))
+
+
+class FailureTests(ForwardingTestCase):
+    """What happens when the public client or the stream goes away."""
+
+    def test_publicClientLeavingWhileWaitingConsumesItsStream(self) -> None:
+        """
+        A public client that leaves before its stream arrives gives it up:
+        the stream is closed on arrival and the next request gets its own.
+        """
+        late = RawLocal()
+        self.streams.append(None)
+        public = self.raw(b"GET /first HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        public.transport.loseConnection()
+        self.harness.flush()
+        self.client.mux.openStream(late)
+        self.harness.flush()
+        self.assertIsNotNone(late.lost)
+        response, body = self.get({})
+        self.assertEqual(body, b"hello")
+
+    def test_publicClientLeavingMidResponseResetsTheStream(self) -> None:
+        """A public client that leaves mid-response resets the stream."""
+        pending: list[Request] = []
+        self.app.answer = lambda request: pending.append(request) or NOT_DONE_YET
+        public = self.raw(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        pending[0].write(b"partial")
+        self.harness.flush()
+        lost = pending[0].notifyFinish()
+        public.transport.loseConnection()
+        self.harness.flush()
+        self.failureResultOf(lost, StreamResetError)
+
+    def test_publicClientLeavingMidUploadResetsTheStream(self) -> None:
+        """A public client that leaves mid-upload resets the stream."""
+        local = RawLocal()
+        self.streams.append(local)
+        public = self.raw(
+            b"PUT /up HTTP/1.1\r\nHost: app.example\r\nContent-Length: 100\r\n\r\nhello"
+        )
+        self.assertTrue(local.received.endswith(b"\r\n\r\nhello"))
+        public.transport.loseConnection()
+        self.harness.flush()
+        self.assertTrue(local.lost.check(StreamResetError))
+
+    def test_streamClosedWithoutAResponseIsBadGateway(self) -> None:
+        """A stream that ends without a response gets a 502 naming the host."""
+        self.streams.append(RawLocal(b"not http at all\r\n\r\n", close=True))
+        response, body = self.get({})
+        self.assertEqual(response.code, 502)
+        self.assertEqual(body, b"no valid response from the tunnel client for host app.example\n")
+
+
+
+class LimitTests(ForwardingTestCase):
+    """The limit of streams a client may owe."""
+
+    serverArguments = {"maxPendingStreams": 1}
+
+    def test_tooManyWaitingRequestsAreUnavailable(self) -> None:
+        """Requests beyond the limit of streams a client may owe get a 503."""
+        self.streams.extend([None, None])
+        busy = self.raw(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        response, body = self.get({})
+        self.assertEqual(response.code, 503)
+        self.assertEqual(
+            body, b"too many requests are waiting for the tunnel client for host app.example\n"
+        )
+        self.assertEqual(busy.received, b"")
+
+
+class UpgradeTests(ForwardingTestCase):
+    """
+    Requests that switch protocols are written raw into the stream and the
+    connection is then piped raw both ways.
+    """
+
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: app.example\r\nConnection: keep-alive, Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Key: abc\r\n\r\n"
+    )
+    switched = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+    def test_upgradeIsRelayedAndPipedRaw(self) -> None:
+        """
+        The upgrade request reaches the local service raw with its upgrade
+        headers and X-Forwarded-*, the 101 reaches the public client byte
+        for byte, then bytes flow raw both ways.
+        """
+        local = RawLocal(self.switched, echo=True)
+        self.streams.append(local)
+        public = self.raw(self.upgrade)
+        self.assertEqual(self.client.messages[-1].transportProtocol, TransportProtocol.WEBSOCKET)
+        head = local.received
+        self.assertTrue(head.startswith(b"GET /ws HTTP/1.1\r\n"))
+        self.assertIn(b"Upgrade: websocket\r\n", head)
+        self.assertIn(b"Connection: keep-alive, Upgrade\r\n", head)
+        self.assertIn(b"X-Forwarded-For: 203.0.113.7\r\n", head)
+        self.assertTrue(head.endswith(b"\r\n\r\n"))
+        self.assertEqual(public.received, self.switched)
+        public.transport.write(b"\x81\x05hello")
+        self.harness.flush()
+        self.assertEqual(public.received, self.switched + b"\x81\x05hello")
+
+    def test_bytesSentWithTheUpgradeRequestFollowIt(self) -> None:
+        """Bytes sent right after the upgrade request reach the local service after it."""
+        local = RawLocal(self.switched)
+        self.streams.append(local)
+        self.raw(self.upgrade + b"early bytes")
+        self.assertTrue(local.received.endswith(b"\r\n\r\nearly bytes"))
+
+    def test_otherUpgradesAreAskedForAsHTTP(self) -> None:
+        """An upgrade to something else than WebSocket asks for an HTTP stream."""
+        local = RawLocal(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n")
+        self.streams.append(local)
+        public = self.raw(
+            b"GET / HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+        )
+        self.assertEqual(self.client.messages[-1].transportProtocol, TransportProtocol.HTTP)
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 101 "))
+
+    def test_closeIsPassedOn(self) -> None:
+        """When the public client closes, the stream to the local service closes."""
+        local = RawLocal(self.switched)
+        self.streams.append(local)
+        public = self.raw(self.upgrade)
+        public.transport.loseConnection()
+        self.harness.flush()
+        self.assertIsNotNone(local.lost)

@@ -1,0 +1,104 @@
+"""
+Tests for L{tunnel.server.registry}: host parsing, routing and identifier
+lookups.
+"""
+
+from __future__ import annotations
+
+import attrs
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnel.server.events import HostStatus
+from tunnel.server.registry import Registry, parseHost
+
+
+class ParseHostTests(SynchronousTestCase):
+    """L{parseHost} gives the names to try, most specific first, and the port."""
+
+    def test_hostAndPort(self) -> None:
+        """C{host:port} is tried first, then C{host}; all lower-cased."""
+        self.assertEqual(parseHost(b"App.Example:8080"), (["app.example:8080", "app.example"], 8080))
+
+    def test_hostAlone(self) -> None:
+        """A Host without a port has port 0."""
+        self.assertEqual(parseHost(b"APP.example"), (["app.example"], 0))
+
+    def test_ipv6Literal(self) -> None:
+        """Bracketed IPv6 literals keep their brackets, with or without port."""
+        self.assertEqual(parseHost(b"[::1]:81"), (["[::1]:81", "[::1]"], 81))
+        self.assertEqual(parseHost(b"[::1]"), (["[::1]"], 0))
+
+    def test_invalidPortIsZero(self) -> None:
+        """A port that is not a number below 65536 is sent as 0."""
+        self.assertEqual(parseHost(b"a:http"), (["a:http", "a"], 0))
+        self.assertEqual(parseHost(b"a:70000"), (["a:70000", "a"], 0))
+
+
+class RegistryTests(SynchronousTestCase):
+    """Hosts and listeners lead to identifiers; identifiers are looked up safely."""
+
+    def setUp(self) -> None:
+        self.registry = Registry()
+
+    def test_routeTriesHostWithPortThenHost(self) -> None:
+        """
+        A request's C{host:port} route wins over its host's; other ports
+        fall back to the host; names are matched case-insensitively.
+        """
+        self.registry.addHost("App.Example", b"first")
+        self.registry.addHost("app.example:8443", b"second")
+        self.assertEqual(self.registry.route(b"APP.EXAMPLE:8443").host, "app.example:8443")
+        self.assertEqual(self.registry.route(b"app.example:9000").host, "app.example")
+        self.assertEqual(self.registry.route(b"app.example:9000").port, 9000)
+        self.assertIsNone(self.registry.route(b"other.example"))
+        self.assertIsNone(self.registry.route(b""))
+
+    def test_knownIdentifiersAreRecognised(self) -> None:
+        """
+        Only identifiers with a host or a listener are known; near misses,
+        prefixes and the empty identifier are not.
+        """
+        self.registry.addHost("a.example", b"the-identifier")
+        self.assertTrue(self.registry.knows(b"the-identifier"))
+        for wrong in (b"the-identifieR", b"the-identifie", b"the-identifier ", b""):
+            self.assertFalse(self.registry.knows(wrong), wrong)
+
+    def test_emptyNamesAreRefused(self) -> None:
+        """Hosts and listeners cannot be given an empty identifier, nor hosts an empty name."""
+        self.assertRaises(ValueError, self.registry.addHost, "a.example", b"")
+        self.assertRaises(ValueError, self.registry.addHost, "", b"identifier")
+        self.assertRaises(ValueError, self.registry.bindListener, b"")
+
+    def test_addingAHostAgainMovesIt(self) -> None:
+        """A host added for another identifier moves to it; the first is forgotten."""
+        self.registry.addHost("a.example", b"first")
+        self.registry.addHost("A.example", b"second")
+        self.assertFalse(self.registry.knows(b"first"))
+        self.assertTrue(self.registry.knows(b"second"))
+
+    def test_deletingTheLastHostForgetsTheIdentifier(self) -> None:
+        """An identifier without host or listener is no longer known."""
+        self.registry.addHost("a.example", b"first")
+        self.registry.addHost("b.example", b"first")
+        self.registry.deleteHost("A.EXAMPLE")
+        self.assertTrue(self.registry.knows(b"first"))
+        self.registry.deleteHost("b.example")
+        self.assertFalse(self.registry.knows(b"first"))
+        self.assertRaises(KeyError, self.registry.deleteHost, "b.example")
+
+    def test_listenerKeepsTheIdentifierKnown(self) -> None:
+        """A bound listener keeps its identifier known until unbound."""
+        self.registry.bindListener(b"tcp-only")
+        self.assertTrue(self.registry.knows(b"tcp-only"))
+        self.registry.unbindListener(b"tcp-only")
+        self.assertFalse(self.registry.knows(b"tcp-only"))
+
+    def test_hostsNeverShowIdentifiers(self) -> None:
+        """The host list shows names and connection state only."""
+        self.registry.addHost("b.example", b"secret")
+        self.registry.addHost("a.example", b"secret")
+        self.assertEqual(
+            self.registry.hosts(),
+            [HostStatus("a.example", False), HostStatus("b.example", False)],
+        )
+        self.assertEqual([f.name for f in attrs.fields(HostStatus)], ["host", "connected"])

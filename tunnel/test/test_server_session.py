@@ -1,0 +1,360 @@
+"""
+Tests for L{tunnel.server.session.ClientSession}: the handshake, pairing
+of streams with requests, limits and closing, driven in memory against our
+own yamux client side.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from tunnel.mux import SessionEndedError, StreamRefusedError, YamuxProtocol
+from tunnel.protocol import (
+    HANDSHAKE_REQUEST,
+    ControlMessage,
+    ControlProtocolError,
+    TransportProtocol,
+)
+from tunnel.server.session import (
+    ClientSession,
+    ISessionObserver,
+    SessionSettings,
+    StreamTimeout,
+    TooManyPendingStreams,
+)
+
+IDENTIFIER = b"0123456789abcdef-identifier"
+
+
+@implementer(IHalfCloseableProtocol)
+class Recorder(Protocol):
+    """Records what happens to it on a stream."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.readEnded = False
+        self.lost: Failure | None = None
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def readConnectionLost(self) -> None:
+        self.readEnded = True
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.lost = reason
+
+
+@implementer(ISessionObserver)
+class Observer:
+    """Records the sessions that became ready and ended."""
+
+    def __init__(self) -> None:
+        self.ready: list[ClientSession] = []
+        self.ended: list[tuple[ClientSession, Failure]] = []
+
+    def sessionReady(self, session: ClientSession) -> None:
+        self.ready.append(session)
+
+    def sessionEnded(self, session: ClientSession, reason: Failure) -> None:
+        self.ended.append((session, reason))
+
+
+class SessionTestCase(SynchronousTestCase):
+    """A session connected in memory to a yamux client."""
+
+    settings = SessionSettings()
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.observer = Observer()
+        self.session = ClientSession(IDENTIFIER, self.settings, self.observer, self.clock)
+        self.client = YamuxProtocol(isClient=True, clock=self.clock)
+        self.goAways: list[int] = []
+        self.client.goAwayReceived = self.goAways.append
+        server = self.session.protocol
+        self.pump = iosim.connect(
+            server,
+            iosim.makeFakeServer(server),
+            self.client,
+            iosim.makeFakeClient(self.client),
+            greet=False,
+            clock=self.clock,
+        )
+        self.logged: list[str] = []
+
+        def observe(event: dict) -> None:
+            self.logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def openControl(self, handshake: bytes = HANDSHAKE_REQUEST) -> Recorder:
+        control = Recorder()
+        # A session that ends at once may never acknowledge the stream.
+        self.client.openStream(control).addErrback(lambda f: f.trap(SessionEndedError))
+        control.transport.write(handshake)
+        self.pump.flush()
+        return control
+
+    def ended(self) -> bool:
+        return bool(self.observer.ended)
+
+
+class HandshakeTests(SessionTestCase):
+    """
+    The first stream is the control stream; the handshake on it is read by
+    accumulating and answered in one frame.
+    """
+
+    def test_handshakeSplitAcrossFramesIsAnsweredInOneFrame(self) -> None:
+        """
+        A handshake that arrives in two frames is accepted once complete,
+        and the answer arrives in a single read.
+        """
+        control = Recorder()
+        self.client.openStream(control)
+        control.transport.write(HANDSHAKE_REQUEST[:5])
+        self.pump.flush()
+        self.assertEqual((control.chunks, self.observer.ready), ([], []))
+        control.transport.write(HANDSHAKE_REQUEST[5:])
+        self.pump.flush()
+        self.assertEqual(control.chunks, [b"controlOk"])
+        self.assertEqual(self.observer.ready, [self.session])
+        self.assertTrue(self.session.ready)
+        self.assertEqual(self.session.connectedSince, self.clock.seconds())
+
+    def test_wrongHandshakeEndsTheSession(self) -> None:
+        """
+        A wrong handshake ends the session at the first wrong byte, with a
+        log line, and the session is never ready.
+        """
+        self.openControl(b"controlHandshakX")
+        self.assertEqual(self.observer.ready, [])
+        [(session, reason)] = self.observer.ended
+        self.assertTrue(reason.check(ControlProtocolError))
+        self.assertTrue(any("broke the tunnel protocol" in line for line in self.logged))
+
+    def test_wrongFirstBytesEndTheSessionAtOnce(self) -> None:
+        """A handshake that goes wrong early is refused before 16 bytes."""
+        self.openControl(b"GET / ")
+        self.assertTrue(self.ended())
+
+    def test_clientThatNeverHandshakesIsDropped(self) -> None:
+        """
+        A client that opens no control stream within the handshake timeout
+        is dropped.
+        """
+        self.client.ping()
+        self.pump.flush()
+        self.clock.advance(9.9)
+        self.pump.flush()
+        self.assertFalse(self.ended())
+        self.clock.advance(0.1)
+        self.pump.flush()
+        [(session, reason)] = self.observer.ended
+        self.assertTrue(reason.check(StreamTimeout))
+
+    def test_streamOpenedBeforeTheHandshakeIsRefused(self) -> None:
+        """A second stream opened before the handshake completes is refused."""
+        self.client.openStream(Recorder())
+        opened = self.client.openStream(Recorder())
+        self.pump.flush()
+        self.failureResultOf(opened, StreamRefusedError)
+
+    def test_closingTheControlStreamEndsTheSession(self) -> None:
+        """The end of the control stream is the client going away."""
+        control = self.openControl()
+        control.transport.loseConnection()
+        self.pump.flush()
+        self.assertTrue(self.ended())
+        self.assertTrue(self.pump.clientIO.disconnected)
+
+    def test_malformedControlMessageEndsTheSession(self) -> None:
+        """
+        A malformed message from the client on the control stream ends the
+        session with a clear log line.
+        """
+        control = self.openControl()
+        control.transport.write(b"{not json}\n")
+        self.pump.flush()
+        [(session, reason)] = self.observer.ended
+        self.assertTrue(reason.check(ControlProtocolError))
+        self.assertTrue(
+            any("broke the tunnel protocol" in line and "not JSON" in line for line in self.logged)
+        )
+
+    def test_wellFormedClientMessagesAreIgnored(self) -> None:
+        """Well-formed messages from the client are read and ignored."""
+        control = self.openControl()
+        control.transport.write(ControlMessage().encode())
+        self.pump.flush()
+        self.assertFalse(self.ended())
+
+    def test_identifierIsNeverLoggedInFull(self) -> None:
+        """Whatever happens, logs show the identifier redacted only."""
+        control = self.openControl()
+        waiting = self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+        self.pump.flush()
+        control.transport.write(b"bad\n")
+        self.pump.flush()
+        self.failureResultOf(waiting, SessionEndedError)
+        self.assertTrue(self.logged)
+        for line in self.logged:
+            self.assertNotIn(IDENTIFIER.decode(), line)
+            self.assertNotIn(IDENTIFIER[:5].decode(), line)
+
+
+class PairingTests(SessionTestCase):
+    """
+    After the handshake each stream the client opens goes to the oldest
+    request still owed one, timed-out and cancelled requests included.
+    """
+
+    settings = SessionSettings(streamTimeout=10.0, maxPendingStreams=3)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.control = self.openControl()
+
+    def messages(self) -> list[bytes]:
+        return self.control.received[len(b"controlOk") :].splitlines()
+
+    def test_requestSendsAControlMessage(self) -> None:
+        """Each request sends one JSON control message, as Go encodes it."""
+        self.session.requestStream(TransportProtocol.TCP, 2222, Recorder())
+        self.pump.flush()
+        self.assertEqual(
+            self.messages(), [b'{"action":1,"transportProtocol":2,"localPort":2222}']
+        )
+
+    def test_streamsArePairedInRequestOrder(self) -> None:
+        """Streams are attached to the requests in the order asked."""
+        first, second = Recorder(), Recorder()
+        d1 = self.session.requestStream(TransportProtocol.HTTP, 0, first)
+        d2 = self.session.requestStream(TransportProtocol.HTTP, 0, second)
+        self.client.openStream(Recorder()).addCallback(lambda p: p.transport.write(b"one"))
+        self.client.openStream(Recorder()).addCallback(lambda p: p.transport.write(b"two"))
+        self.pump.flush()
+        self.assertIs(self.successResultOf(d1), first)
+        self.assertIs(self.successResultOf(d2), second)
+        self.assertEqual((first.received, second.received), (b"one", b"two"))
+
+    def test_lateStreamOfATimedOutRequestIsClosedAndTheNextGetsItsOwn(self) -> None:
+        """
+        A request that timed out fails with L{StreamTimeout}; the stream
+        that arrives for it later is closed, and the next request gets the
+        stream after it.
+        """
+        timedOut = self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+        self.clock.advance(6)
+        waiting = Recorder()
+        stillWaiting = self.session.requestStream(TransportProtocol.HTTP, 0, waiting)
+        self.clock.advance(4)
+        self.failureResultOf(timedOut, StreamTimeout)
+        self.assertNoResult(stillWaiting)
+        late, next = Recorder(), Recorder()
+        self.client.openStream(late)
+        self.client.openStream(next)
+        late.transport.write(b"for the timed-out request")
+        self.pump.flush()
+        self.assertTrue(late.readEnded)
+        self.assertEqual(late.received, b"")
+        self.assertIs(self.successResultOf(stillWaiting), waiting)
+        next.transport.write(b"mine")
+        self.pump.flush()
+        self.assertEqual(waiting.received, b"mine")
+
+    def test_streamOfACancelledRequestIsClosed(self) -> None:
+        """
+        A request given up by its caller consumes the next stream, which is
+        closed.
+        """
+        cancelled = self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+        cancelled.cancel()
+        self.failureResultOf(cancelled, CancelledError)
+        waiting = Recorder()
+        d = self.session.requestStream(TransportProtocol.HTTP, 0, waiting)
+        late = Recorder()
+        self.client.openStream(late)
+        self.client.openStream(Recorder())
+        self.pump.flush()
+        self.assertTrue(late.readEnded)
+        self.assertIs(self.successResultOf(d), waiting)
+
+    def test_streamNobodyAskedForIsRefused(self) -> None:
+        """A stream opened without a request is refused with RST."""
+        opened = self.client.openStream(Recorder())
+        self.pump.flush()
+        self.failureResultOf(opened, StreamRefusedError)
+        self.assertFalse(self.ended())
+
+    def test_requestsBeyondTheLimitFail(self) -> None:
+        """
+        A client may owe no more streams than the limit, timed-out ones
+        included; asking for more fails with L{TooManyPendingStreams}.
+        """
+        for _ in range(3):
+            self.session.requestStream(TransportProtocol.HTTP, 0, Recorder()).addErrback(
+                lambda f: None
+            )
+        self.clock.advance(10)
+        self.failureResultOf(
+            self.session.requestStream(TransportProtocol.HTTP, 0, Recorder()),
+            TooManyPendingStreams,
+        )
+        self.client.openStream(Recorder())
+        self.pump.flush()
+        self.assertNoResult(self.session.requestStream(TransportProtocol.HTTP, 0, Recorder()))
+
+    def test_closingFailsWaitingRequestsAndSendsGoAway(self) -> None:
+        """
+        Closing the session fails the requests waiting for a stream, sends
+        Go Away and closes the control stream; the connection closes once
+        the open streams have finished.
+        """
+        busy = Recorder()
+        self.session.requestStream(TransportProtocol.HTTP, 0, busy)
+        self.client.openStream(Recorder())
+        self.pump.flush()
+        waiting = self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+        closed = self.session.close("testing")
+        self.pump.flush()
+        self.failureResultOf(waiting, SessionEndedError)
+        self.assertEqual(self.goAways, [0])
+        self.assertTrue(self.control.readEnded)
+        self.assertNoResult(closed)
+        self.failureResultOf(
+            self.session.requestStream(TransportProtocol.HTTP, 0, Recorder()),
+            SessionEndedError,
+        )
+        busy.transport.loseConnection()
+        self.pump.flush()
+        self.successResultOf(closed)
+        [(session, reason)] = self.observer.ended
+        self.assertTrue(reason.check(SessionEndedError))
+        self.assertIn("testing", reason.getErrorMessage())
+
+    def test_endOfTheConnectionFailsWaitingRequests(self) -> None:
+        """Requests waiting for a stream fail when the connection is lost."""
+        waiting = self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+        self.pump.clientIO.loseConnection()
+        self.pump.flush()
+        self.failureResultOf(waiting, SessionEndedError)
+        self.assertFalse(self.session.ready)
