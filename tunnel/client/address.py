@@ -1,0 +1,119 @@
+"""
+Reading the addresses a user gives the client: Twisted client endpoint
+descriptions (C{tcp:...}, C{tls:...}, C{unix:...}) or bare C{HOST:PORT}.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet.interfaces import IStreamClientEndpointStringParserWithReactor
+from twisted.plugin import getPlugins
+
+_BUILTIN_ENDPOINT_TYPES = frozenset({"tcp", "ssl", "unix"})
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def isEndpointDescription(text: str) -> bool:
+    """
+    Whether C{text} is a Twisted client endpoint description, that is, starts
+    with the name of an endpoint type (C{tcp}, C{ssl}, C{unix}, or the prefix
+    of an installed endpoint parser plugin, such as C{tls}) and a colon.
+    """
+    kind, colon, _ = text.partition(":")
+    if not colon:
+        return False
+    kind = kind.lower()
+    if kind in _BUILTIN_ENDPOINT_TYPES:
+        return True
+    return any(
+        plugin.prefix.lower() == kind
+        for plugin in getPlugins(IStreamClientEndpointStringParserWithReactor)
+    )
+
+
+def parsePort(text: str) -> int:
+    """
+    Read a TCP port number (0 to 65535).
+
+    @raise ValueError: if C{text} is not one.
+    """
+    if not _PORT.fullmatch(text) or int(text) > 0xFFFF:
+        raise ValueError(f"not a port number: {text!r}")
+    return int(text)
+
+
+def parseHostPort(text: str) -> tuple[str, int]:
+    """
+    Read C{HOST:PORT}, with an IPv6 host in brackets (C{[::1]:8080}).
+
+    @return: the host (without brackets) and the port.
+    @raise ValueError: if C{text} is not of that form.
+    """
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"IPv6 addresses need brackets, as in [::1]:8080: {text!r}")
+    if not colon or not host:
+        raise ValueError(f"not HOST:PORT: {text!r}")
+    return host, parsePort(port)
+
+
+def joinHostPort(host: str, port: int) -> str:
+    """C{HOST:PORT}, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def tcpDescription(host: str, port: int) -> str:
+    """The Twisted client endpoint description of a TCP address."""
+    return f"tcp:host={_escape(host)}:port={port}"
+
+
+def hostFromDescription(description: str) -> str | None:
+    """
+    The C{HOST:PORT} a client endpoint description connects to, for an HTTP
+    C{Host} header: its C{host} and C{port} arguments (by keyword or
+    position), C{localhost} for a UNIX socket, or L{None} when the
+    description names no host.
+    """
+    args, kwargs = _descriptionFields(description)
+    kind = args.pop(0).lower() if args else ""
+    if kind == "unix":
+        return "localhost"
+    host = kwargs.get("host", args.pop(0) if args else None)
+    port = kwargs.get("port", args.pop(0) if args else None)
+    if not host:
+        return None
+    return joinHostPort(host, int(port)) if port else host
+
+
+def _escape(value: str) -> str:
+    return re.sub(r"([\\:=])", r"\\\1", value)
+
+
+def _descriptionFields(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    Split an endpoint description as Twisted does: fields are separated by
+    unescaped colons, a field with an unescaped C{=} is a keyword argument,
+    and a backslash escapes the next character.
+    """
+    fields: list[list[tuple[str, bool]]] = [[]]
+    chars = iter(description)
+    for char in chars:
+        if char == "\\":
+            fields[-1].append((next(chars, ""), True))
+        elif char == ":":
+            fields.append([])
+        else:
+            fields[-1].append((char, False))
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for field in fields:
+        equals = [i for i, (char, escaped) in enumerate(field) if char == "=" and not escaped]
+        if equals:
+            key, value = field[: equals[0]], field[equals[0] + 1 :]
+            kwargs["".join(c for c, _ in key)] = "".join(c for c, _ in value)
+        else:
+            args.append("".join(c for c, _ in field))
+    return args, kwargs

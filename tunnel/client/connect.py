@@ -1,0 +1,435 @@
+"""
+The client's end of one tunnel connection: the C{CONNECT} exchange, the
+yamux session that follows, the control stream and the streams the server
+asks for.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tunnel.client.address import joinHostPort
+from tunnel.client.control import ControlStream
+from tunnel.client.errors import (
+    TunnelConnectError,
+    TunnelRefusedError,
+    TunnelResponseError,
+)
+from tunnel.client.local import LocalConnector, LocalRoutes
+from tunnel.mux import YamuxProtocol
+from tunnel.protocol import CONTROL_PATH, IDENTIFIER_HEADER, ControlMessage, redactIdentifier
+from tunnel.yamux import SessionConfig
+
+#: The longest response head accepted from the server.
+MAX_RESPONSE_HEAD = 16 * 1024
+
+#: How much of the body of a refusal is kept for the error.
+BODY_PREVIEW = 1024
+
+#: What a new stream is answered with while the client is shutting down.
+SHUTTING_DOWN = "tunnel: the client is shutting down\n"
+
+_HEAD_END = re.compile(rb"\n\r?\n")
+_STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?\r?")
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]+)[ \t]*\r?$")
+
+
+def _headerValue(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is None:
+        return
+    if not value or value != value.strip() or not all(" " <= c <= "~" for c in value):
+        raise ValueError(
+            f"{attribute.name} must be printable ASCII without surrounding spaces"
+        )
+
+
+@attrs.frozen
+class TunnelSettings:
+    """
+    What a client tunnel connection needs to know.
+
+    @ivar identifier: the secret identifier sent to the server; shown in
+        logs and C{repr} only redacted.
+    @ivar routes: where tunnelled connections go locally.
+    @ivar host: the C{Host} header of the control request, also naming the
+        server in logs; the server's address as the connection reports it
+        when L{None}.
+    @ivar setupTimeout: seconds from the connection to the server's answer
+        to the handshake before the attempt is abandoned.
+    @ivar shutdownTimeout: seconds a graceful close waits for open streams.
+    @ivar sessionConfig: the yamux session's settings.
+    """
+
+    identifier: str = attrs.field(validator=_headerValue, repr=redactIdentifier)
+    routes: LocalRoutes = attrs.field(factory=LocalRoutes)
+    host: str | None = attrs.field(default=None, validator=_headerValue)
+    setupTimeout: float = 30.0
+    shutdownTimeout: float = 10.0
+    sessionConfig: SessionConfig | None = None
+
+
+def connectRequest(identifier: str, host: str) -> bytes:
+    """The control request that asks the server for a tunnel session."""
+    return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s: %s\r\n\r\n" % (
+        CONTROL_PATH,
+        host.encode("ascii"),
+        IDENTIFIER_HEADER,
+        identifier.encode("ascii"),
+    )
+
+
+@attrs.frozen
+class ResponseHead:
+    """
+    The parts of an HTTP response head the client looks at.
+
+    @ivar status: the status code.
+    @ivar reason: the reason phrase.
+    @ivar contentLength: the C{Content-Length}, if given.
+    """
+
+    status: int
+    reason: str
+    contentLength: int | None
+
+
+def parseResponseHead(data: bytes, maxSize: int = MAX_RESPONSE_HEAD) -> tuple[ResponseHead, bytes] | None:
+    """
+    Read an HTTP response head ending with an empty line (lines may end
+    with C{\\n} or C{\\r\\n}).
+
+    @return: the head and the bytes after it, or L{None} if the head is
+        not complete yet.
+    @raise TunnelConnectError: if the head is longer than C{maxSize} or its
+        status line is malformed.
+    """
+    end = _HEAD_END.search(data, 0, maxSize + 2)
+    if end is None:
+        if len(data) > maxSize:
+            raise TunnelConnectError(f"the server's response head is over {maxSize} bytes")
+        return None
+    head = data[: end.end()]
+    statusLine = head.split(b"\n", 1)[0]
+    status = _STATUS_LINE.fullmatch(statusLine)
+    if status is None:
+        raise TunnelConnectError(f"the server's answer is not HTTP: {statusLine[:80]!r}")
+    length = _CONTENT_LENGTH.search(head)
+    return (
+        ResponseHead(
+            int(status.group(1)),
+            (status.group(2) or b"").decode("latin-1"),
+            None if length is None else int(length.group(1)),
+        ),
+        data[end.end() :],
+    )
+
+
+class TunnelClientProtocol(Protocol):
+    """
+    The protocol of the client's connection to the tunnel server.
+
+    It sends the control request and reads the response head. Nothing else
+    is written before the whole head was read: the Go server ignores bytes
+    that arrive with the request. On C{200} the connection carries a yamux
+    session (client side; streams the server opens are refused); the bytes
+    that followed the head are the session's. The client opens the control
+    stream, does the handshake, and then opens one stream per control
+    message, connected to a local service by the L{LocalConnector}.
+
+    Once the handshake is answered, C{wrappedProtocol} is connected with
+    this object as its transport: L{loseConnection} closes the tunnel
+    gracefully, L{abortConnection} at once; it loses its connection when the
+    tunnel ends.
+
+    @ivar wrappedProtocol: the protocol told about the tunnel.
+    @ivar settings: the tunnel's settings.
+    @ivar session: the yamux session, once the server said C{200}.
+    @ivar established: fires with C{wrappedProtocol} once the tunnel is set
+        up; fails with L{TunnelConnectError} (L{TunnelRefusedError} when the
+        server refused the identifier) if it could not be. Cancelling it
+        drops the connection.
+    @ivar serverName: the C{Host} the control request named.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        wrappedProtocol: IProtocol,
+        settings: TunnelSettings,
+        connector: LocalConnector,
+        clock: IReactorTime,
+    ) -> None:
+        self.wrappedProtocol = wrappedProtocol
+        self.settings = settings
+        self.session: YamuxProtocol | None = None
+        self.established: Deferred[IProtocol] = Deferred(self._cancelSetup)
+        self.serverName = settings.host or ""
+        self._connector = connector
+        self._clock = clock
+        self._head = b""
+        self._refusal: tuple[ResponseHead, bytes] | None = None
+        self._setupTimer: IDelayedCall | None = None
+        self._shutdownTimer: IDelayedCall | None = None
+        self._wrappedConnected = False
+        self._stopping = False
+        self._lost = False
+        self._openStreams = 0
+        self._closedWaiters: list[Deferred[None]] = []
+
+    @property
+    def openStreams(self) -> int:
+        """How many tunnelled connections are open."""
+        return self._openStreams
+
+    # -- the transport of wrappedProtocol -------------------------------------
+
+    def shutdown(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Close the tunnel gracefully: send Go Away, answer new requests with
+        C{503}, let the open streams finish for up to C{timeout} seconds
+        (the settings' C{shutdownTimeout} by default), then close the
+        connection.
+
+        @return: a L{Deferred} that fires once the connection is closed.
+        """
+        if self._lost:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self._closedWaiters.append(closed)
+        if self.session is None or not self._wrappedConnected:
+            self._closeConnection()
+        elif not self._stopping:
+            self._stopping = True
+            timeout = self.settings.shutdownTimeout if timeout is None else timeout
+            self._log.info(
+                "Closing the tunnel to {server}: waiting up to {timeout} s for "
+                "the open connections ({count})",
+                server=self.serverName,
+                timeout=timeout,
+                count=self._openStreams,
+            )
+            self.session.goAway()
+            self._shutdownTimer = self._clock.callLater(timeout, self._shutdownTimedOut)
+            self._closeIfIdle()
+        return closed
+
+    def loseConnection(self) -> None:
+        """Close the tunnel gracefully (see L{shutdown})."""
+        self.shutdown()
+
+    def abortConnection(self) -> None:
+        """Drop the connection at once, and every tunnelled connection."""
+        self.transport.abortConnection()
+
+    def getPeer(self) -> IAddress:
+        """The server's address."""
+        return self.transport.getPeer()
+
+    def getHost(self) -> IAddress:
+        """Our end of the connection to the server."""
+        return self.transport.getHost()
+
+    # -- Protocol ----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Send the control request."""
+        if not self.serverName:
+            peer = self.transport.getPeer()
+            host = getattr(peer, "host", None)
+            self.serverName = joinHostPort(host, peer.port) if host else "localhost"
+        self._setupTimer = self._clock.callLater(
+            self.settings.setupTimeout, self._setupTimedOut
+        )
+        self.transport.write(connectRequest(self.settings.identifier, self.serverName))
+
+    def dataReceived(self, data: bytes) -> None:
+        """Hand the bytes to the session, or read the response."""
+        if self.session is not None:
+            self.session.dataReceived(data)
+        elif self.established.called:
+            return  # The attempt failed; the connection is closing.
+        elif self._refusal is not None:
+            head, body = self._refusal
+            self._readRefusal(head, body + data)
+        else:
+            self._readHead(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        """End the session and tell whoever waits."""
+        self._lost = True
+        for timer in (self._setupTimer, self._shutdownTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        if self._refusal is not None:
+            self._fail(_responseError(*self._refusal))
+        else:
+            self._fail(
+                TunnelConnectError(
+                    "the connection ended before the tunnel was set up: "
+                    + reason.getErrorMessage()
+                )
+            )
+        if self.session is not None:
+            self.session.connectionLost(reason)
+        if self._wrappedConnected:
+            self._wrappedConnected = False
+            self.wrappedProtocol.connectionLost(reason)
+        waiters, self._closedWaiters = self._closedWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    # -- setting up ----------------------------------------------------------
+
+    def _readHead(self, data: bytes) -> None:
+        self._head += data
+        try:
+            parsed = parseResponseHead(self._head)
+        except TunnelConnectError as e:
+            self._fail(e)
+            return
+        if parsed is None:
+            return
+        head, rest = parsed
+        self._head = b""
+        if head.status == 200:
+            self._startSession(rest)
+        else:
+            self._readRefusal(head, rest)
+
+    def _readRefusal(self, head: ResponseHead, body: bytes) -> None:
+        """
+        Keep the start of a refusal's body (as much as its
+        C{Content-Length} promises, up to L{BODY_PREVIEW}), then fail.
+        """
+        self._refusal = (head, body[:BODY_PREVIEW])
+        wanted = min(head.contentLength or 0, BODY_PREVIEW)
+        if len(body) >= wanted:
+            self._fail(_responseError(*self._refusal))
+
+    def _startSession(self, rest: bytes) -> None:
+        session = self.session = YamuxProtocol(
+            True, None, self.settings.sessionConfig, self._clock
+        )
+        session.makeConnection(self.transport)
+        if rest:
+            session.dataReceived(rest)
+        control = ControlStream(self._messageReceived)
+        control.ready.addCallbacks(self._ready, lambda failure: self._fail(failure.value))
+        control.ended.addCallback(self._controlEnded)
+        # The control stream's end reports a refused or unanswered open.
+        session.openStream(control).addErrback(lambda failure: None)
+
+    def _ready(self, ignored: None) -> None:
+        if self.established.called:
+            return
+        if self._setupTimer is not None and self._setupTimer.active():
+            self._setupTimer.cancel()
+        self._log.info(
+            "Tunnel to {server} established as {identifier}",
+            server=self.serverName,
+            identifier=redactIdentifier(self.settings.identifier),
+        )
+        self._wrappedConnected = True
+        self.wrappedProtocol.makeConnection(self)
+        self.established.callback(self.wrappedProtocol)
+
+    def _fail(self, error: Exception) -> None:
+        """Fail L{established} (if it is still waiting) and drop the connection."""
+        if self.established.called:
+            return
+        if self._setupTimer is not None and self._setupTimer.active():
+            self._setupTimer.cancel()
+        self.established.errback(error)
+        if not self._lost:
+            self._closeConnection()
+
+    def _setupTimedOut(self) -> None:
+        self._setupTimer = None
+        if self._refusal is not None:
+            self._fail(_responseError(*self._refusal))
+        else:
+            self._fail(
+                TunnelConnectError(
+                    f"no tunnel within {self.settings.setupTimeout} s of connecting"
+                )
+            )
+        if not self._lost:
+            self.transport.abortConnection()
+
+    def _cancelSetup(self, established: Deferred[IProtocol]) -> None:
+        if not self._lost:
+            self.transport.abortConnection()
+
+    # -- serving -----------------------------------------------------------
+
+    def _messageReceived(self, message: ControlMessage) -> None:
+        assert self.session is not None
+        if self._stopping:
+            protocol = self._connector.refusalFor(message, SHUTTING_DOWN)
+        else:
+            protocol = self._connector.forwarderFor(message)
+        opened = self.session.openStream(protocol)
+        opened.addErrback(self._streamNotOpened, message)
+        # A stream that could not be opened at all never connected its protocol.
+        if protocol.connected:
+            self._openStreams += 1
+            protocol.ended.addCallback(self._streamEnded)
+
+    def _streamNotOpened(self, reason: Failure, message: ControlMessage) -> None:
+        self._log.warn(
+            "Could not open a stream for {message}: {reason}",
+            message=message,
+            reason=reason.getErrorMessage(),
+        )
+
+    def _streamEnded(self, ignored: None) -> None:
+        self._openStreams -= 1
+        self._closeIfIdle()
+
+    def _controlEnded(self, ignored: None) -> None:
+        if self._wrappedConnected and not self._lost:
+            self._log.warn(
+                "The server ended the control stream of the tunnel to {server}; "
+                "closing the tunnel",
+                server=self.serverName,
+            )
+            self._closeConnection()
+
+    # -- closing -----------------------------------------------------------
+
+    def _closeConnection(self) -> None:
+        """
+        Close the connection once what is written is sent. The session is
+        unregistered as the transport's producer first: a transport does not
+        close while a producer is registered (a TLS one waits for it).
+        """
+        if self.session is not None:
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _closeIfIdle(self) -> None:
+        if self._stopping and not self._openStreams and not self._lost:
+            self._closeConnection()
+
+    def _shutdownTimedOut(self) -> None:
+        self._shutdownTimer = None
+        self._log.warn(
+            "Closing the tunnel to {server} with connections still open ({count})",
+            server=self.serverName,
+            count=self._openStreams,
+        )
+        self.transport.abortConnection()
+
+
+def _responseError(head: ResponseHead, body: bytes) -> TunnelResponseError:
+    errorClass = TunnelRefusedError if head.status == 403 else TunnelResponseError
+    return errorClass(head.status, head.reason, body)

@@ -1,0 +1,136 @@
+"""
+A client endpoint whose connections are tunnels: C{connect} succeeds only
+once the server accepted the identifier and answered the handshake.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory
+from zope.interface import implementer
+
+from tunnel.client.address import (
+    hostFromDescription,
+    isEndpointDescription,
+    joinHostPort,
+    parseHostPort,
+    tcpDescription,
+)
+from tunnel.client.connect import TunnelClientProtocol, TunnelSettings
+from tunnel.client.local import LocalConnector
+from tunnel.protocol import redactIdentifier
+
+
+@attrs.frozen
+class ServerAddress:
+    """
+    The tunnel server to connect to.
+
+    @ivar description: the Twisted client endpoint description to dial.
+    @ivar host: the C{Host} header for the control request, if the
+        description names a host.
+    """
+
+    description: str
+    host: str | None
+
+    def endpoint(self, reactor: object) -> IStreamClientEndpoint:
+        """
+        The endpoint that dials the server.
+
+        @raise ValueError: if the description is not a valid one.
+        """
+        return clientFromString(reactor, self.description)
+
+
+def parseServerAddress(text: str) -> ServerAddress:
+    """
+    Read the C{--server} option: a Twisted client endpoint description
+    (C{tcp:HOST:PORT}, C{tls:HOST:PORT}, C{unix:PATH}, ...) or a bare
+    C{HOST:PORT}, which means C{tcp:HOST:PORT}.
+
+    @raise ValueError: if C{text} is neither.
+    """
+    if isEndpointDescription(text):
+        return ServerAddress(text, hostFromDescription(text))
+    host, port = parseHostPort(text)
+    return ServerAddress(tcpDescription(host, port), joinHostPort(host, port))
+
+
+@implementer(IStreamClientEndpoint)
+class TunnelEndpoint:
+    """
+    Connects to a tunnel server and sets up a tunnel.
+
+    L{connect} fires once the tunnel is established, with the protocol the
+    given factory built; that protocol's transport is the
+    L{TunnelClientProtocol}, whose C{loseConnection} closes the tunnel
+    gracefully, and it loses its connection when the tunnel ends. L{connect}
+    fails with L{TunnelRefusedError} if the server refused the identifier,
+    and with L{TunnelConnectError} (or the connection error) for any other
+    failure to set the tunnel up. So a L{ClientService} on this endpoint
+    counts a refused identifier as a failed attempt and backs off.
+
+    @ivar serverEndpoint: the endpoint of the server's HTTP port.
+    @ivar settings: the tunnel's settings.
+    @ivar reactor: the reactor used for timers and to dial local services.
+    """
+
+    def __init__(
+        self,
+        serverEndpoint: IStreamClientEndpoint,
+        settings: TunnelSettings,
+        reactor: IReactorTime,
+    ) -> None:
+        """
+        @raise ValueError: if a local address in the settings' routes is not
+            a valid endpoint description.
+        """
+        self.serverEndpoint = serverEndpoint
+        self.settings = settings
+        self.reactor = reactor
+        self._connector = LocalConnector(settings.routes, reactor)
+
+    def __repr__(self) -> str:
+        server = self.settings.host or repr(self.serverEndpoint)
+        return f"<TunnelEndpoint to {server} as {redactIdentifier(self.settings.identifier)}>"
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """
+        Set up a tunnel, and connect a protocol built by C{protocolFactory}
+        to it once it is established.
+        """
+        connecting = self.serverEndpoint.connect(_TunnelFactory(self, protocolFactory))
+        return connecting.addCallback(lambda tunnel: tunnel.established)
+
+    def buildProtocol(self, wrappedProtocol: IProtocol) -> TunnelClientProtocol:
+        """The protocol of one connection to the server."""
+        return TunnelClientProtocol(
+            wrappedProtocol, self.settings, self._connector, self.reactor
+        )
+
+
+class _TunnelFactory(Factory):
+    """Builds the protocol of a connection to the server."""
+
+    noisy = False
+
+    def __init__(self, endpoint: TunnelEndpoint, wrappedFactory: IProtocolFactory) -> None:
+        self._endpoint = endpoint
+        self._wrappedFactory = wrappedFactory
+
+    def buildProtocol(self, addr: Any) -> TunnelClientProtocol | None:
+        wrapped = self._wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        return self._endpoint.buildProtocol(wrapped)

@@ -1,0 +1,244 @@
+"""
+The long-running client: keeps one tunnel up, reconnecting with back-off,
+and tells embedding code what state it is in.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Literal
+
+import attrs
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tunnel.client.connect import TunnelClientProtocol
+from tunnel.client.endpoint import TunnelEndpoint
+from tunnel.client.errors import TunnelRefusedError
+from tunnel.protocol import redactIdentifier
+
+StateName = Literal["stopped", "connecting", "connected", "disconnected", "waiting", "stopping"]
+
+
+@attrs.frozen
+class ClientState:
+    """
+    What the client is doing.
+
+    @ivar name: C{"stopped"} (not running), C{"connecting"} (an attempt is
+        under way), C{"connected"} (the tunnel is up), C{"disconnected"}
+        (the tunnel just ended), C{"waiting"} (for the next attempt, after a
+        failure or a disconnection) or C{"stopping"} (closing the tunnel
+        gracefully).
+    @ivar detail: a sentence for people: the server, the failure, the delay.
+    @ivar since: when the client entered the state, in the clock's seconds.
+    """
+
+    name: StateName
+    detail: str
+    since: float
+
+
+class TunnelClientService(Service):
+    """
+    Keeps a tunnel up through a L{TunnelEndpoint}, on a L{ClientService}:
+    after a failed attempt (a refused identifier included) or the end of a
+    tunnel it waits as C{retryPolicy} says, which by default grows from
+    1.5 s by a factor of 1.5 up to 60 s, plus up to 1 s of jitter; the
+    growth starts over once a tunnel is established. Every state change is
+    logged and passed to the state observers. Stopping closes the tunnel
+    gracefully (see L{TunnelClientProtocol.shutdown}).
+
+    @ivar endpoint: the endpoint the tunnels are made with.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        endpoint: TunnelEndpoint,
+        retryPolicy: Callable[[int], float] | None = None,
+    ) -> None:
+        """
+        @param endpoint: the endpoint to make tunnels with; its reactor is
+            the service's clock.
+        @param retryPolicy: the seconds to wait after the given number of
+            failed attempts in a row (see L{backoffPolicy}).
+        """
+        self.endpoint = endpoint
+        self._clock = endpoint.reactor
+        self._retryPolicy = backoffPolicy() if retryPolicy is None else retryPolicy
+        self._identifier = redactIdentifier(endpoint.settings.identifier)
+        self._server = endpoint.settings.host or "the tunnel server"
+        self._observers: list[Callable[[ClientState], object]] = []
+        self._state = ClientState("stopped", "not started", self._clock.seconds())
+        self._tunnel: TunnelClientProtocol | None = None
+        self._lastProblem = ""
+        self._stopping = False
+        self._insideClientService = 0
+        self._clientService = ClientService(
+            _ObservedEndpoint(endpoint, self),
+            _TunnelObserverFactory(self),
+            retryPolicy=self._retryDelay,
+            clock=self._clock,
+        )
+
+    @property
+    def state(self) -> ClientState:
+        """The current state."""
+        return self._state
+
+    def addStateObserver(self, observer: Callable[[ClientState], object]) -> None:
+        """Call C{observer} with each new L{ClientState}."""
+        self._observers.append(observer)
+
+    def removeStateObserver(self, observer: Callable[[ClientState], object]) -> None:
+        """Stop calling C{observer}."""
+        self._observers.remove(observer)
+
+    def startService(self) -> None:
+        """Start connecting."""
+        self._stopping = False
+        super().startService()
+        self._clientService.startService()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop: cancel an attempt under way, or close the tunnel gracefully.
+
+        @return: a L{Deferred} that fires once the connection is closed.
+        """
+        super().stopService()
+        self._stopping = True
+        tunnel = self._tunnel
+        if tunnel is None:
+            self._setState("stopping", "no longer trying to connect")
+        else:
+            self._setState(
+                "stopping",
+                f"closing the tunnel; waiting up to {tunnel.settings.shutdownTimeout} s "
+                f"for the open connections ({tunnel.openStreams})",
+            )
+        if self._insideClientService:
+            # The ClientService is in the middle of a transition (a state
+            # observer is stopping us): it cannot take a stop until it is done.
+            stopped = deferLater(self._clock, 0, self._clientService.stopService)
+        else:
+            stopped = self._clientService.stopService()
+        stopped.addCallback(lambda ignored: self._setState("stopped", "stopped"))
+        return stopped
+
+    # -- what the ClientService tells us -------------------------------------
+
+    def _connecting(self) -> None:
+        self._setState("connecting", f"connecting to {self._server}")
+
+    def _connectFailed(self, reason: Failure) -> Failure:
+        if self._stopping:
+            return reason
+        if reason.check(TunnelRefusedError):
+            self._log.error(
+                "Tunnel identifier {identifier} refused by {server}: {error}",
+                server=self._server,
+                identifier=self._identifier,
+                error=str(reason.value),
+            )
+            self._lastProblem = f"the server refused identifier {self._identifier}"
+        else:
+            self._lastProblem = f"connecting failed: {_describe(reason)}"
+        return reason
+
+    def _connected(self, tunnel: TunnelClientProtocol) -> None:
+        self._tunnel = tunnel
+        self._setState("connected", f"tunnel to {tunnel.serverName} is up")
+
+    def _disconnected(self, reason: Failure) -> None:
+        self._tunnel = None
+        self._lastProblem = f"the tunnel ended: {_describe(reason)}"
+        self._setState("disconnected", self._lastProblem)
+
+    def _retryDelay(self, failedAttempts: int) -> float:
+        delay = self._retryPolicy(failedAttempts)
+        with self._calledByClientService():
+            self._setState(
+                "waiting", f"{self._lastProblem}; trying again in {delay:.1f} s"
+            )
+        return delay
+
+    @contextmanager
+    def _calledByClientService(self) -> Iterator[None]:
+        self._insideClientService += 1
+        try:
+            yield
+        finally:
+            self._insideClientService -= 1
+
+    def _setState(self, name: StateName, detail: str) -> None:
+        self._state = state = ClientState(name, detail, self._clock.seconds())
+        self._log.info(
+            "Tunnel client ({identifier}) {state}: {detail}",
+            identifier=self._identifier,
+            state=name,
+            detail=detail,
+        )
+        for observer in list(self._observers):
+            try:
+                observer(state)
+            except Exception:
+                self._log.failure("A tunnel state observer failed")
+
+
+def _describe(reason: Failure) -> str:
+    return reason.getErrorMessage().rstrip(".")
+
+
+@implementer(IStreamClientEndpoint)
+class _ObservedEndpoint:
+    """Tells the service about each attempt and each failed one."""
+
+    def __init__(self, endpoint: TunnelEndpoint, service: TunnelClientService) -> None:
+        self._endpoint = endpoint
+        self._service = service
+
+    def __repr__(self) -> str:
+        return repr(self._endpoint)
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        with self._service._calledByClientService():
+            self._service._connecting()
+            return self._endpoint.connect(protocolFactory).addErrback(
+                self._service._connectFailed
+            )
+
+
+class _TunnelObserverFactory(Factory):
+    """Builds the protocols that watch the tunnels for the service."""
+
+    noisy = False
+
+    def __init__(self, service: TunnelClientService) -> None:
+        self._service = service
+
+    def buildProtocol(self, addr: object) -> _TunnelObserver:
+        return _TunnelObserver(self._service)
+
+
+class _TunnelObserver(Protocol):
+    """Tells the service when a tunnel is up and when it ends."""
+
+    def __init__(self, service: TunnelClientService) -> None:
+        self._service = service
+
+    def connectionMade(self) -> None:
+        self._service._connected(self.transport)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self._service._disconnected(reason)

@@ -1,0 +1,363 @@
+"""
+Tests for L{tunnel.client.connect}: the bytes the client's tunnel
+connection writes and how it reads the server's answers, on a
+L{StringTransport}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import CancelledError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnel.client import (
+    TunnelClientProtocol,
+    TunnelConnectError,
+    TunnelRefusedError,
+    TunnelResponseError,
+    TunnelSettings,
+)
+from tunnel.client.connect import parseResponseHead
+from tunnel.client.local import LocalConnector
+from tunnel.protocol import HANDSHAKE_REQUEST, HANDSHAKE_RESPONSE
+from tunnel.test.test_client_support import IDENTIFIER, REFUSAL
+from tunnel.test.test_mux import Recorder, deferredResult, frames
+from tunnel.yamux import Flag, FrameType, encodeFrame
+
+REQUEST = (
+    b"CONNECT /_controlPath/ HTTP/1.1\r\n"
+    b"Host: tunnel.example:8080\r\n"
+    b"X-KTunnel-Identifier: secret-identifier-1234\r\n"
+    b"\r\n"
+)
+
+ACK_CONTROL = encodeFrame(FrameType.WINDOW_UPDATE, Flag.ACK, 1, 0)
+
+
+def data(streamID: int, payload: bytes) -> bytes:
+    """A Data frame."""
+    return encodeFrame(FrameType.DATA, 0, streamID, len(payload), payload)
+
+
+class Connection:
+    """A L{TunnelClientProtocol} connected to a L{StringTransport}."""
+
+    def __init__(self, host: str | None = "tunnel.example:8080", **settings: object) -> None:
+        self.reactor = MemoryReactorClock()
+        self.settings = TunnelSettings(IDENTIFIER, host=host, **settings)
+        self.wrapped = Recorder()
+        self.tunnel = TunnelClientProtocol(
+            self.wrapped,
+            self.settings,
+            LocalConnector(self.settings.routes, self.reactor),
+            self.reactor,
+        )
+        self.established = deferredResult(self.tunnel.established)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 8080))
+        self.tunnel.makeConnection(self.transport)
+
+    def written(self) -> bytes:
+        """What was written since the last call."""
+        value = self.transport.value()
+        self.transport.clear()
+        return value
+
+    def answerHandshake(self) -> None:
+        """Accept the CONNECT and answer the handshake."""
+        self.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        self.tunnel.dataReceived(ACK_CONTROL + data(1, HANDSHAKE_RESPONSE))
+
+
+class ConnectRequestTests(SynchronousTestCase):
+    """The control request the client sends."""
+
+    def test_requestBytes(self) -> None:
+        """
+        On connecting, the client writes exactly the CONNECT request with
+        the Host and identifier headers, and nothing else.
+        """
+        connection = Connection()
+        self.assertEqual(connection.written(), REQUEST)
+
+    def test_hostDefaultsToServerAddress(self) -> None:
+        """Without a configured host, the Host header is the server's address."""
+        connection = Connection(host=None)
+        self.assertIn(b"\r\nHost: 192.0.2.7:8080\r\n", connection.written())
+        self.assertEqual(connection.tunnel.serverName, "192.0.2.7:8080")
+
+    def test_identifierMustBeHeaderSafe(self) -> None:
+        """An identifier that would break the request head is refused."""
+        for bad in ["", "a\r\nX-Evil: 1", " padded", "naïve"]:
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                TunnelSettings(bad)
+
+    def test_identifierRedactedInRepr(self) -> None:
+        """The settings' repr shows the identifier's first characters only."""
+        text = repr(TunnelSettings(IDENTIFIER))
+        self.assertNotIn(IDENTIFIER, text)
+        self.assertIn("secr…", text)
+
+
+class ResponseTests(SynchronousTestCase):
+    """How the client reads the server's answer to the control request."""
+
+    def assertSessionStarted(self, connection: Connection) -> None:
+        """The control stream was opened and the handshake sent."""
+        self.assertEqual(
+            frames(connection.written()),
+            [
+                (FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0, b""),
+                (FrameType.DATA, 0, 1, len(HANDSHAKE_REQUEST), HANDSHAKE_REQUEST),
+            ],
+        )
+
+    def test_acceptedWithLF(self) -> None:
+        """The Go server's C{200} ends with C{\\n\\n}; the session starts."""
+        connection = Connection()
+        connection.written()
+        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        self.assertSessionStarted(connection)
+
+    def test_acceptedWithCRLF(self) -> None:
+        """A C{200} ending with C{\\r\\n\\r\\n} starts the session too."""
+        connection = Connection()
+        connection.written()
+        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\r\n\r\n")
+        self.assertSessionStarted(connection)
+
+    def test_acceptedWithHeaders(self) -> None:
+        """Headers in the C{200} are skipped."""
+        connection = Connection()
+        connection.written()
+        connection.tunnel.dataReceived(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n")
+        self.assertSessionStarted(connection)
+
+    def test_nothingWrittenBeforeWholeResponse(self) -> None:
+        """
+        No yamux byte is written until the empty line ending the response
+        was read, however the response is split.
+        """
+        connection = Connection()
+        connection.written()
+        for piece in [b"HTTP/1.1 200 Conn", b"ected to Tunnel\r", b"\n", b"\r"]:
+            connection.tunnel.dataReceived(piece)
+            self.assertEqual(connection.written(), b"", piece)
+        connection.tunnel.dataReceived(b"\n")
+        self.assertSessionStarted(connection)
+
+    def test_bytesAfterHeadGoToSession(self) -> None:
+        """
+        Bytes that arrive with the head belong to the yamux session: a ping
+        following the C{200} is answered.
+        """
+        connection = Connection()
+        connection.written()
+        connection.tunnel.dataReceived(
+            b"HTTP/1.1 200 Connected to Tunnel\n\n"
+            + encodeFrame(FrameType.PING, Flag.SYN, 0, 77)
+        )
+        self.assertIn(
+            (FrameType.PING, Flag.ACK, 0, 77, b""), frames(connection.written())
+        )
+
+    def test_refusedIdentifier(self) -> None:
+        """
+        A C{403} fails with L{TunnelRefusedError} carrying the status, reason
+        and body; the client writes nothing more and closes the connection.
+        """
+        connection = Connection()
+        connection.written()
+        connection.tunnel.dataReceived(REFUSAL)
+        [failure] = connection.established
+        failure.trap(TunnelRefusedError)
+        self.assertEqual(
+            (failure.value.status, failure.value.reason, failure.value.bodyPreview),
+            (403, "Forbidden", b"unknown identifier\n"),
+        )
+        self.assertEqual(
+            str(failure.value), "the server answered 403 Forbidden: unknown identifier"
+        )
+        self.assertEqual(connection.written(), b"")
+        self.assertTrue(connection.transport.disconnecting)
+        self.assertIsNone(connection.tunnel.session)
+
+    def test_refusalBodyAwaited(self) -> None:
+        """
+        The body a refusal's Content-Length announces is awaited, so the
+        error can tell what the server said.
+        """
+        connection = Connection()
+        head, body = REFUSAL.split(b"\r\n\r\n")
+        connection.tunnel.dataReceived(head + b"\r\n\r\nunknown")
+        self.assertEqual(connection.established, [])
+        connection.tunnel.dataReceived(b" identifier\n")
+        [failure] = connection.established
+        self.assertEqual(failure.value.bodyPreview, b"unknown identifier\n")
+
+    def test_refusalWhoseBodyNeverComes(self) -> None:
+        """
+        If the connection ends before the promised body, the error holds
+        what came.
+        """
+        connection = Connection()
+        connection.tunnel.dataReceived(REFUSAL[:-6])
+        connection.tunnel.connectionLost()
+        [failure] = connection.established
+        failure.trap(TunnelRefusedError)
+        self.assertEqual(failure.value.bodyPreview, b"unknown ident")
+
+    def test_otherStatus(self) -> None:
+        """
+        Any other status fails with L{TunnelResponseError}, not a refusal.
+        """
+        connection = Connection()
+        connection.tunnel.dataReceived(b"HTTP/1.1 404 Not Found\r\n\r\n")
+        [failure] = connection.established
+        failure.trap(TunnelResponseError)
+        self.assertNotIsInstance(failure.value, TunnelRefusedError)
+        self.assertEqual(failure.value.status, 404)
+
+    def test_notHTTP(self) -> None:
+        """An answer that is not HTTP fails the attempt."""
+        connection = Connection()
+        connection.tunnel.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
+        [failure] = connection.established
+        failure.trap(TunnelConnectError)
+        self.assertIn("not HTTP", str(failure.value))
+        self.assertTrue(connection.transport.disconnecting)
+
+    def test_headTooLong(self) -> None:
+        """A head that goes on past the limit fails the attempt."""
+        connection = Connection()
+        connection.tunnel.dataReceived(b"HTTP/1.1 200 OK\r\n")
+        connection.tunnel.dataReceived(b"X: " + b"y" * 16 * 1024)
+        [failure] = connection.established
+        failure.trap(TunnelConnectError)
+        self.assertIn("over 16384 bytes", str(failure.value))
+
+    def test_parseResponseHead(self) -> None:
+        """
+        L{parseResponseHead} finds the first empty line, whatever the line
+        ends, and reads the status, reason and Content-Length.
+        """
+        head, rest = parseResponseHead(
+            b"HTTP/1.1 403 Forbidden\nContent-Length: 5\r\n\nbody!"
+        )
+        self.assertEqual((head.status, head.reason, head.contentLength), (403, "Forbidden", 5))
+        self.assertEqual(rest, b"body!")
+        self.assertIsNone(parseResponseHead(b"HTTP/1.1 200 OK\r\n"))
+        head, rest = parseResponseHead(b"HTTP/1.0 200\n\n\x00")
+        self.assertEqual((head.status, head.reason, rest), (200, "", b"\x00"))
+
+
+class HandshakeTests(SynchronousTestCase):
+    """The handshake on the control stream."""
+
+    def test_established(self) -> None:
+        """
+        Once the server answers the handshake, the wrapped protocol is
+        connected with the tunnel as its transport, and C{established}
+        fires with it.
+        """
+        connection = Connection()
+        connection.answerHandshake()
+        self.assertEqual(connection.established, [connection.wrapped])
+        self.assertIs(connection.wrapped.transport, connection.tunnel)
+        self.assertTrue(connection.wrapped.made)
+
+    def test_answerInPieces(self) -> None:
+        """An answer split over several frames is collected."""
+        connection = Connection()
+        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.tunnel.dataReceived(ACK_CONTROL + data(1, b"contr"))
+        self.assertEqual(connection.established, [])
+        connection.tunnel.dataReceived(data(1, b"olOk"))
+        self.assertEqual(connection.established, [connection.wrapped])
+
+    def test_wrongAnswer(self) -> None:
+        """A wrong answer fails the attempt and closes the connection."""
+        connection = Connection()
+        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.tunnel.dataReceived(ACK_CONTROL + data(1, b"controlNo"))
+        [failure] = connection.established
+        failure.trap(TunnelConnectError)
+        self.assertIn("controlNo", str(failure.value))
+        self.assertTrue(connection.transport.disconnecting)
+        self.assertIsNone(connection.transport.producer)
+        self.assertFalse(connection.wrapped.made)
+
+    def test_wrongStartFailsAtOnce(self) -> None:
+        """An answer that starts wrong fails without waiting for the rest."""
+        connection = Connection()
+        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.tunnel.dataReceived(ACK_CONTROL + data(1, b"no"))
+        [failure] = connection.established
+        failure.trap(TunnelConnectError)
+
+    def test_controlStreamRefused(self) -> None:
+        """A server that resets the control stream fails the attempt."""
+        connection = Connection()
+        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.tunnel.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0))
+        [failure] = connection.established
+        failure.trap(TunnelConnectError)
+        self.assertIn("control stream ended", str(failure.value))
+
+    def test_setupTimeout(self) -> None:
+        """
+        Without an answer within the setup timeout the attempt fails and the
+        connection is dropped.
+        """
+        connection = Connection(setupTimeout=5.0)
+        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.reactor.advance(4.9)
+        self.assertEqual(connection.established, [])
+        connection.reactor.advance(0.1)
+        [failure] = connection.established
+        failure.trap(TunnelConnectError)
+        self.assertIn("no tunnel within 5.0 s", str(failure.value))
+        self.assertTrue(connection.transport.disconnecting)
+
+    def test_noTimeoutOnceEstablished(self) -> None:
+        """The setup timer is cancelled once the tunnel is established."""
+        connection = Connection()
+        connection.answerHandshake()
+        connection.reactor.advance(31)
+        self.assertFalse(connection.transport.disconnecting)
+
+    def test_connectionLostBeforeSetup(self) -> None:
+        """A connection lost during setup fails the attempt."""
+        connection = Connection()
+        connection.tunnel.connectionLost()
+        [failure] = connection.established
+        failure.trap(TunnelConnectError)
+        self.assertIn("the connection ended before the tunnel was set up", str(failure.value))
+
+    def test_cancel(self) -> None:
+        """Cancelling the setup drops the connection."""
+        connection = Connection()
+        connection.tunnel.established.cancel()
+        [failure] = connection.established
+        failure.trap(CancelledError)
+        self.assertTrue(connection.transport.disconnecting)
+        connection.tunnel.connectionLost()
+        self.assertIsNone(connection.wrapped.lost)
+
+    def test_connectionLostAfterSetup(self) -> None:
+        """The wrapped protocol loses its connection when the tunnel ends."""
+        connection = Connection()
+        connection.answerHandshake()
+        connection.tunnel.connectionLost()
+        self.assertIsNotNone(connection.wrapped.lost)
+
+    def test_serverOpenedStreamsRefused(self) -> None:
+        """Streams the server tries to open are refused."""
+        connection = Connection()
+        connection.answerHandshake()
+        connection.written()
+        connection.tunnel.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0))
+        self.assertEqual(
+            frames(connection.written()),
+            [(FrameType.WINDOW_UPDATE, Flag.RST, 2, 0, b"")],
+        )
