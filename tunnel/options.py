@@ -5,30 +5,30 @@ Command-line options of C{twistd tunnel-server} and C{twistd tunnel-client}.
 from __future__ import annotations
 
 import os
-import re
 
 from twisted.python import usage
 
+from tunnel.client import LocalRoutes, parseServerAddress
 from tunnel.hostsfile import HostsFileError, normaliseHost, parseAssignment, readHostsFile
 
 #: The environment variable the client reads its identifier from.
 IDENTIFIER_ENVIRONMENT = "TUNNEL_IDENTIFIER"
 
-_HOST_PORT = re.compile(r"^(?P<host>[^:\[\]]+|\[[0-9a-fA-F:.]+\]):(?P<port>\d+)$")
 
 
-def clientEndpointString(address: str) -> str:
+def checkServerEndpoint(option: str, description: str) -> None:
     """
-    Turn a bare C{HOST:PORT} (or C{[IPV6]:PORT}) into a Twisted client
-    endpoint string; anything else is taken to be an endpoint string already.
+    Check that a server endpoint description can be used, without listening.
+
+    @raise usage.UsageError: saying which option and why, on one line.
     """
-    match = _HOST_PORT.match(address)
-    if match is None:
-        return address
-    host, port = match.group("host"), match.group("port")
-    if host.startswith("["):
-        return "tcp6:host=" + host[1:-1].replace(":", r"\:") + f":port={port}"
-    return f"tcp:{host}:{port}"
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, description)
+    except Exception as e:
+        raise usage.UsageError(f"{option} {description!r}: {e}") from None
 
 
 def readSecretFile(path: str, what: str) -> str:
@@ -83,17 +83,11 @@ class ServerOptions(usage.Options):
         self["tcp"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """
-        A server endpoint for public HTTP and tunnel clients, e.g. tcp:8080 or
-        ssl:443:privateKey=key.pem:certKey=cert.pem (repeatable; default tcp:8080).
-        """
+        """A server endpoint for public HTTP and tunnel clients, e.g. tcp:8080 or ssl:443:privateKey=key.pem:certKey=cert.pem (repeatable; default tcp:8080)."""
         self["listen"].append(endpoint)
 
     def opt_host(self, assignment: str) -> None:
-        """
-        HOST=IDENTIFIER: route the virtual host HOST (or HOST:PORT) to the
-        client with IDENTIFIER (repeatable).
-        """
+        """HOST=IDENTIFIER: route the virtual host HOST (or HOST:PORT) to the client with IDENTIFIER (repeatable)."""
         try:
             host, identifier = parseAssignment(assignment, "HOST=IDENTIFIER")
             self["hosts"][normaliseHost(host)] = identifier
@@ -101,11 +95,7 @@ class ServerOptions(usage.Options):
             raise usage.UsageError(f"--host: {e}") from None
 
     def opt_tcp(self, assignment: str) -> None:
-        """
-        ENDPOINT=IDENTIFIER: listen on the server endpoint ENDPOINT and tunnel
-        each connection to the client with IDENTIFIER (repeatable; split at
-        the last '=').
-        """
+        """ENDPOINT=IDENTIFIER: listen on the server endpoint ENDPOINT and tunnel each connection to the client with IDENTIFIER (repeatable; split at the last '=')."""
         try:
             self["tcp"].append(parseAssignment(assignment, "ENDPOINT=IDENTIFIER", True))
         except ValueError as e:
@@ -115,6 +105,10 @@ class ServerOptions(usage.Options):
         """Apply defaults, read the hosts and token files, check consistency."""
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
+        for description in self["listen"]:
+            checkServerEndpoint("--listen", description)
+        for description, _ in self["tcp"]:
+            checkServerEndpoint("--tcp", description)
         if self["hosts-file"]:
             try:
                 fromFile = readHostsFile(self["hosts-file"])
@@ -127,6 +121,7 @@ class ServerOptions(usage.Options):
         if self["admin"]:
             if not self["admin-token-file"]:
                 raise usage.UsageError("--admin needs --admin-token-file")
+            checkServerEndpoint("--admin", self["admin"])
             self["adminToken"] = readSecretFile(self["admin-token-file"], "admin token")
         elif self["admin-token-file"]:
             raise usage.UsageError("--admin-token-file is only used with --admin")
@@ -136,10 +131,9 @@ class ClientOptions(usage.Options):
     """
     Options of C{twistd tunnel-client}.
 
-    After parsing: C{self["server"]} is a client endpoint string,
-    C{self["identifier"]} the identifier, C{self["local"]} the fixed local
-    address or L{None}, and C{self["ports"]} maps public ports to local
-    addresses.
+    After parsing: C{self["serverAddress"]} is the L{ServerAddress},
+    C{self["identifier"]} the identifier and C{self["routes"]} the
+    L{LocalRoutes} built from the C{--local} options.
     """
 
     synopsis = "--server ENDPOINT --identifier ID [options]"
@@ -161,29 +155,27 @@ class ClientOptions(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
-        self["local"] = None
-        self["ports"] = {}
+        self["local"] = []
 
     def opt_local(self, address: str) -> None:
-        """
-        ADDR or PORT=ADDR: where to forward requests. ADDR alone (HOST:PORT, a
-        port, or a client endpoint string) receives every HTTP and WebSocket
-        request; PORT=ADDR forwards what comes for public port PORT (repeatable).
-        Default: 127.0.0.1 at the public port (80 when the request names none).
-        """
-        port, sep, target = address.partition("=")
-        if sep and port.strip().isdigit():
-            if not target.strip():
-                raise usage.UsageError(f"--local: expected PORT=ADDR, got {address!r}")
-            self["ports"][int(port)] = target.strip()
-        else:
-            self["local"] = address.strip()
+        """ADDR or PORT=ADDR: where to forward requests. ADDR alone (HOST:PORT, a port, or a client endpoint string) receives every HTTP and WebSocket request; PORT=ADDR forwards what comes for public port PORT (repeatable). Default: 127.0.0.1 at the public port (80 when the request names none)."""
+        self["local"].append(address.strip())
 
     def postOptions(self) -> None:
-        """Check the server, find the identifier."""
+        """Parse the server and local addresses, find the identifier."""
+        from twisted.internet import reactor
+
         if not self["server"]:
             raise usage.UsageError("--server is required")
-        self["server"] = clientEndpointString(self["server"])
+        try:
+            self["serverAddress"] = parseServerAddress(self["server"])
+            self["serverAddress"].endpoint(reactor)
+        except ValueError as e:
+            raise usage.UsageError(f"--server: {e}") from None
+        try:
+            self["routes"] = LocalRoutes.fromStrings(self["local"])
+        except ValueError as e:
+            raise usage.UsageError(f"--local: {e}") from None
         if self["identifier"] and self["identifier-file"]:
             raise usage.UsageError("give --identifier or --identifier-file, not both")
         if self["identifier-file"]:

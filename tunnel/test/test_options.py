@@ -10,12 +10,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.hostsfile import writeHostsFile
-from tunnel.options import (
-    IDENTIFIER_ENVIRONMENT,
-    ClientOptions,
-    ServerOptions,
-    clientEndpointString,
-)
+from tunnel.client import parseLocalAddress
+from tunnel.options import IDENTIFIER_ENVIRONMENT, ClientOptions, ServerOptions
 
 
 def parsed(options: usage.Options, *argv: str) -> usage.Options:
@@ -42,10 +38,10 @@ class ServerOptionsTests(SynchronousTestCase):
         """
         options = parsed(
             ServerOptions(),
-            "--listen", "tcp:8080", "--listen", "ssl:8443:privateKey=k.pem",
+            "--listen", "tcp:8080", "--listen", "tcp:8443:interface=127.0.0.1",
             "--host", "Demo.Example.com=c2VjcmV0==", "--host", "demo.example.com:8080=other",
         )
-        self.assertEqual(options["listen"], ["tcp:8080", "ssl:8443:privateKey=k.pem"])
+        self.assertEqual(options["listen"], ["tcp:8080", "tcp:8443:interface=127.0.0.1"])
         self.assertEqual(
             options["hosts"],
             {"demo.example.com": "c2VjcmV0==", "demo.example.com:8080": "other"},
@@ -100,6 +96,14 @@ class ServerOptionsTests(SynchronousTestCase):
                 ["--admin", "tcp:8081", "--admin-token-file", path],
             )
 
+    def test_unusableEndpointIsUsageError(self) -> None:
+        """An endpoint that cannot be used is a one-line usage error naming the option."""
+        for argv in (["--listen", "bogus:1"], ["--tcp", "nope:2=id"],
+                     ["--listen", "ssl:8443:privateKey=missing.pem"]):
+            error = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
+            self.assertIn(argv[0], str(error))
+            self.assertNotIn("\n", str(error))
+
     def test_nonPositiveStreamTimeoutRejected(self) -> None:
         """--stream-timeout must be positive."""
         self.assertRaises(
@@ -118,13 +122,19 @@ class ClientOptionsTests(SynchronousTestCase):
     def test_bareHostPortMeansTCP(self) -> None:
         """A bare HOST:PORT server is a tcp: endpoint; endpoint strings pass through."""
         options = parsed(ClientOptions(), "--server", "tunnel.example.com:8080", "--identifier", "x")
-        self.assertEqual(options["server"], "tcp:tunnel.example.com:8080")
+        self.assertEqual(
+            options["serverAddress"].description, "tcp:host=tunnel.example.com:port=8080"
+        )
         options = parsed(ClientOptions(), "--server", "tls:tunnel.example.com:443", "--identifier", "x")
-        self.assertEqual(options["server"], "tls:tunnel.example.com:443")
+        self.assertEqual(options["serverAddress"].description, "tls:tunnel.example.com:443")
 
-    def test_ipv6HostPort(self) -> None:
-        """A bracketed IPv6 address with a port becomes an escaped tcp6 endpoint."""
-        self.assertEqual(clientEndpointString("[::1]:8080"), r"tcp6:host=\:\:1:port=8080")
+    def test_malformedServerIsUsageError(self) -> None:
+        """A server that is neither HOST:PORT nor an endpoint is a usage error."""
+        error = self.assertRaises(
+            usage.UsageError, ClientOptions().parseOptions,
+            ["--server", "no port here", "--identifier", "x"],
+        )
+        self.assertIn("--server", str(error))
 
     def test_serverRequired(self) -> None:
         """--server is required."""
@@ -164,5 +174,17 @@ class ClientOptionsTests(SynchronousTestCase):
             "--local", "127.0.0.1:3000", "--local", "8080=unix:path=/tmp/app.sock",
             "--local", "2222=localhost:22",
         )
-        self.assertEqual(options["local"], "127.0.0.1:3000")
-        self.assertEqual(options["ports"], {8080: "unix:path=/tmp/app.sock", 2222: "localhost:22"})
+        routes = options["routes"]
+        self.assertEqual(routes.fixed, parseLocalAddress("127.0.0.1:3000"))
+        self.assertEqual(
+            routes.ports,
+            {8080: parseLocalAddress("unix:path=/tmp/app.sock"),
+             2222: parseLocalAddress("localhost:22")},
+        )
+
+    def test_twoFixedLocalAddressesAreUsageError(self) -> None:
+        """Only one fixed local address may be given."""
+        self.assertRaises(
+            usage.UsageError, ClientOptions().parseOptions,
+            ["--server", "h:1", "--identifier", "x", "--local", "3000", "--local", "4000"],
+        )

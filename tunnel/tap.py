@@ -1,0 +1,115 @@
+"""
+The services behind C{twistd tunnel-server} and C{twistd tunnel-client}.
+"""
+
+from __future__ import annotations
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from tunnel.client import TunnelClientService, TunnelEndpoint, TunnelSettings
+from tunnel.options import ClientOptions, ServerOptions
+from tunnel.protocol import redactIdentifier
+from tunnel.server import TunnelServer
+from tunnel.server.admin import AdminResource
+
+
+class TCPTunnelService(Service):
+    """
+    Keeps a TCP listener bound to a tunnel client while running.
+
+    @ivar endpoint: where to listen.
+    @ivar identifier: the client the connections go to.
+    """
+
+    _log = Logger()
+
+    def __init__(self, server: TunnelServer, endpoint: IStreamServerEndpoint, identifier: str):
+        self.server = server
+        self.endpoint = endpoint
+        self.identifier = identifier
+        self._port: Deferred[IListeningPort] | None = None
+
+    def startService(self) -> None:
+        """Bind the listener."""
+        super().startService()
+        self._port = self.server.bindTCP(self.endpoint, self.identifier)
+        self._port.addErrback(
+            lambda f: self._log.failure(
+                "Cannot listen for TCP tunnel of {identifier}",
+                f,
+                identifier=redactIdentifier(self.identifier),
+            )
+        )
+
+    def stopService(self) -> Deferred[None] | None:
+        """Unbind the listener."""
+        super().stopService()
+        if self._port is None:
+            return None
+        return self._port.addCallback(self.server.unbindTCP)
+
+
+class TunnelServerService(MultiService):
+    """
+    The tunnel server's listeners; stopping it closes every client session.
+
+    @ivar server: the L{TunnelServer}.
+    """
+
+    def __init__(self, server: TunnelServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def stopService(self) -> Deferred[None]:
+        """Stop listening, then close the sessions."""
+        stopped = super().stopService()
+        return stopped.addCallback(lambda _: self.server.close())
+
+
+def _listen(description: str, factory: object, reactor: object) -> StreamServerEndpointService:
+    service = StreamServerEndpointService(serverFromString(reactor, description), factory)
+    # A port that cannot be bound stops twistd with a clear error.
+    service._raiseSynchronously = True
+    return service
+
+
+def makeServerService(options: ServerOptions, reactor: object = None) -> IService:
+    """Build the tunnel server's service from its options."""
+    if reactor is None:
+        from twisted.internet import reactor  # type: ignore[no-redef]
+    server = TunnelServer(reactor, streamTimeout=options["stream-timeout"])
+    for host, identifier in options["hosts"].items():
+        server.addHost(host, identifier)
+    top = TunnelServerService(server)
+    site = server.site()
+    for description in options["listen"]:
+        _listen(description, site, reactor).setServiceParent(top)
+    for description, identifier in options["tcp"]:
+        TCPTunnelService(
+            server, serverFromString(reactor, description), identifier
+        ).setServiceParent(top)
+    if options["admin"]:
+        admin = AdminResource(server, options["adminToken"], options["hosts-file"])
+        _listen(options["admin"], Site(admin), reactor).setServiceParent(top)
+    return top
+
+
+def makeClientService(options: ClientOptions, reactor: object = None) -> IService:
+    """Build the tunnel client's service from its options."""
+    if reactor is None:
+        from twisted.internet import reactor  # type: ignore[no-redef]
+    address = options["serverAddress"]
+    settings = TunnelSettings(
+        options["identifier"],
+        routes=options["routes"],
+        host=address.host,
+        shutdownTimeout=options["stop-timeout"],
+    )
+    endpoint = TunnelEndpoint(address.endpoint(reactor), settings, reactor)
+    return TunnelClientService(endpoint)
