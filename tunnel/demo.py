@@ -1,89 +1,93 @@
 """
-A demonstration of the yamux multiplexer: a server session and a client
-session over loopback TCP, with several echo streams.
+A tunnel on one machine: a tunnel server on loopback port 8080, a small local
+web page, and a tunnel client that exposes the page as
+C{http://demo.localhost:8080/}.
 
-Run it with C{python -m tunnel.demo}.
+Run it with C{python -m tunnel.demo [--port PORT]}; stop it with Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
+import html
+import secrets
 import sys
 
 from twisted.internet import defer, task
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
-from twisted.python.failure import Failure
-from zope.interface import implementer
+from twisted.internet.endpoints import TCP4ServerEndpoint, clientFromString
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
 
-from tunnel.mux import YamuxFactory
+from tunnel.client import LocalRoutes, TunnelClientService, TunnelEndpoint, TunnelSettings
+from tunnel.server import TunnelServer
 
-
-@implementer(IHalfCloseableProtocol)
-class EchoStream(Protocol):
-    """Echoes a stream back, and half-closes once the peer has."""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def readConnectionLost(self) -> None:
-        self.transport.loseWriteConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
+HOST = "demo.localhost"
 
 
-@implementer(IHalfCloseableProtocol)
-class CollectStream(Protocol):
-    """Sends a message, half-closes, and collects the answer."""
+class DemoPage(Resource):
+    """The local web page: shows what the request looked like on arrival."""
 
-    def __init__(self, message: bytes) -> None:
-        self.message = message
-        self.answer: defer.Deferred[bytes] = defer.Deferred()
-        self._received: list[bytes] = []
+    isLeaf = True
 
-    def connectionMade(self) -> None:
-        self.transport.write(self.message)
-        self.transport.loseWriteConnection()
-
-    def dataReceived(self, data: bytes) -> None:
-        self._received.append(data)
-
-    def readConnectionLost(self) -> None:
-        pass
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.answer.callback(b"".join(self._received))
+    def render_GET(self, request: Request) -> bytes:
+        """Answer with a page listing the request's headers."""
+        rows = "".join(
+            f"<tr><td>{html.escape(name.decode())}</td>"
+            f"<td>{html.escape(', '.join(v.decode() for v in values))}</td></tr>"
+            for name, values in sorted(request.requestHeaders.getAllRawHeaders())
+        )
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return (
+            "<!doctype html><title>tunnel demo</title>"
+            "<h1>Hello through the tunnel</h1>"
+            "<p>This page is served by a local web server and reached you "
+            "through a tunnel server and a tunnel client.</p>"
+            f"<table>{rows}</table>"
+        ).encode()
 
 
-async def demo(reactor) -> None:
-    """Run a server and a client session and echo a few streams."""
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        YamuxFactory(isClient=False, streamFactory=Factory.forProtocol(EchoStream))
+async def runDemo(reactor, port: int) -> None:
+    """Start the page, the server and the client; run until interrupted."""
+    page = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        Site(DemoPage())
     )
-    address = port.getHost()
-    print(f"yamux server session listening on {address.host}:{address.port}")
-    session = await TCP4ClientEndpoint(reactor, address.host, address.port).connect(
-        YamuxFactory(isClient=True)
+    identifier = secrets.token_urlsafe(32)
+    server = TunnelServer(reactor)
+    server.addHost(HOST, identifier)
+    public = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(
+        server.site()
     )
-    rtt = await session.ping()
-    print(f"ping: {rtt * 1000:.2f} ms")
-    streams = [CollectStream(f"hello from stream {i}".encode()) for i in range(5)]
-    for stream in streams:
-        session.openStream(stream)
-    for stream in streams:
-        answer = await stream.answer
-        print(f"stream {stream.transport.streamID}: echoed {answer.decode()!r}")
-    await session.shutdown()
-    await port.stopListening()
+    publicPort = public.getHost().port
+    settings = TunnelSettings(
+        identifier,
+        routes=LocalRoutes.fromStrings([f"127.0.0.1:{page.getHost().port}"]),
+        host=f"127.0.0.1:{publicPort}",
+    )
+    client = TunnelClientService(
+        TunnelEndpoint(
+            clientFromString(reactor, f"tcp:127.0.0.1:{publicPort}"), settings, reactor
+        )
+    )
+    connected: defer.Deferred[None] = defer.Deferred()
+
+    def watch(state) -> None:
+        if state.name == "connected" and not connected.called:
+            connected.callback(None)
+
+    client.addStateObserver(watch)
+    client.startService()
+    await connected
+    suffix = "" if publicPort == 80 else f":{publicPort}"
+    print(f"Tunnel demo running. Open http://{HOST}{suffix}/  (Ctrl-C to stop)", flush=True)
+    await defer.Deferred()  # until the reactor stops
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of C{python -m tunnel.demo}."""
-    task.react(lambda reactor: defer.Deferred.fromCoroutine(demo(reactor)))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8080, help="public port (default 8080)")
+    options = parser.parse_args(argv)
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(runDemo(reactor, options.port)))
 
 
 if __name__ == "__main__":

@@ -106,13 +106,25 @@ def spawnTwistd(
 
     The child's environment is ours plus C{environment}.
     """
+    argv = twistdCommand() + ["--nodaemon", "--logfile=-", "--pidfile=", plugin, *arguments]
+    return spawnPython(reactor, argv, environment)
+
+
+def spawnPython(
+    reactor: IReactorProcess,
+    argv: list[str],
+    environment: Mapping[str, str] | None = None,
+) -> TwistdProcess:
+    """
+    Start a Python program (C{argv[0]} is this Python) whose output can be
+    waited on, importing the same C{tunnel} package as the tests.
+    """
     process = TwistdProcess(reactor)  # type: ignore[arg-type]
     # The child imports the same tunnel package (and finds its plugins)
     # whether the tests run from a checkout or from an installed copy.
     packageRoot = os.path.dirname(os.path.dirname(os.path.abspath(tunnel.__file__)))
     pythonPath = os.pathsep.join([packageRoot, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": pythonPath, **(environment or {})}
-    argv = twistdCommand() + ["--nodaemon", "--logfile=-", "--pidfile=", plugin, *arguments]
     reactor.spawnProcess(process, argv[0], argv, env=env)
     return process
 
