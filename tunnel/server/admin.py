@@ -128,8 +128,8 @@ class AdminResource(Resource):
         if any(h.host == host for h in self._registry.hosts()):
             raise _Error(409, f"host {host} is already registered")
         identifier = self._identifierFactory()
-        self._registry.addHost(host, identifier)
         self._save(lambda hosts: hosts.__setitem__(host, identifier))
+        self._registry.addHost(host, identifier)
         self._log.info(
             "admin: registered host {host} for identifier {identifier}",
             host=host,
@@ -144,14 +144,26 @@ class AdminResource(Resource):
             raise _Error(404, f"no host {name!r}") from None
         if not any(h.host == host for h in self._registry.hosts()):
             raise _Error(404, f"no host {host}")
-        self._registry.deleteHost(host)
         self._save(lambda hosts: hosts.pop(host, None))
+        self._registry.deleteHost(host)
         self._log.info("admin: deleted host {host}", host=host)
         return 200, {"deleted": host}
 
     def _save(self, change: Callable[[dict[str, str]], object]) -> None:
+        """
+        Apply a change to the hosts file, before the registry changes: a
+        change that cannot be saved is not made at all.
+        """
         if self._hostsFile is None:
             return
-        hosts = readHostsFile(self._hostsFile)
-        change(hosts)
-        writeHostsFile(self._hostsFile, hosts)
+        try:
+            hosts = readHostsFile(self._hostsFile)
+            change(hosts)
+            writeHostsFile(self._hostsFile, hosts)
+        except (OSError, ValueError) as e:
+            self._log.error(
+                "admin: cannot save the hosts file {path}: {error}",
+                path=self._hostsFile,
+                error=e,
+            )
+            raise _Error(500, "the hosts file could not be saved; nothing was changed") from None

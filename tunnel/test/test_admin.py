@@ -140,6 +140,23 @@ class AdminTests(SynchronousTestCase):
         self.assertEqual(response.code, 201)
         self.assertEqual(readHostsFile(self.hostsFile), {})
 
+    def test_unsavableChangeIsNotMade(self) -> None:
+        """
+        When the hosts file cannot be written, adding or deleting answers 500
+        and changes nothing, so the request can simply be retried.
+        """
+        self.call("POST", "/hosts", {"host": "kept.example"})
+        broken = AdminResource(self.registry, TOKEN, "/nonexistent/directory/hosts")
+        treq = StubTreq(broken)
+        for method, path, body in [("POST", "/hosts", {"host": "new.example"}),
+                                   ("DELETE", "/hosts/kept.example", None)]:
+            response = self.successResultOf(treq.request(
+                method, "http://admin.invalid" + path, json=body, headers=AUTH))
+            self.assertEqual(response.code, 500)
+            self.successResultOf(response.content())
+        self.assertEqual(self.registry.identifiers, {"kept.example": "fresh-1"})
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
     def test_newIdentifierIsLongAndRandom(self) -> None:
         """Fresh identifiers are long and do not repeat."""
         identifiers = {newIdentifier() for _ in range(100)}
