@@ -8,6 +8,8 @@ from twisted.internet.error import ConnectError, ConnectionLost, TimeoutError
 class StreamResetError(ConnectionLost):
     """The peer reset the stream."""
 
+    MESSAGE = "The peer reset the stream"
+
 
 class StreamRefusedError(ConnectError):
     """The peer refused the stream we opened (it answered our SYN with RST)."""
@@ -19,6 +21,8 @@ class StreamOpenTimeoutError(TimeoutError):
 
 class SessionEndedError(ConnectionLost):
     """The yamux session carrying the stream ended."""
+
+    MESSAGE = "The yamux session ended"
 
 
 class PingTimeoutError(TimeoutError):
