@@ -62,6 +62,12 @@ class YamuxProtocol(Protocol):
     with L{openStream} carry the protocol given there. Each stream's
     transport is a L{StreamTransport}.
 
+    The session answers the peer's pings, and refuses the streams it cannot
+    take, on its own. While the transport is paused (the peer does not read
+    what we send) such answers pile up in the transport's buffer; a peer
+    that makes the session queue more than the config's C{maxUnsentReplies}
+    of them during one pause is dropped.
+
     @ivar session: the sans-IO L{Session}.
     @ivar streamFactory: builds the protocols of incoming streams, or L{None}
         to refuse every incoming stream.
@@ -88,6 +94,8 @@ class YamuxProtocol(Protocol):
         self._keepAliveCall: IDelayedCall | None = None
         self._keepAlivePing: int | None = None
         self._transportPaused = False
+        self._repliesAtPause = 0
+        self._dropped = False
         self._dispatching = False
         self._producingStreams: dict[StreamTransport, None] = {}
         self._resumeRotation = 0
@@ -270,6 +278,8 @@ class YamuxProtocol(Protocol):
         finally:
             self._dispatching = False
         self._flush()
+        if self._transportPaused:
+            self._checkUnsentReplies()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         """End every stream, every pending open and ping."""
@@ -301,7 +311,12 @@ class YamuxProtocol(Protocol):
     # -- IPushProducer (towards our transport) -----------------------------
 
     def pauseProducing(self) -> None:
-        """The connection's buffer is full: pause every stream's producer."""
+        """
+        The connection's buffer is full: pause every stream's producer, and
+        start counting the answers the peer makes us queue meanwhile.
+        """
+        if not self._transportPaused:
+            self._repliesAtPause = self.session.repliesQueued
         self._transportPaused = True
         for transport in list(self._producingStreams):
             transport._updateProducer()
@@ -416,7 +431,6 @@ class YamuxProtocol(Protocol):
                 session=self._description,
                 reason=event.reason,
             )
-        self._flush()
         self._loseConnection()
 
     # -- calls from stream transports --------------------------------------
@@ -492,8 +506,12 @@ class YamuxProtocol(Protocol):
 
     # -- timers and helpers ------------------------------------------------
 
-    def _flush(self) -> None:
-        if self._dispatching or not self._mayWrite or self._connectionDone:
+    def _flush(self, now: bool = False) -> None:
+        """
+        Write what the session queued, unless events are being dispatched
+        (all is written at their end), or C{now}.
+        """
+        if (self._dispatching and not now) or not self._mayWrite or self._connectionDone:
             return
         chunks = self.session.chunksToSend()
         if chunks:
@@ -561,11 +579,27 @@ class YamuxProtocol(Protocol):
 
         self.ping().addCallbacks(answered, failed)
 
+    def _checkUnsentReplies(self) -> None:
+        unsent = self.session.repliesQueued - self._repliesAtPause
+        if unsent > self.config.maxUnsentReplies and not self._dropped:
+            self._dropped = True
+            self._log.error(
+                "{session}: the peer made us queue {count} answers (pings, refused "
+                "streams) without reading them; dropping the session",
+                session=self._description,
+                count=unsent,
+            )
+            self.transport.abortConnection()
+
     def _closeNow(self) -> None:
         if not self._connectionDone:
             self._loseConnection()
 
     def _loseConnection(self) -> None:
+        # What is queued (a Go Away) goes first, even in the middle of
+        # dispatching events: a TLS transport drops what is written after
+        # loseConnection.
+        self._flush(now=True)
         # A transport is not closed while a producer is registered on it
         # (a TLS transport waits for it to unregister).
         self.transport.unregisterProducer()

@@ -731,3 +731,183 @@ class SessionLifeTests(SynchronousTestCase):
         pair.clock.advance(5)
         pair.flush()
         self.assertEqual(done, [None])
+
+
+class AbuseTests(SynchronousTestCase):
+    """
+    A peer that floods the session with pings or streams, or breaks the
+    flow-control rules, cannot make it hold memory without bound.
+    """
+
+    def setUp(self) -> None:
+        self.errors: list[dict[str, Any]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_level") == LogLevel.error:
+                self.errors.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def serverSession(
+        self, streams: Factory | None = None, config: SessionConfig | None = None
+    ) -> tuple[YamuxProtocol, StringTransport]:
+        """A server session over a L{StringTransport}, its client already heard."""
+        server = YamuxProtocol(
+            False, streams if streams is not None else RecordingFactory(), config, Clock()
+        )
+        transport = StringTransport()
+        server.makeConnection(transport)
+        server.dataReceived(encodeFrame(FrameType.PING, Flag.SYN, 0, 0))
+        transport.clear()
+        return server, transport
+
+    def test_pingFloodIsAnsweredWhileTheTransportWrites(self) -> None:
+        """
+        Pings are answered, however many, while the transport takes what
+        we write.
+        """
+        server, transport = self.serverSession()
+        pings = b"".join(encodeFrame(FrameType.PING, Flag.SYN, 0, i) for i in range(5000))
+        server.dataReceived(pings)
+        answers = frames(transport.value())
+        self.assertEqual(len(answers), 5000)
+        self.assertEqual(answers[-1], (FrameType.PING, Flag.ACK, 0, 4999, b""))
+        self.assertFalse(transport.disconnecting)
+
+    def test_pingFloodWhileThePeerDoesNotReadDropsTheSession(self) -> None:
+        """
+        While the transport is paused (the peer does not read what we
+        write) the session answers up to C{maxUnsentReplies} (1000 by
+        default) pings, however often it is told to pause; one more drops
+        the connection, with one error line.
+        """
+        server, transport = self.serverSession()
+        self.assertEqual(server.config.maxUnsentReplies, 1000)
+        server.pauseProducing()
+        ping = encodeFrame(FrameType.PING, Flag.SYN, 0, 1)
+        server.dataReceived(ping * 600)
+        server.pauseProducing()
+        server.dataReceived(ping * 400)
+        self.assertEqual(len(frames(transport.value())), 1000)
+        self.assertFalse(transport.disconnecting)
+        server.dataReceived(ping)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.errors), 1)
+        self.assertIn("without reading them", self.errors[0]["log_format"])
+        server.dataReceived(ping * 10)
+        self.assertEqual(len(self.errors), 1)
+
+    def test_answersAreCountedAnewAtEachPause(self) -> None:
+        """
+        The count of unsent answers starts over when the transport resumes:
+        a peer that reads now and then is never dropped.
+        """
+        server, transport = self.serverSession(config=SessionConfig(maxUnsentReplies=10))
+        ping = encodeFrame(FrameType.PING, Flag.SYN, 0, 1)
+        for _ in range(5):
+            server.pauseProducing()
+            server.dataReceived(ping * 10)
+            server.resumeProducing()
+            server.dataReceived(ping * 100)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(frames(transport.value())), 550)
+
+    def test_synFloodOfRefusedStreamsKeepsNoState(self) -> None:
+        """
+        Streams the stream factory refuses are reset and forgotten at once:
+        a flood of them keeps no state, and the session goes on.
+        """
+        server, transport = self.serverSession(RefusingFactory())
+        flood = b"".join(
+            encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, streamID, 0)
+            for streamID in range(1, 20001, 2)
+        )
+        server.dataReceived(flood)
+        refusals = frames(transport.value())
+        self.assertEqual(len(refusals), 10000)
+        self.assertEqual(
+            {(kind, flags) for kind, flags, _, _, _ in refusals},
+            {(FrameType.WINDOW_UPDATE, Flag.RST)},
+        )
+        self.assertEqual(server.session.streamIDs, [])
+        self.assertEqual(server.streams, {})
+        self.assertFalse(transport.disconnecting)
+
+    def test_synFloodWhileThePeerDoesNotReadDropsTheSession(self) -> None:
+        """
+        Refusals count as answers: past C{maxUnsentReplies} of them while
+        the transport is paused, the session is dropped.
+        """
+        server, transport = self.serverSession(
+            RefusingFactory(), SessionConfig(maxUnsentReplies=100)
+        )
+        server.pauseProducing()
+        syns = [
+            encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, streamID, 0)
+            for streamID in range(1, 204, 2)
+        ]
+        server.dataReceived(b"".join(syns[:100]))
+        self.assertFalse(transport.disconnecting)
+        server.dataReceived(syns[100])
+        self.assertTrue(transport.disconnecting)
+
+    def test_windowUpdateOverflowEndsTheSession(self) -> None:
+        """
+        A Window Update taking a stream's send window past 2**32 - 1 ends the
+        session: Go Away with code 1, the connection closed, and every
+        stream's protocol told the session ended.
+        """
+        streams = RecordingFactory()
+        server, transport = self.serverSession(streams)
+        server.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0))
+        [protocol] = streams.built
+        transport.clear()
+        server.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, 0, 1, 0xFFFFFFFF))
+        self.assertEqual(
+            frames(transport.value()),
+            [(FrameType.GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR, b"")],
+        )
+        self.assertTrue(transport.disconnecting)
+        self.assertIn("overflows", self.errors[0]["reason"])
+        server.connectionLost(Failure(ConnectionDone()))
+        protocol.lost.trap(SessionEndedError)
+
+
+
+class _ClosingTransport(StringTransport):
+    """Drops what is written after C{loseConnection}, as a TLS transport does."""
+
+    def write(self, data: bytes) -> None:
+        if not self.disconnecting:
+            super().write(data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+
+class GoAwayDeliveryTests(SynchronousTestCase):
+    """The Go Away of a protocol error reaches the peer before the close."""
+
+    def test_goAwayIsWrittenBeforeTheConnectionIsClosed(self) -> None:
+        """
+        On a transport that drops writes after C{loseConnection} (TLS), the
+        Go Away with code 1 of a protocol error found while dispatching
+        events is still written, after what the same bytes caused before.
+        """
+        server = YamuxProtocol(False, RecordingFactory(), None, Clock())
+        transport = _ClosingTransport()
+        server.makeConnection(transport)
+        server.dataReceived(
+            encodeFrame(FrameType.PING, Flag.SYN, 0, 7)
+            + encodeFrame(FrameType.DATA, 0, 0, 0)[:1]
+            + b"\x07" * 11
+        )
+        self.assertEqual(
+            frames(transport.value()),
+            [
+                (FrameType.PING, Flag.ACK, 0, 7, b""),
+                (FrameType.GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR, b""),
+            ],
+        )
+        self.assertTrue(transport.disconnecting)

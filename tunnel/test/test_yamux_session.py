@@ -1059,6 +1059,26 @@ class BacklogTests(SynchronousTestCase):
         pair.client.sendData(streamID, b"still")
         self.assertEqual(pair.toServer(), [DataReceived(streamID, b"still")])
 
+    def test_synFloodKeepsNoStateForRefusedStreams(self) -> None:
+        """
+        A flood of SYNs past the accept backlog costs one RST each and no
+        state: the session holds the backlog's streams and nothing more.
+        """
+        session = Session(SessionConfig(acceptBacklog=4), isClient=False)
+        flood = b"".join(
+            encodeFrame(WINDOW_UPDATE, SYN, streamID, 0) for streamID in range(1, 20001, 2)
+        )
+        events = session.receiveData(flood)
+        self.assertEqual(events, [StreamOpened(streamID) for streamID in (1, 3, 5, 7)])
+        self.assertEqual(session.streamIDs, [1, 3, 5, 7])
+        refusals = sent(session)
+        self.assertEqual(len(refusals), 10000 - 4)
+        self.assertEqual(
+            {(kind, flags) for kind, flags, _, _, _ in refusals}, {(WINDOW_UPDATE, RST)}
+        )
+        self.assertEqual(session.repliesQueued, 10000 - 4)
+        self.assertIsNone(session.terminated)
+
 
 class UnknownStreamTests(SynchronousTestCase):
     """
@@ -1175,6 +1195,32 @@ class PingTests(SynchronousTestCase):
         self.assertEqual(
             session.receiveData(encodeFrame(PING, ACK, 0, 0)), [PingAcknowledged(0)]
         )
+
+    def test_repliesQueuedCountsTheAnswersThePeerAskedFor(self) -> None:
+        """
+        C{repliesQueued} counts the frames queued in answer to the peer's:
+        ping acknowledgements and refusals of its streams, by the backlog or
+        by the application; not our own pings, nor the reset of a stream we
+        had accepted.
+        """
+        session = Session(SessionConfig(acceptBacklog=2), isClient=False)
+        self.assertEqual(session.repliesQueued, 0)
+        session.receiveData(encodeFrame(PING, SYN, 0, 1) + encodeFrame(PING, SYN, 0, 2))
+        self.assertEqual(session.repliesQueued, 2)
+        opaque = session.ping()
+        session.receiveData(encodeFrame(PING, ACK, 0, opaque))
+        self.assertEqual(session.repliesQueued, 2)
+        session.receiveData(
+            encodeFrame(WINDOW_UPDATE, SYN, 1, 0)
+            + encodeFrame(WINDOW_UPDATE, SYN, 3, 0)
+            + encodeFrame(WINDOW_UPDATE, SYN, 5, 0)
+        )
+        self.assertEqual(session.repliesQueued, 3)
+        session.resetStream(1)
+        self.assertEqual(session.repliesQueued, 4)
+        session.acceptStream(3)
+        session.resetStream(3)
+        self.assertEqual(session.repliesQueued, 4)
 
 
 class GoAwayTests(SynchronousTestCase):
@@ -1411,6 +1457,7 @@ class SessionConfigTests(SynchronousTestCase):
             "streamOpenTimeout",
             "streamCloseTimeout",
             "maxInboundStreams",
+            "maxUnsentReplies",
         ):
             for value in (0, -1):
                 self.assertRaises(ValueError, SessionConfig, **{name: value})

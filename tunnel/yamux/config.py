@@ -45,6 +45,12 @@ class SessionConfig:
         side cannot make the session hold the stream forever.
     @ivar maxInboundStreams: the most streams the peer may have open at
         once; a SYN beyond that is refused with RST.
+    @ivar maxUnsentReplies: the most frames the session may queue in answer
+        to the peer (ping acknowledgements, RSTs refusing its streams) while
+        its transport is paused, that is while the peer does not read what
+        we send: a peer that asks for more is dropped, so that it cannot
+        make the session buffer without bound. The core counts the answers
+        (L{Session.repliesQueued}); the Twisted adapter enforces the limit.
     """
 
     acceptBacklog: int = attrs.field(default=256, validator=_positive)
@@ -57,3 +63,4 @@ class SessionConfig:
     streamOpenTimeout: float = attrs.field(default=75.0, validator=_positive)
     streamCloseTimeout: float = attrs.field(default=300.0, validator=_positive)
     maxInboundStreams: int = attrs.field(default=65536, validator=_positive)
+    maxUnsentReplies: int = attrs.field(default=1000, validator=_positive)

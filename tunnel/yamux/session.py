@@ -85,6 +85,11 @@ class Session:
     @ivar localGoAway: whether we sent Go Away.
     @ivar remoteGoAway: whether the peer sent Go Away.
     @ivar terminated: why the session ended, or L{None} while it runs.
+    @ivar repliesQueued: how many frames the session queued, so far, in
+        answer to the peer's own frames: acknowledgements of its pings and
+        RSTs refusing the streams it opened. The peer decides how many it
+        asks for; a caller that cannot send them (the peer does not read)
+        compares this count over time to bound what it buffers.
     """
 
     def __init__(self, config: SessionConfig | None = None, isClient: bool = True):
@@ -93,6 +98,7 @@ class Session:
         self.localGoAway = False
         self.remoteGoAway = False
         self.terminated: SessionTerminated | None = None
+        self.repliesQueued = 0
         self._streams: dict[int, StreamState] = {}
         self._nextStreamID = 1 if isClient else 2
         self._peerParity = 0 if isClient else 1
@@ -264,6 +270,8 @@ class Session:
         stream = self._streams.get(streamID)
         if stream is None or self.terminated is not None:
             return
+        if stream.inbound and not stream.established:
+            self.repliesQueued += 1
         self._outbound.append(_pack(PROTOCOL_VERSION, _WINDOW_UPDATE, _RST, streamID, 0))
         self._forget(stream)
 
@@ -464,6 +472,9 @@ class Session:
             or self._unaccepted >= self.config.acceptBacklog
             or self._inboundOpen >= self.config.maxInboundStreams
         ):
+            # No state is kept for a refused stream: a flood of SYNs costs
+            # one RST each and nothing else.
+            self.repliesQueued += 1
             self._outbound.append(
                 _pack(PROTOCOL_VERSION, _WINDOW_UPDATE, _RST, streamID, 0)
             )
@@ -492,6 +503,7 @@ class Session:
 
     def _handlePing(self, flags: int, opaque: int, events: list[Event]) -> None:
         if flags & _SYN:
+            self.repliesQueued += 1
             self._outbound.append(_pack(PROTOCOL_VERSION, _PING, _ACK, 0, opaque))
         elif flags & _ACK and opaque in self._pingsOutstanding:
             self._pingsOutstanding.discard(opaque)
