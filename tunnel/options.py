@@ -74,6 +74,13 @@ class ServerOptions(usage.Options):
          "The file holding the admin API's bearer token (required with --admin)."],
         ["stream-timeout", None, 10.0,
          "Seconds to wait for a client to open the stream of a request.", float],
+        ["max-failed-connects", None, 10,
+         "Tunnel requests with an unknown identifier a source address may make in "
+         "a row; after that they get 429 until --failed-connect-window lets it try "
+         "again (0: no limit, e.g. behind a reverse proxy).", int],
+        ["failed-connect-window", None, 60.0,
+         "Seconds in which --max-failed-connects failed attempts are allowed again.",
+         float],
     ]
 
     def __init__(self) -> None:
@@ -117,6 +124,10 @@ class ServerOptions(usage.Options):
             self["hosts"] = {**fromFile, **self["hosts"]}
         if self["stream-timeout"] <= 0:
             raise usage.UsageError("--stream-timeout must be positive")
+        if self["max-failed-connects"] < 0:
+            raise usage.UsageError("--max-failed-connects must not be negative")
+        if self["failed-connect-window"] <= 0:
+            raise usage.UsageError("--failed-connect-window must be positive")
         self["adminToken"] = None
         if self["admin"]:
             if not self["admin-token-file"]:

@@ -83,7 +83,12 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
     """Build the tunnel server's service from its options."""
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
-    server = TunnelServer(reactor, streamTimeout=options["stream-timeout"])
+    server = TunnelServer(
+        reactor,
+        streamTimeout=options["stream-timeout"],
+        maxFailedConnects=options["max-failed-connects"] or None,
+        failedConnectWindow=options["failed-connect-window"],
+    )
     for host, identifier in options["hosts"].items():
         server.addHost(host, identifier)
     top = TunnelServerService(server)

@@ -12,13 +12,14 @@ or put C{server.resource} anywhere in an existing resource tree.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import Cooperator
 
 from tunnel.server.events import ClientConnected, ClientDisconnected, ClientInfo, HostStatus
+from tunnel.server.limits import FailureLimiter
 from tunnel.server.registry import Event, Registry
 from tunnel.server.resource import TunnelResource
 from tunnel.server.session import SessionSettings, StreamTimeout, TooManyPendingStreams
@@ -61,6 +62,8 @@ class TunnelServer:
         handshakeTimeout: float = 10.0,
         maxPendingStreams: int = 1000,
         drainTimeout: float = 60.0,
+        maxFailedConnects: int | None = 10,
+        failedConnectWindow: float = 60.0,
     ) -> None:
         """
         @param reactor: the reactor (a clock at least; for the site, a
@@ -74,6 +77,15 @@ class TunnelServer:
             requests beyond that get a 503.
         @param drainTimeout: seconds the open streams of a replaced or
             removed client's session may take to finish.
+        @param maxFailedConnects: how many CONNECTs with an unknown
+            identifier a source address (an IPv6 /64) may make in a row;
+            after that its CONNECTs get a C{429}, whatever their
+            identifier, and it may try once more every
+            C{failedConnectWindow / maxFailedConnects} seconds. L{None}
+            for no limit (behind a reverse proxy, every client has the
+            proxy's address).
+        @param failedConnectWindow: seconds in which C{maxFailedConnects}
+            failed attempts are allowed again.
         """
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
@@ -88,11 +100,22 @@ class TunnelServer:
             yamux=yamuxConfig or SessionConfig(),
         )
         cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
-        self.resource = TunnelResource(self._registry, settings, reactor, cooperator)
+        limiter = (
+            None
+            if maxFailedConnects is None
+            else FailureLimiter(reactor, maxFailedConnects, failedConnectWindow)
+        )
+        self.resource = TunnelResource(self._registry, settings, reactor, cooperator, limiter)
 
-    def site(self) -> TunnelSite:
-        """A site serving L{resource} that streams request bodies."""
-        return TunnelSite(self.resource, reactor=self._reactor)
+    def site(self, **limits: Any) -> TunnelSite:
+        """
+        A site serving L{resource} that streams request bodies.
+
+        @param limits: the limits of its public connections, as
+            L{TunnelSite} takes them: C{idleTimeout}, C{headerTimeout},
+            C{maxHeaderBytes}, C{maxHeaders}; its defaults otherwise.
+        """
+        return TunnelSite(self.resource, reactor=self._reactor, **limits)
 
     def addHost(self, host: str, identifier: str | bytes) -> None:
         """

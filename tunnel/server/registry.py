@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Callable, Union
 
 import attrs
@@ -43,6 +44,25 @@ class Route:
     host: str
     port: int
     session: ClientSession | None
+
+
+# RFC 3986's host (an IP literal in brackets, or a reg-name of unreserved
+# characters, sub-delims and percent-encodings) and an optional port.
+_HOST_HEADER = re.compile(
+    rb"(?:\[[0-9A-Za-z:.%]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]+)(?::([0-9]{0,5}))?"
+)
+
+
+def isValidHost(value: bytes) -> bool:
+    """
+    Whether C{value} is a well-formed Host header: a host name or an IP
+    address (IPv6 in brackets), with an optional port up to 65535.
+    """
+    match = _HOST_HEADER.fullmatch(value)
+    if match is None:
+        return False
+    port = match.group(1)
+    return not port or int(port) <= 0xFFFF
 
 
 def parseHost(value: bytes) -> tuple[list[str], int]:

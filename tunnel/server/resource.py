@@ -5,6 +5,8 @@ and every other request, routed by its Host to a client.
 
 from __future__ import annotations
 
+import math
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
@@ -21,7 +23,8 @@ from tunnel.server.forwarding import (
     isUpgrade,
     writeError,
 )
-from tunnel.server.registry import Registry
+from tunnel.server.limits import FailureLimiter
+from tunnel.server.registry import Registry, isValidHost
 from tunnel.server.session import ClientSession, SessionSettings
 
 
@@ -33,7 +36,13 @@ class TunnelResource(Resource):
     Use it as the root of a L{tunnel.server.site.TunnelSite}, which streams
     request bodies, or anywhere in an ordinary L{Site}, which buffers them.
 
+    A source address whose CONNECTs fail (unknown identifier) too often is
+    answered C{429} without its identifier being looked at, until
+    C{limiter} lets it try again.
+
     @ivar registry: the routing table.
+    @ivar limiter: counts the failed CONNECTs of each source address, or
+        L{None} to let every address try as often as it likes.
     """
 
     isLeaf = True
@@ -45,9 +54,11 @@ class TunnelResource(Resource):
         settings: SessionSettings,
         clock: IReactorTime,
         cooperator: Cooperator,
+        limiter: FailureLimiter | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
+        self.limiter = limiter
         self._settings = settings
         self._clock = clock
         self._cooperator = cooperator
@@ -66,6 +77,12 @@ class TunnelResource(Resource):
             request.setHeader(b"allow", b"CONNECT")
             writeError(request, 405, b"the control path takes CONNECT only")
             return
+        peer = request.getClientAddress()
+        delay = 0.0 if self.limiter is None else self.limiter.delay(peer)
+        if delay:
+            request.setHeader(b"retry-after", b"%d" % (math.ceil(delay),))
+            writeError(request, 429, b"too many failed attempts; try again later")
+            return
         if hasBody(request):
             writeError(request, 400, b"a control request has no body")
             return
@@ -73,9 +90,16 @@ class TunnelResource(Resource):
         if len(identifiers) != 1 or not self.registry.knows(identifiers[0]):
             self._log.info(
                 "Refused a client from {peer} with unknown identifier {client}",
-                peer=request.getClientAddress(),
+                peer=peer,
                 client=redactIdentifier(b",".join(identifiers)),
             )
+            if self.limiter is not None and self.limiter.failed(peer):
+                self._log.warn(
+                    "Too many failed attempts from {peer}: its CONNECTs get 429 for "
+                    "{delay:.1f} s",
+                    peer=peer,
+                    delay=self.limiter.delay(peer),
+                )
             writeError(request, 403, b"unknown identifier")
             return
         session = ClientSession(identifiers[0], self._settings, self.registry, self._clock)
@@ -83,7 +107,17 @@ class TunnelResource(Resource):
         takeOverConnection(request, session.protocol)
 
     def _forward(self, request: Request) -> None:
-        host = request.getHeader(b"host") or b""
+        hosts = request.requestHeaders.getRawHeaders(b"host", [])
+        if not hosts:
+            writeError(request, 400, b"the request has no Host header")
+            return
+        if len(hosts) > 1:
+            writeError(request, 400, b"the request has more than one Host header")
+            return
+        host = hosts[0]
+        if not isValidHost(host):
+            writeError(request, 400, b"the request's Host header is malformed")
+            return
         route = self.registry.route(host)
         if route is None:
             writeError(request, 404, b"no tunnel for host %s" % (host,))

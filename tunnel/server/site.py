@@ -1,4 +1,8 @@
 """
+The public side of a tunnel server: a L{TunnelSite}, whose connections
+(L{TunnelChannel}) bound what a public client may make the server hold, and
+whose requests stream their bodies.
+
 Request bodies as producers: streamed as they arrive in a L{TunnelSite}, or
 read from the buffered body in an ordinary L{Site}.
 
@@ -11,17 +15,40 @@ body flows into the tunnel while it arrives, with back-pressure.
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IAddress, IConsumer, IDelayedCall, IReactorTime
 from twisted.internet.task import Cooperator
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer
+from twisted.web.http import HTTPChannel
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+#: The most bytes a request head (request line and header lines, without
+#: their line ends) may take by default.
+MAX_HEADER_BYTES = 64 * 1024
+#: The most header lines a request may have by default.
+MAX_HEADERS = 500
+#: Seconds a public client has by default to send a whole request head once
+#: it started it.
+HEADER_TIMEOUT = 30.0
+#: Seconds a public connection may stay idle by default (between requests,
+#: or while a request body does not move).
+IDLE_TIMEOUT = 60.0
+
+# The reasons of the refusals of a TunnelChannel (twisted.web knows no 431).
+_REASONS = {
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
 
 
 @implementer(IBodyProducer)
@@ -199,14 +226,163 @@ class StreamingRequest(Request):
             self.body.connectionLost(reason)
 
 
+class TunnelChannel(HTTPChannel):
+    """
+    An HTTP/1.x connection of a L{TunnelSite}, with explicit limits on
+    request heads, since it faces the public internet:
+
+      - a request head larger than L{totalHeadersSize} bytes gets a C{431}
+        (a request line that long alone, a C{414}), and the connection is
+        closed: twisted.web would answer a bare C{400}, or close the
+        connection without a word when one line is too long;
+      - so does a request with more than L{maxHeaders} header lines;
+      - a request head not complete within L{headerTimeout} seconds of its
+        first byte gets a C{408} and the connection is closed: twisted.web's
+        idle timeout (C{timeOut}) starts over with every byte, so that a
+        client trickling its headers would hold the connection forever.
+
+    A connection taken over (the control path, an upgrade) is past its
+    request head: neither limit applies to it any more, and the take-over
+    stops the idle timeout.
+
+    @ivar headerTimeout: seconds from the first byte of a request head to
+        its end, or L{None} for no limit.
+    """
+
+    headerTimeout: float | None = HEADER_TIMEOUT
+    totalHeadersSize = MAX_HEADER_BYTES
+    MAX_LENGTH = MAX_HEADER_BYTES
+    maxHeaders = MAX_HEADERS
+    _headerTimer: IDelayedCall | None = None
+    _log = Logger()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Start the header timer at the first byte of a request head."""
+        if self.line_mode and self._headerTimer is None and self.headerTimeout is not None:
+            self._headerTimer = self.callLater(self.headerTimeout, self._headerTimedOut)
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        """Refuse a request head that grows past L{totalHeadersSize}."""
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._headTooLarge()
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Refuse a line longer than the whole request head may be."""
+        if self._receivedHeaderSize:
+            self._headTooLarge()
+        else:
+            self._refuse(414, b"the request line is longer than %d bytes" % (self.MAX_LENGTH,))
+
+    def headerReceived(self, line: bytes) -> bool:
+        """Refuse a request with more than L{maxHeaders} header lines."""
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuse(431, b"the request has more than %d headers" % (self.maxHeaders,))
+            return False
+        return super().headerReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        """The request head is complete in time."""
+        self._stopHeaderTimer()
+        super().allHeadersReceived()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Forget the header timer."""
+        self._stopHeaderTimer()
+        super().connectionLost(reason)
+
+    def _stopHeaderTimer(self) -> None:
+        if self._headerTimer is not None:
+            if self._headerTimer.active():
+                self._headerTimer.cancel()
+            self._headerTimer = None
+
+    def _headerTimedOut(self) -> None:
+        self._headerTimer = None
+        self._log.info(
+            "Closing the connection of {peer}: no complete request head within {timeout} s",
+            peer=self.transport.getPeer(),
+            timeout=self.headerTimeout,
+        )
+        self._refuse(408, b"the request head took longer than %g s" % (self.headerTimeout,))
+        # As twisted.web's idle timeout does: a client that does not read
+        # is dropped after a while.
+        self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+
+    def _headTooLarge(self) -> None:
+        self._refuse(431, b"the request head is larger than %d bytes" % (self.totalHeadersSize,))
+
+    def _refuse(self, code: int, message: bytes) -> None:
+        """Answer C{code} with a short text, then close the connection."""
+        body = message + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\n"
+            b"X-Content-Type-Options: nosniff\r\n"
+            b"Connection: close\r\n\r\n%s" % (code, _REASONS[code], len(body), body)
+        )
+        self.loseConnection()
+
+
 class TunnelSite(Site):
     """
     A L{Site} for a tunnel server's resource, whose requests stream their
-    bodies (see L{StreamingRequest}). Every resource under it must read
-    bodies with L{requestBody}; the tunnel server's resource does.
+    bodies (see L{StreamingRequest}) and whose connections are
+    L{TunnelChannel}s with explicit limits. Every resource under it must
+    read bodies with L{requestBody}; the tunnel server's resource does.
+
+    It speaks HTTP/1.x only: the control path and upgrades take over the
+    raw connection.
+
+    @ivar headerTimeout: seconds a public client has to send a whole
+        request head once it started it (C{408} after that).
+    @ivar maxHeaderBytes: the most bytes a request head may take (C{431}
+        beyond).
+    @ivar maxHeaders: the most header lines a request may have (C{431}
+        beyond).
     """
 
     requestFactory = StreamingRequest
+    protocol = TunnelChannel  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        resource: IResource,
+        reactor: IReactorTime | None = None,
+        idleTimeout: float | None = IDLE_TIMEOUT,
+        headerTimeout: float | None = HEADER_TIMEOUT,
+        maxHeaderBytes: int = MAX_HEADER_BYTES,
+        maxHeaders: int = MAX_HEADERS,
+        **siteArguments: Any,
+    ) -> None:
+        """
+        @param resource: the root resource.
+        @param reactor: the reactor, for timeouts; the global one by
+            default.
+        @param idleTimeout: seconds a connection may stay idle, between
+            requests or while a request body does not move; L{None} for
+            none.
+        @param headerTimeout: see L{headerTimeout}; L{None} for none.
+        @param maxHeaderBytes: see L{maxHeaderBytes}.
+        @param maxHeaders: see L{maxHeaders}.
+        @param siteArguments: more arguments of L{Site}, such as
+            C{logPath}.
+        """
+        super().__init__(resource, timeout=idleTimeout, reactor=reactor, **siteArguments)
+        self.headerTimeout = headerTimeout
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaders = maxHeaders
+
+    def buildProtocol(self, addr: IAddress) -> TunnelChannel:
+        """A channel with the site's limits."""
+        channel = super().buildProtocol(addr)
+        channel.headerTimeout = self.headerTimeout
+        channel.totalHeadersSize = channel.MAX_LENGTH = self.maxHeaderBytes
+        channel.maxHeaders = self.maxHeaders
+        return channel
 
 
 def requestBody(request: Request, cooperator: Cooperator) -> IBodyProducer | None:

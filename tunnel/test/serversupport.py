@@ -14,6 +14,7 @@ from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
+    IAddress,
     IHalfCloseableProtocol,
     IPushProducer,
     IReactorTCP,
@@ -205,38 +206,49 @@ class Harness:
     @ivar clock: the server's clock, also run by the pumps.
     """
 
-    def __init__(self, **serverArguments: Any) -> None:
+    def __init__(
+        self, siteLimits: dict[str, Any] | None = None, **serverArguments: Any
+    ) -> None:
+        """
+        @param siteLimits: the arguments of the server's C{site}.
+        @param serverArguments: the arguments of the L{TunnelServer}.
+        """
         self.clock = Clock()
         self.server = TunnelServer(reactor=self.clock, **serverArguments)
-        self.site = self.server.site()
+        self.site = self.server.site(**(siteLimits or {}))
         self.pumps: list[iosim.IOPump] = []
 
     def connect(
-        self, protocol: Protocol, secure: bool = False, tls: tuple[Any, Any] | None = None
+        self,
+        protocol: Protocol,
+        secure: bool = False,
+        tls: tuple[Any, Any] | None = None,
+        peer: IAddress = PUBLIC_PEER,
     ) -> iosim.IOPump:
         """
         Connect C{protocol} to the site as a public client, in memory.
 
         @param secure: make the server's transport look like TLS.
         @param tls: server and client TLS options, to run real TLS.
+        @param peer: the public client's address.
         """
-        server = self.site.buildProtocol(PUBLIC_PEER)
+        server = self.site.buildProtocol(peer)
         if tls is not None:
             serverOptions, clientOptions = tls
             server = TLSMemoryBIOFactory(
                 serverOptions, False, OneShotFactory(server), self.clock
-            ).buildProtocol(PUBLIC_PEER)
+            ).buildProtocol(peer)
             protocol = TLSMemoryBIOFactory(
                 clientOptions, True, OneShotFactory(protocol), self.clock
             ).buildProtocol(SERVER_HOST)
-        serverTransport = iosim.FakeTransport(server, True, SERVER_HOST, PUBLIC_PEER)
+        serverTransport = iosim.FakeTransport(server, True, SERVER_HOST, peer)
         # As a TCP transport, it takes a producer to pause when it is full.
         directlyProvides(serverTransport, IPushProducer, *([ISSLTransport] if secure else []))
         pump = iosim.connect(
             server,
             serverTransport,
             protocol,
-            iosim.FakeTransport(protocol, False, PUBLIC_PEER, SERVER_HOST),
+            iosim.FakeTransport(protocol, False, peer, SERVER_HOST),
             greet=False,
             clock=self.clock,
         )

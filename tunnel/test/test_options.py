@@ -30,6 +30,8 @@ class ServerOptionsTests(SynchronousTestCase):
         self.assertEqual(options["tcp"], [])
         self.assertIsNone(options["adminToken"])
         self.assertEqual(options["stream-timeout"], 10.0)
+        self.assertEqual(options["max-failed-connects"], 10)
+        self.assertEqual(options["failed-connect-window"], 60.0)
 
     def test_repeatedListenAndHosts(self) -> None:
         """
@@ -103,6 +105,24 @@ class ServerOptionsTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
             self.assertIn(argv[0], str(error))
             self.assertNotIn("\n", str(error))
+
+    def test_failedConnectLimits(self) -> None:
+        """
+        --max-failed-connects and --failed-connect-window reach the server's
+        limiter; --max-failed-connects 0 turns it off; bad values are usage
+        errors.
+        """
+        from tunnel.tap import makeServerService
+
+        options = parsed(
+            ServerOptions(), "--max-failed-connects", "3", "--failed-connect-window", "30"
+        )
+        limiter = makeServerService(options).server.resource.limiter
+        self.assertEqual((limiter.maxFailures, limiter.window), (3, 30.0))
+        options = parsed(ServerOptions(), "--max-failed-connects", "0")
+        self.assertIsNone(makeServerService(options).server.resource.limiter)
+        for argv in (["--max-failed-connects", "-1"], ["--failed-connect-window", "0"]):
+            self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
 
     def test_nonPositiveStreamTimeoutRejected(self) -> None:
         """--stream-timeout must be positive."""

@@ -537,6 +537,21 @@ class UpgradeTests(ForwardingTestCase):
         self.assertEqual(self.client.messages[-1].transportProtocol, TransportProtocol.HTTP)
         self.assertTrue(public.received.startswith(b"HTTP/1.1 101 "))
 
+    def test_upgradedConnectionOutlivesThePublicTimeouts(self) -> None:
+        """
+        An upgraded connection is not subject to the site's idle and header
+        timeouts: after an hour of silence it still carries bytes.
+        """
+        local = RawLocal(self.switched, echo=True)
+        self.streams.append(local)
+        public = self.raw(self.upgrade)
+        for _ in range(120):
+            self.harness.advance(30)
+        self.assertIsNone(public.lost)
+        public.transport.write(b"\x81\x05later")
+        self.harness.flush()
+        self.assertEqual(public.received, self.switched + b"\x81\x05later")
+
     def test_closeIsPassedOn(self) -> None:
         """When the public client closes, the stream to the local service closes."""
         local = RawLocal(self.switched)

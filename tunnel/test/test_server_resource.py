@@ -6,6 +6,8 @@ errors of public requests.
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import readBody
@@ -20,6 +22,7 @@ from tunnel.protocol import (
     TransportProtocol,
 )
 from tunnel.server import ClientConnected, ClientDisconnected, HostStatus
+from tunnel.yamux import INITIAL_WINDOW, FrameType, GoAwayCode, encodeFrame
 from tunnel.test.serversupport import PUBLIC_PEER, Harness, tlsOptions
 
 IDENTIFIER = b"secret-identifier-1"
@@ -70,9 +73,9 @@ class ResourceTestCase(SynchronousTestCase):
         self.harness.flush()
         return response, self.successResultOf(body)
 
-    def raw(self, data: bytes) -> RawClient:
+    def raw(self, data: bytes, peer: IAddress = PUBLIC_PEER) -> RawClient:
         client = RawClient()
-        self.harness.connect(client)
+        self.harness.connect(client, peer=peer)
         client.transport.write(data)
         self.harness.flush()
         return client
@@ -286,6 +289,186 @@ class RoutingTests(ResourceTestCase):
             self.successResultOf(body),
             b"the tunnel client for host app.example did not open a stream in time\n",
         )
+
+
+class PublicHostTests(ResourceTestCase):
+    """
+    A public request must name exactly one well-formed host; else it gets a
+    400 with a short text, which does not repeat the header.
+    """
+
+    def assertBadRequest(self, client: RawClient, message: bytes) -> None:
+        head, _, body = client.received.partition(b"\r\n\r\n")
+        self.assertRegex(head, rb"^HTTP/1\.[01] 400 Bad Request\r\n")
+        self.assertIn(b"\r\nContent-Type: text/plain; charset=utf-8\r\n", head)
+        self.assertEqual(body, message + b"\n")
+
+    def test_missingHostIsBadRequest(self) -> None:
+        """A request without a Host header gets a 400, in HTTP/1.1 as in 1.0."""
+        for version in (b"HTTP/1.1", b"HTTP/1.0"):
+            client = self.raw(b"GET / " + version + b"\r\n\r\n")
+            self.assertBadRequest(client, b"the request has no Host header")
+
+    def test_malformedHostIsBadRequest(self) -> None:
+        """A Host header that is not a host and an optional port gets a 400."""
+        for host in (
+            b"app example",
+            b"app.example:99999",
+            b"app.example:80:80",
+            b"app.example:8o",
+            b"[::1",
+            b":80",
+            b"app.example/path",
+            b"user@app.example",
+            b"app\x01.example",
+        ):
+            client = self.raw(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            self.assertBadRequest(client, b"the request's Host header is malformed")
+
+    def test_twoHostHeadersAreBadRequest(self) -> None:
+        """A request with two Host headers gets a 400, even if one is routed."""
+        client = self.raw(
+            b"GET / HTTP/1.1\r\nHost: app.example\r\nHost: other.example\r\n\r\n"
+        )
+        self.assertBadRequest(client, b"the request has more than one Host header")
+
+    def test_wellFormedHostsAreRouted(self) -> None:
+        """Names, IP addresses and ports, even an empty port, are routed."""
+        for host, code in (
+            (b"app.example", 502),
+            (b"APP.example:8080", 502),
+            (b"app.example:", 502),
+            (b"xn--bcher-kva.example", 404),
+            (b"127.0.0.1:8080", 404),
+            (b"[2001:db8::1]:8080", 404),
+        ):
+            response, body = self.get(host)
+            self.assertEqual(response.code, code, host)
+
+
+class FailedConnectLimitTests(ResourceTestCase):
+    """
+    A source address whose CONNECTs fail (unknown identifier) ten times in
+    a row gets 429s, whatever its identifier, and may try once more every
+    6 s (ten per minute).
+    """
+
+    def connectFrom(self, identifier: bytes, peer: IAddress = PUBLIC_PEER) -> bytes:
+        """Send a CONNECT from C{peer}; return the answer."""
+        return self.raw(
+            b"CONNECT /_controlPath/ HTTP/1.1\r\nHost: x\r\n"
+            b"X-KTunnel-Identifier: " + identifier + b"\r\n\r\n",
+            peer,
+        ).received
+
+    def assertStatus(self, answer: bytes, status: bytes) -> None:
+        self.assertTrue(answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:40])
+
+    def test_tooManyFailuresGet429WhateverTheIdentifier(self) -> None:
+        """
+        After ten failed CONNECTs, even the right identifier gets a 429
+        with a Retry-After and a short text, and no session; 6 s later one
+        more attempt is let through.
+        """
+        for i in range(10):
+            self.assertStatus(self.connectFrom(b"guess-%d" % (i,)), b"403")
+        answer = self.connectFrom(IDENTIFIER)
+        self.assertStatus(answer, b"429")
+        self.assertIn(b"\r\nRetry-After: 6\r\n", answer)
+        self.assertIn(b"\r\nContent-Type: text/plain; charset=utf-8\r\n", answer)
+        self.assertTrue(answer.endswith(b"\r\n\r\ntoo many failed attempts; try again later\n"))
+        self.harness.advance(5.9)
+        self.assertStatus(self.connectFrom(IDENTIFIER), b"429")
+        self.assertEqual(self.server.clients(), [])
+        self.harness.advance(0.1)
+        self.assertEqual(self.connectFrom(IDENTIFIER), CONNECTED_RESPONSE)
+        self.assertStatus(self.connectFrom(b"guess"), b"403")
+        self.assertStatus(self.connectFrom(b"guess"), b"429")
+
+    def test_successfulConnectsDoNotCount(self) -> None:
+        """Successful CONNECTs neither count as failures nor forgive them."""
+        for _ in range(20):
+            self.assertEqual(self.connectFrom(IDENTIFIER), CONNECTED_RESPONSE)
+        for i in range(5):
+            self.assertStatus(self.connectFrom(b"guess"), b"403")
+            self.assertEqual(self.connectFrom(IDENTIFIER), CONNECTED_RESPONSE)
+        for i in range(5):
+            self.assertStatus(self.connectFrom(b"guess"), b"403")
+        self.assertStatus(self.connectFrom(IDENTIFIER), b"429")
+
+    def test_otherSourcesAreNotLimited(self) -> None:
+        """
+        Other addresses keep trying; an IPv6 /64 counts as one source.
+        """
+        peers = [
+            IPv4Address("TCP", "203.0.113.8", 50000),
+            IPv6Address("TCP", "2001:db8:0:1::1", 50000),
+            IPv6Address("TCP", "2001:db8:0:1:ffff::2", 50001),
+        ]
+        for _ in range(10):
+            self.connectFrom(b"guess")
+            self.connectFrom(b"guess", peers[1])
+        self.assertStatus(self.connectFrom(IDENTIFIER), b"429")
+        self.assertStatus(self.connectFrom(IDENTIFIER, peers[2]), b"429")
+        self.assertStatus(self.connectFrom(b"guess", peers[0]), b"403")
+        self.assertEqual(self.connectFrom(IDENTIFIER, peers[0]), CONNECTED_RESPONSE)
+        other = IPv6Address("TCP", "2001:db8:0:2::1", 50000)
+        self.assertEqual(self.connectFrom(IDENTIFIER, other), CONNECTED_RESPONSE)
+
+    def test_limitIsConfigurable(self) -> None:
+        """The server takes its own number of failures and window."""
+        self.harness = Harness(maxFailedConnects=2, failedConnectWindow=10)
+        self.harness.server.addHost("app.example", IDENTIFIER)
+        self.assertStatus(self.connectFrom(b"guess"), b"403")
+        self.assertStatus(self.connectFrom(b"guess"), b"403")
+        answer = self.connectFrom(IDENTIFIER)
+        self.assertStatus(answer, b"429")
+        self.assertIn(b"\r\nRetry-After: 5\r\n", answer)
+
+    def test_limitCanBeTurnedOff(self) -> None:
+        """Without a limit, failures never lead to a 429."""
+        self.harness = Harness(maxFailedConnects=None)
+        self.harness.server.addHost("app.example", IDENTIFIER)
+        for _ in range(50):
+            self.assertStatus(self.connectFrom(b"guess"), b"403")
+        self.assertEqual(self.connectFrom(IDENTIFIER), CONNECTED_RESPONSE)
+
+
+class IsolationTests(ResourceTestCase):
+    """
+    What one client or public connection does cannot harm the others.
+    """
+
+    def test_dataBeyondTheWindowEndsOnlyThatSession(self) -> None:
+        """
+        A client that sends more than its stream's window gets Go Away with
+        code 1 and is disconnected; another client's tunnel goes on serving.
+        """
+        self.server.addHost("other.example", b"secret-identifier-2")
+        good = self.connectClient(b"secret-identifier-2", name=b"the other app")
+        bad = self.connectClient()
+        size = INITIAL_WINDOW + 1
+        bad.transport.write(encodeFrame(FrameType.DATA, 0, 1, size) + b"x" * size)
+        self.harness.flush()
+        self.assertEqual(bad.goAwayCodes, [GoAwayCode.PROTOCOL_ERROR])
+        self.assertIsNotNone(bad.lost)
+        self.assertIsNone(good.lost)
+        self.assertEqual([info.hosts for info in self.server.clients()], [("other.example",)])
+        self.assertEqual(self.get(b"other.example")[1], b"the other app")
+        self.assertEqual(self.get(b"app.example")[0].code, 502)
+
+    def test_tunnelConnectionOutlivesThePublicTimeouts(self) -> None:
+        """
+        A connection taken over for the control path is not subject to the
+        site's idle and header timeouts: after an hour the tunnel still
+        serves.
+        """
+        client = self.connectClient()
+        for _ in range(120):
+            self.harness.advance(30)
+        self.assertIsNone(client.lost)
+        self.assertEqual(len(self.server.clients()), 1)
+        self.assertEqual(self.get(b"app.example")[1], b"hello from the app")
 
 
 class TLSTests(ResourceTestCase):

@@ -1,7 +1,8 @@
 """
-Unit tests for L{tunnel.server.site.StreamedBody}: how it holds, passes on
-and pauses the public connection. (End to end, bodies are tested in
-C{test_server_forwarding} and C{test_server_loopback}.)
+Tests for L{tunnel.server.site}: how L{StreamedBody} holds, passes on and
+pauses the public connection (end to end, bodies are tested in
+C{test_server_forwarding} and C{test_server_loopback}); and the limits of
+a L{TunnelSite}'s public connections, in memory.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from tunnel.server.site import CONTINUE, StreamedBody
+from tunnel.test.serversupport import Harness, RawPublic
 
 
 class FakeChannel:
@@ -105,3 +107,180 @@ class StreamedBodyTests(SynchronousTestCase):
         self.body.allDataReceived()
         self.assertEqual(self.consumer.data, b"")
         self.assertNoResult(done)
+
+
+def requestHead(size: int, headers: int = 0) -> bytes:
+    """
+    A GET request head for C{app.example} whose lines (without their line
+    ends, as twisted.web counts them) take C{size} bytes, made of filler
+    headers of at most 8000 bytes each, or of C{headers} short ones.
+    """
+    lines = [b"GET / HTTP/1.1", b"Host: app.example"]
+    for i in range(headers):
+        lines.append(b"X-Header-%d: %d" % (i, i))
+    remaining = size - sum(len(line) for line in lines) if size else 0
+    number = 0
+    while remaining > 0:
+        name = b"X-Filler-%d: " % (number,)
+        take = min(8000, remaining)
+        if remaining - take and remaining - take < 32:
+            take -= 32
+        lines.append(name + b"f" * (take - len(name)))
+        remaining -= take
+        number += 1
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    assert not size or sum(len(line) for line in lines) == size
+    return head
+
+
+class PublicConnectionLimitTests(SynchronousTestCase):
+    """
+    L{TunnelSite}'s connections (L{TunnelChannel}) bound what a public
+    client may make the server hold: the size of a request head, its number
+    of headers, the time it takes to arrive, and idle connections.
+    """
+
+    def setUp(self) -> None:
+        self.harness = Harness()
+        # Routed, its client not connected: a complete head gets a 502.
+        self.harness.server.addHost("app.example", b"identifier")
+
+    def send(self, data: bytes, public: RawPublic | None = None) -> RawPublic:
+        """Send C{data} on C{public}, or on a new public connection."""
+        if public is None:
+            public = RawPublic()
+            self.harness.connect(public)
+        public.transport.write(data)
+        self.harness.flush()
+        return public
+
+    def assertServed(self, public: RawPublic, count: int = 1) -> None:
+        """The requests got through to the routing: a 502 each, and the connection is open."""
+        self.assertEqual(bytes(public.received).count(b"HTTP/1.1 502 Bad Gateway\r\n"), count)
+        self.assertIsNone(public.lost)
+
+    def assertRefused(self, public: RawPublic, status: bytes, message: bytes) -> None:
+        """C{public} got C{status} with C{message} as its text, and was closed."""
+        head, _, body = bytes(public.received).partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 " + status + b" "), head)
+        self.assertIn(b"\r\nContent-Type: text/plain; charset=utf-8\r\n", head)
+        self.assertIn(b"\r\nConnection: close", head)
+        self.assertEqual(body, message + b"\n")
+        self.assertIsNotNone(public.lost)
+
+    def test_headOfTheLimitIsServed(self) -> None:
+        """
+        A request head of 64 KiB is served (twisted.web alone would refuse
+        anything past 16 KiB).
+        """
+        self.assertServed(self.send(requestHead(65536)))
+
+    def test_headLargerThanTheLimitGets431(self) -> None:
+        """A request head past 64 KiB gets a 431 and the connection is closed."""
+        self.assertRefused(
+            self.send(requestHead(65537)), b"431", b"the request head is larger than 65536 bytes"
+        )
+
+    def test_oneHugeHeaderLineGets431(self) -> None:
+        """
+        One header line longer than the whole head may be gets a 431, ended
+        by its line end or not (twisted.web alone would close the connection
+        without a word).
+        """
+        line = b"X-Huge: " + b"h" * 70000
+        for data in (b"GET / HTTP/1.1\r\n" + line + b"\r\n\r\n", b"GET / HTTP/1.1\r\n" + line):
+            self.assertRefused(
+                self.send(data), b"431", b"the request head is larger than 65536 bytes"
+            )
+
+    def test_hugeRequestLineGets414(self) -> None:
+        """A request line longer than the whole head may be gets a 414."""
+        self.assertRefused(
+            self.send(b"GET /" + b"u" * 70000 + b" HTTP/1.1\r\n\r\n"),
+            b"414",
+            b"the request line is longer than 65536 bytes",
+        )
+
+    def test_tooManyHeadersGet431(self) -> None:
+        """500 header lines are served; 501 get a 431."""
+        self.assertServed(self.send(requestHead(0, headers=499)))
+        self.assertRefused(
+            self.send(requestHead(0, headers=500)), b"431", b"the request has more than 500 headers"
+        )
+
+    def test_headLimitsAreConfigurable(self) -> None:
+        """The site takes its own limits of head size and header count."""
+        self.harness = Harness(siteLimits={"maxHeaderBytes": 1024, "maxHeaders": 10})
+        self.harness.server.addHost("app.example", b"identifier")
+        self.assertServed(self.send(requestHead(1024)))
+        self.assertRefused(
+            self.send(requestHead(1025)), b"431", b"the request head is larger than 1024 bytes"
+        )
+        self.assertServed(self.send(requestHead(0, headers=9)))
+        self.assertRefused(
+            self.send(requestHead(0, headers=10)), b"431", b"the request has more than 10 headers"
+        )
+
+    def test_tricklingHeadIsCutOffAfterTheHeaderTimeout(self) -> None:
+        """
+        A client trickling its request head, a byte every few seconds, gets
+        a 408 and is disconnected 30 s after its first byte (twisted.web's
+        idle timeout alone starts over with every byte).
+        """
+        head = requestHead(0)
+        public = self.send(head[:1])
+        for i in range(1, 30):
+            self.harness.advance(1)
+            self.send(head[i : i + 1], public)
+        self.harness.advance(0.5)
+        self.assertEqual(public.received, b"")
+        self.assertIsNone(public.lost)
+        self.harness.advance(0.5)
+        self.assertRefused(public, b"408", b"the request head took longer than 30 s")
+
+    def test_headerTimeoutStartsWithEachRequestHead(self) -> None:
+        """
+        The header timeout counts from the first byte of each request head,
+        not from the connection's start.
+        """
+        head = requestHead(0)
+        public = self.send(head)
+        self.harness.advance(50)
+        self.send(head[:10], public)
+        self.harness.advance(29)
+        self.send(head[10:], public)
+        self.assertServed(public, 2)
+        self.harness.advance(29.9)
+        self.assertIsNone(public.lost)
+
+    def test_headerTimeoutIsConfigurable(self) -> None:
+        """The site takes its own header timeout."""
+        self.harness = Harness(siteLimits={"headerTimeout": 5})
+        public = self.send(b"GET / HTTP/1.1\r\n")
+        self.harness.advance(4.9)
+        self.assertIsNone(public.lost)
+        self.harness.advance(0.1)
+        self.assertRefused(public, b"408", b"the request head took longer than 5 s")
+
+    def test_idleConnectionIsClosedAfterTheIdleTimeout(self) -> None:
+        """
+        A keep-alive connection idle for 60 s after its last response is
+        closed, as is one that never sends anything.
+        """
+        public = self.send(requestHead(0))
+        silent = self.send(b"")
+        self.harness.advance(59.9)
+        self.assertServed(public)
+        self.assertIsNone(silent.lost)
+        self.harness.advance(0.1)
+        self.assertIsNotNone(public.lost)
+        self.assertIsNotNone(silent.lost)
+
+    def test_idleTimeoutIsConfigurable(self) -> None:
+        """The site takes its own idle timeout."""
+        self.harness = Harness(siteLimits={"idleTimeout": 5})
+        public = self.send(b"")
+        self.harness.advance(4.9)
+        self.assertIsNone(public.lost)
+        self.harness.advance(0.1)
+        self.assertIsNotNone(public.lost)
