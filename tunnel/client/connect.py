@@ -42,6 +42,39 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?\r?")
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]+)[ \t]*\r?$")
 
 
+def describeLoss(reason: Failure) -> str:
+    """
+    Why a connection to the server was lost, for people; in particular, that
+    the verification of the server's TLS certificate failed, and why.
+    """
+    if reason.check("service_identity.exceptions.VerificationError"):
+        names = [
+            getattr(getattr(error, "mismatched_id", None), "hostname", b"")
+            for error in getattr(reason.value, "errors", [])
+        ]
+        wanted = ", ".join(
+            name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
+            for name in names
+            if name
+        )
+        return (
+            "TLS certificate verification failed: the server's certificate is not "
+            f"valid for {wanted or 'the name dialled'}"
+        )
+    if reason.check("OpenSSL.SSL.Error"):
+        try:
+            text = "; ".join(entry[-1] for entry in reason.value.args[0] if entry[-1])
+        except (IndexError, TypeError):
+            text = str(reason.value)
+        if "certificate verify failed" in text:
+            return (
+                "TLS certificate verification failed: the server's certificate is "
+                f"not trusted ({text})"
+            )
+        return f"TLS failed: {text or 'unknown error'}"
+    return reason.getErrorMessage()
+
+
 def _headerValue(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
     if value is None:
         return
@@ -275,7 +308,7 @@ class TunnelClientProtocol(Protocol):
             self._fail(
                 TunnelConnectError(
                     "the connection ended before the tunnel was set up: "
-                    + reason.getErrorMessage()
+                    + describeLoss(reason)
                 )
             )
         if self.session is not None:

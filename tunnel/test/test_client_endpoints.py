@@ -1,6 +1,7 @@
 """
 The client's tunnel over the transports Twisted's client endpoints give:
-TLS and UNIX sockets, against an in-process tunnel server on real sockets.
+TLS and UNIX sockets, against an in-process tunnel server on real sockets;
+and the verification of the server's certificate with C{tls:}.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import shutil
 import tempfile
 from typing import Any, Callable
 
+import trustme
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
@@ -17,8 +19,16 @@ from twisted.python.filepath import FilePath
 from twisted.test import __file__ as twistedTestsFile
 from twisted.trial.unittest import TestCase
 
-from tunnel.client import TunnelEndpoint, TunnelSettings, parseServerAddress
+from tunnel.client import (
+    ClientState,
+    TunnelClientService,
+    TunnelEndpoint,
+    TunnelSettings,
+    parseServerAddress,
+)
+from tunnel.server import TunnelServer
 from tunnel.test.test_client_support import IDENTIFIER, FakeTunnelServer
+from tunnel.test.serversupport import until
 from tunnel.test.test_mux import Recorder
 
 CERTIFICATE = FilePath(twistedTestsFile).sibling("server.pem").path
@@ -90,3 +100,107 @@ class TransportTests(TestCase):
         path = os.path.join(directory, "tunnel.sock")
         tunnelServer = yield self.tunnelThrough(f"unix:{path}", lambda port: f"unix:{path}")
         self.assertIn(b"\r\nHost: localhost\r\n", tunnelServer.requestHead)
+
+
+class VerifiedTLSTests(TestCase):
+    """
+    A client given a C{tls:} server address verifies the server's
+    certificate and name (Twisted's C{tls:} endpoint does), against the CA
+    certificates of its C{trustRoots} directory: it connects to a tunnel
+    server with the right certificate and refuses any other, saying why.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.ca = trustme.CA()
+        self.directory = FilePath(self.mktemp())
+        self.directory.makedirs()
+        self.trustRoots = self.directory.child("ca")
+        self.trustRoots.makedirs()
+        self.ca.cert_pem.write_to_path(self.trustRoots.child("ca.pem").path)
+
+    @defer.inlineCallbacks
+    def serve(self, ca: trustme.CA, name: str) -> Any:
+        """
+        Serve a tunnel server over C{ssl:} on 127.0.0.1 with a certificate
+        for C{name} issued by C{ca}; fire with the server and its port.
+        """
+        certificate = self.directory.child(f"{name}.pem")
+        ca.issue_cert(name).private_key_and_cert_chain_pem.write_to_path(certificate.path)
+        server = TunnelServer(reactor)
+        server.addHost("app.example", IDENTIFIER)
+        self.addCleanup(server.close)
+        description = f"ssl:0:interface=127.0.0.1:privateKey={certificate.path}"
+        port = yield serverFromString(reactor, description).listen(server.site())
+        self.addCleanup(port.stopListening)
+        return server, port.getHost().port
+
+    @defer.inlineCallbacks
+    def runClient(self, port: int) -> Any:
+        """
+        Run a client service on C{tls:localhost:PORT:trustRoots=DIR} until
+        it is connected or has failed once; fire with its last state.
+        """
+        address = parseServerAddress(
+            f"tls:localhost:{port}:trustRoots={self.trustRoots.path}"
+        )
+        service = TunnelClientService(
+            TunnelEndpoint(
+                address.endpoint(reactor), TunnelSettings(IDENTIFIER, host=address.host), reactor
+            )
+        )
+        settled: defer.Deferred[ClientState] = defer.Deferred()
+        seen: list[ClientState] = []
+
+        def observe(state: ClientState) -> None:
+            if state.name in ("connected", "waiting") and not seen:
+                seen.append(state)
+                # Not from inside the service's state change.
+                reactor.callLater(0, settled.callback, state)
+
+        service.addStateObserver(observe)
+        service.startService()
+        self.addCleanup(service.stopService)
+        state = yield settled
+        return state
+
+    @defer.inlineCallbacks
+    def test_rightNameConnects(self) -> Any:
+        """A certificate for the name dialled, from a trusted CA, is accepted."""
+        server, port = yield self.serve(self.ca, "localhost")
+        state = yield self.runClient(port)
+        self.assertEqual(state.name, "connected")
+        yield until(lambda: len(server.clients()) == 1)
+
+    @defer.inlineCallbacks
+    def test_otherNameIsRefused(self) -> Any:
+        """
+        A certificate from the trusted CA for another name is refused: the
+        client never reaches the server's tunnel, and its state says the
+        certificate's verification failed.
+        """
+        server, port = yield self.serve(self.ca, "other.example")
+        state = yield self.runClient(port)
+        self.assertEqual(state.name, "waiting")
+        self.assertIn(
+            "TLS certificate verification failed: the server's certificate is not "
+            "valid for localhost",
+            state.detail,
+        )
+        self.assertEqual(server.clients(), [])
+
+    @defer.inlineCallbacks
+    def test_untrustedCertificateIsRefused(self) -> Any:
+        """
+        A certificate for the right name from a CA the client does not trust
+        is refused, saying so.
+        """
+        server, port = yield self.serve(trustme.CA(), "localhost")
+        state = yield self.runClient(port)
+        self.assertEqual(state.name, "waiting")
+        self.assertIn(
+            "TLS certificate verification failed: the server's certificate is not trusted",
+            state.detail,
+        )
+        self.assertEqual(server.clients(), [])
