@@ -10,16 +10,14 @@ crash never leaves it half written.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
+
+from tunnel.protocol import normaliseHost
 
 _HEADER = (
     "# tunnel-server hosts file: one HOST=IDENTIFIER per line.\n"
     "# Identifiers are secrets: keep this file readable by the server only.\n"
 )
-
-
-_HOST = re.compile(r"^(?!-)[a-z0-9.-]+(:\d{1,5})?$")
 
 
 class HostsFileError(ValueError):
@@ -37,18 +35,6 @@ def parseAssignment(text: str, form: str, fromRight: bool = False) -> tuple[str,
     if not sep or not left.strip() or not right.strip():
         raise ValueError(f"expected {form}, got {text!r}")
     return left.strip(), right.strip()
-
-
-def normaliseHost(host: str) -> str:
-    """
-    Lower-case a virtual host name (C{HOST} or C{HOST:PORT}).
-
-    @raise ValueError: if it is not a host name.
-    """
-    host = host.strip().lower()
-    if not _HOST.match(host):
-        raise ValueError(f"{host!r} is not a host name (HOST or HOST:PORT)")
-    return host
 
 
 def readHostsFile(path: str) -> dict[str, str]:

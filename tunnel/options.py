@@ -8,8 +8,9 @@ import os
 
 from twisted.python import usage
 
-from tunnel.client import LocalRoutes, parseServerAddress
-from tunnel.hostsfile import HostsFileError, normaliseHost, parseAssignment, readHostsFile
+from tunnel.client import LocalRoutes, TunnelSettings, parseServerAddress
+from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
+from tunnel.protocol import normaliseHost
 
 #: The environment variable the client reads its identifier from.
 IDENTIFIER_ENVIRONMENT = "TUNNEL_IDENTIFIER"
@@ -142,9 +143,9 @@ class ClientOptions(usage.Options):
     """
     Options of C{twistd tunnel-client}.
 
-    After parsing: C{self["serverAddress"]} is the L{ServerAddress},
-    C{self["identifier"]} the identifier and C{self["routes"]} the
-    L{LocalRoutes} built from the C{--local} options.
+    After parsing: C{self["serverAddress"]} is the L{ServerAddress} and
+    C{self["settings"]} the L{TunnelSettings} (identifier, routes built from
+    the C{--local} options, stop timeout).
     """
 
     synopsis = "--server ENDPOINT --identifier ID [options]"
@@ -200,3 +201,12 @@ class ClientOptions(usage.Options):
             )
         if self["stop-timeout"] < 0:
             raise usage.UsageError("--stop-timeout must not be negative")
+        try:
+            self["settings"] = TunnelSettings(
+                self["identifier"],
+                routes=self["routes"],
+                host=self["serverAddress"].host,
+                shutdownTimeout=self["stop-timeout"],
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None

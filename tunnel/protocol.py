@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 
 import attrs
 
@@ -30,6 +31,28 @@ HANDSHAKE_RESPONSE = b"controlOk"
 
 #: The longest control message line accepted, as a bound on memory.
 MAX_CONTROL_LINE = 64 * 1024
+
+
+# A DNS name (or a bracketed IPv6 literal) and an optional port.
+_VIRTUAL_HOST = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+    r"|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?"
+)
+
+
+def normaliseHost(host: str) -> str:
+    """
+    The canonical form of a virtual host name: C{NAME} or C{NAME:PORT},
+    lower-cased, as it is registered and matched.
+
+    @raise ValueError: if it is not a DNS name or bracketed IPv6 address
+        with an optional port.
+    """
+    name = host.strip().lower()
+    match = _VIRTUAL_HOST.fullmatch(name)
+    if match is None or (match.group(1) and int(match.group(1)) > 0xFFFF):
+        raise ValueError(f"{host!r} is not a host name (HOST or HOST:PORT)")
+    return name
 
 
 class Action(enum.IntEnum):

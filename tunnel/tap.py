@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from tunnel.client import TunnelClientService, TunnelEndpoint, TunnelSettings
+from tunnel.client import TunnelClientService, TunnelEndpoint
 from tunnel.options import ClientOptions, ServerOptions
 from tunnel.protocol import redactIdentifier
 from tunnel.server import TunnelServer
@@ -109,12 +109,7 @@ def makeClientService(options: ClientOptions, reactor: object = None) -> IServic
     """Build the tunnel client's service from its options."""
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
-    address = options["serverAddress"]
-    settings = TunnelSettings(
-        options["identifier"],
-        routes=options["routes"],
-        host=address.host,
-        shutdownTimeout=options["stop-timeout"],
+    endpoint = TunnelEndpoint(
+        options["serverAddress"].endpoint(reactor), options["settings"], reactor
     )
-    endpoint = TunnelEndpoint(address.endpoint(reactor), settings, reactor)
     return TunnelClientService(endpoint)

@@ -124,7 +124,8 @@ class TunnelServer:
         @param host: a host name, or C{name:port} to match only requests
             whose Host header has that port; case does not matter.
         @param identifier: the client's secret identifier.
-        @raise ValueError: if the identifier is empty.
+        @raise ValueError: if the host is not a host name or the identifier
+            is empty.
         """
         self._registry.addHost(host, _identifier(identifier))
 

@@ -24,8 +24,8 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from tunnel.hostsfile import normaliseHost, readHostsFile, writeHostsFile
-from tunnel.protocol import redactIdentifier
+from tunnel.hostsfile import readHostsFile, writeHostsFile
+from tunnel.protocol import normaliseHost, redactIdentifier
 
 #: The largest request body the admin API reads.
 MAX_BODY = 64 * 1024

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnel.mux import SessionEndedError
+from tunnel.protocol import normaliseHost
 from tunnel.server.events import (
     ClientConnected,
     ClientDisconnected,
@@ -140,11 +141,10 @@ class Registry:
         Route the virtual host C{host} (a name, or C{name:port}; case does
         not matter) to the client with C{identifier}, instead of any other.
 
-        @raise ValueError: if the host or the identifier is empty.
+        @raise ValueError: if the host is not a host name (see
+            L{normaliseHost}) or the identifier is empty.
         """
-        name = host.lower()
-        if not name:
-            raise ValueError("a host must not be empty")
+        name = normaliseHost(host)
         tunnel = self._tunnel(identifier, create=True)
         previous = self._hosts.get(name)
         if previous is tunnel:

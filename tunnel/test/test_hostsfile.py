@@ -9,7 +9,8 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnel.hostsfile import HostsFileError, normaliseHost, readHostsFile, writeHostsFile
+from tunnel.hostsfile import HostsFileError, readHostsFile, writeHostsFile
+from tunnel.protocol import normaliseHost
 
 
 class HostsFileTests(SynchronousTestCase):

@@ -202,6 +202,25 @@ class ClientOptionsTests(SynchronousTestCase):
              2222: parseLocalAddress("localhost:22")},
         )
 
+    def test_unprintableIdentifierIsUsageError(self) -> None:
+        """An identifier that cannot go into an HTTP header is a usage error."""
+        for identifier in ("sécret", "with space inside\x00"):
+            error = self.assertRaises(
+                usage.UsageError, ClientOptions().parseOptions,
+                ["--server", "h:1", "--identifier", identifier],
+            )
+            self.assertIn("identifier", str(error))
+
+    def test_settingsCarryIdentifierRoutesAndStopTimeout(self) -> None:
+        """The parsed options carry the tunnel settings the service is built with."""
+        options = parsed(ClientOptions(), "--server", "tunnel.example.com:443",
+                         "--identifier", "id", "--local", "3000", "--stop-timeout", "2")
+        settings = options["settings"]
+        self.assertEqual(settings.identifier, "id")
+        self.assertEqual(settings.routes.fixed, parseLocalAddress("3000"))
+        self.assertEqual(settings.host, "tunnel.example.com:443")
+        self.assertEqual(settings.shutdownTimeout, 2.0)
+
     def test_twoFixedLocalAddressesAreUsageError(self) -> None:
         """Only one fixed local address may be given."""
         self.assertRaises(

@@ -9,6 +9,7 @@ from tunnel.protocol import (
     ControlMessage,
     ControlProtocolError,
     TransportProtocol,
+    normaliseHost,
     redactIdentifier,
 )
 
@@ -67,3 +68,28 @@ class RedactIdentifierTests(SynchronousTestCase):
         """Only the first four characters of an identifier are shown."""
         self.assertEqual(redactIdentifier("secret-identifier"), "secr…")
         self.assertEqual(redactIdentifier(b"abc"), "…")
+
+
+class NormaliseHostTests(SynchronousTestCase):
+    """Virtual host names, as registered and matched."""
+
+    def test_canonicalForm(self) -> None:
+        """Names and IPv6 literals are lower-cased; a port is kept."""
+        self.assertEqual(normaliseHost(" Demo.Example.COM:8080 "), "demo.example.com:8080")
+        self.assertEqual(normaliseHost("[::1]:8080"), "[::1]:8080")
+        self.assertEqual(normaliseHost("127.0.0.1"), "127.0.0.1")
+
+    def test_notHostNames(self) -> None:
+        """What is not a DNS name or bracketed IPv6 literal is refused."""
+        for bad in ("", "a b", "-x.example", "x-.example", "a..b", "x.example:port",
+                    "a/b", "a=b", "x.example:65536", "::1"):
+            self.assertRaises(ValueError, normaliseHost, bad)
+
+    def test_serverRefusesBadHostNames(self) -> None:
+        """The embedding API applies the same rule as the command line."""
+        from tunnel.server import TunnelServer
+
+        server = TunnelServer()
+        self.assertRaises(ValueError, server.addHost, "bad host", "identifier")
+        server.addHost("Good.Example", "identifier")
+        self.assertEqual([h.host for h in server.hosts()], ["good.example"])
