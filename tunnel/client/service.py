@@ -238,7 +238,9 @@ class _TunnelObserver(Protocol):
         self._service = service
 
     def connectionMade(self) -> None:
-        self._service._connected(self.transport)
+        with self._service._calledByClientService():
+            self._service._connected(self.transport)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        self._service._disconnected(reason)
+        with self._service._calledByClientService():
+            self._service._disconnected(reason)

@@ -290,6 +290,32 @@ class StopTests(SynchronousTestCase):
             client.advance(100)
             self.assertEqual(client.attempts, 1, state)
 
+    def test_fromStateObserverAroundATunnel(self) -> None:
+        """
+        A state observer may stop the service when the tunnel comes up or
+        goes down, too.
+        """
+        for state in ("connected", "disconnected"):
+            world = World()
+            client = Client(self, world)
+            stops: list[Any] = []
+
+            def stopOn(current: ClientState, state: str = state) -> None:
+                if current.name == state and not stops:
+                    stops.append(deferredResult(client.service.stopService()))
+
+            client.service.addStateObserver(stopOn)
+            client.service.startService()
+            world.flush()
+            if state == "disconnected":
+                world.server.transport.loseConnection()
+                world.flush()
+            client.advance(0)
+            self.assertEqual(stops, [[None]], state)
+            self.assertEqual(client.service.state.name, "stopped", state)
+            client.advance(100)
+            self.assertEqual(client.attempts, 1, state)
+
     def test_restart(self) -> None:
         """A stopped service connects again when started."""
         client = Client(self, World())
