@@ -140,7 +140,7 @@ class YamuxProtocol(Protocol):
             the stream's address.
         """
         if self._connectionDone:
-            return fail(SessionEndedError(f"{self._description} has ended"))
+            return fail(SessionEndedError(self._description))
         try:
             streamID = self.session.openStream()
         except YamuxError as e:
@@ -179,7 +179,7 @@ class YamuxProtocol(Protocol):
             failing with L{PingTimeoutError}.
         """
         if self._connectionDone:
-            return fail(SessionEndedError(f"{self._description} has ended"))
+            return fail(SessionEndedError(self._description))
         opaque = self.session.ping()
         answered: Deferred[float] = Deferred()
         timer = self._clock.callLater(
@@ -291,7 +291,7 @@ class YamuxProtocol(Protocol):
         self.session.connectionLost(why)
         self._stopKeepAlive()
         self._log.info("{session} ended: {why}", session=self._description, why=why)
-        error = SessionEndedError(f"{self._description} ended: {why}")
+        error = SessionEndedError(f"{self._description}: {why}")
         openings, self._opening = self._opening, {}
         lingering, self._lingering = self._lingering, {}
         for timer in [t for _, t, _ in openings.values()] + list(lingering.values()):
