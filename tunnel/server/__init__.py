@@ -64,6 +64,7 @@ class TunnelServer:
         drainTimeout: float = 60.0,
         maxFailedConnects: int | None = 10,
         failedConnectWindow: float = 60.0,
+        responseTimeout: float | None = 60.0,
     ) -> None:
         """
         @param reactor: the reactor (a clock at least; for the site, a
@@ -86,6 +87,11 @@ class TunnelServer:
             proxy's address).
         @param failedConnectWindow: seconds in which C{maxFailedConnects}
             failed attempts are allowed again.
+        @param responseTimeout: seconds the local service behind a client
+            may keep a forwarded HTTP request waiting: for its response head
+            once the whole request was sent, or while it reads none of the
+            request body; the public request then gets a C{504}. L{None}
+            for no limit (WebSocket and other upgrades have none).
         """
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
@@ -97,6 +103,7 @@ class TunnelServer:
             handshakeTimeout=handshakeTimeout,
             maxPendingStreams=maxPendingStreams,
             drainTimeout=drainTimeout,
+            responseTimeout=responseTimeout,
             yamux=yamuxConfig or SessionConfig(),
         )
         cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))

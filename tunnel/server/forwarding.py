@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IConsumer, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
@@ -22,7 +22,8 @@ from twisted.web._newclient import (
 )
 from twisted.web.http import NO_CONTENT, NOT_MODIFIED, Request
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from zope.interface import implementer
 
 from tunnel._hijack import takeOverConnection
 from tunnel.mux import SessionEndedError
@@ -197,7 +198,7 @@ class Forwarding:
             self._stream.transport.abortConnection()
 
     def _failed(self, reason: Failure) -> None:
-        if self._publicGone:
+        if self._publicGone or self.request.finished:
             if not reason.check(CancelledError):
                 self._log.debug(
                     "Forwarding to {host} ended after the public client left: {why}",
@@ -285,13 +286,34 @@ class HTTPForwarding(Forwarding):
     """
     Forwards a plain HTTP request: written into the stream with its body
     streamed, the response read back and relayed as it arrives.
+
+    A local service that keeps the request waiting longer than the response
+    timeout (for the response head once the request is all sent, or at a
+    time while it reads none of the body) makes the public request a
+    C{504}, and its stream is reset. Once the head is in, the response body
+    may take as long as it likes, as a stream of events does.
     """
 
     def __init__(
-        self, request: Request, route: Route, session: ClientSession, cooperator: Cooperator
+        self,
+        request: Request,
+        route: Route,
+        session: ClientSession,
+        cooperator: Cooperator,
+        clock: IReactorTime | None = None,
+        responseTimeout: float | None = None,
     ) -> None:
+        """
+        @param clock: runs the response timeout; needed with one.
+        @param responseTimeout: seconds, or L{None} for no limit.
+        """
         super().__init__(request, route, session)
         self._cooperator = cooperator
+        self._clock = clock
+        self._responseTimeout = responseTimeout
+        self._responseTimer: IDelayedCall | None = None
+        self._awaitingResponse = False
+        self._requestSent = False
 
     def streamProtocol(self) -> Protocol:
         """An HTTP/1.1 client."""
@@ -302,19 +324,87 @@ class HTTPForwarding(Forwarding):
         request = self.request
         dropped = HOP_BY_HOP | _CONSUMED | _tokens(request.requestHeaders, b"connection")
         headers = forwardedHeaders(request, dropped)
+        body = requestBody(request, self._cooperator)
+        self._awaitingResponse = True
         responded = protocol.requestEarly(
             ClientRequest._construct(
                 request.method,
                 request.uri,
                 headers,
-                requestBody(request, self._cooperator),
+                None if body is None else _WatchedBody(body, self),
                 persistent=False,
             )
         )
+        if body is None:
+            self._sent()
         return responded.addCallback(self._responseReceived)
 
+    # -- the response timeout ------------------------------------------------
+
+    def _sent(self) -> None:
+        """The whole request is in the stream: the local service must answer."""
+        self._requestSent = True
+        self._startResponseTimer()
+
+    def _heldBack(self) -> None:
+        """The stream holds the body back: the local service does not read."""
+        self._startResponseTimer()
+
+    def _moving(self) -> None:
+        """The body flows again."""
+        if not self._requestSent:
+            self._stopResponseTimer()
+
+    def _startResponseTimer(self) -> None:
+        if (
+            self._responseTimeout is not None
+            and self._awaitingResponse
+            and self._responseTimer is None
+        ):
+            self._responseTimer = self._clock.callLater(
+                self._responseTimeout, self._responseTimedOut
+            )
+
+    def _stopResponseTimer(self) -> None:
+        if self._responseTimer is not None:
+            if self._responseTimer.active():
+                self._responseTimer.cancel()
+            self._responseTimer = None
+
+    def _responseTimedOut(self) -> None:
+        self._responseTimer = None
+        self._awaitingResponse = False
+        self._log.warn(
+            "The local service for {host} did not answer within {timeout} s; "
+            "answering 504",
+            host=self.route.host,
+            timeout=self._responseTimeout,
+        )
+        if not self._publicGone:
+            writeError(
+                self.request,
+                504,
+                b"the local service for host %s did not answer within %g s"
+                % (self.request.getHeader(b"host"), self._responseTimeout),
+            )
+        self._resetStream()
+
+    def _publicLost(self, reason: Failure) -> None:
+        self._awaitingResponse = False
+        self._stopResponseTimer()
+        super()._publicLost(reason)
+
+    def _failed(self, reason: Failure) -> None:
+        self._awaitingResponse = False
+        self._stopResponseTimer()
+        super()._failed(reason)
+
+    # -- the response --------------------------------------------------------
+
     def _responseReceived(self, response: IResponse) -> None:
-        if self._publicGone:
+        self._awaitingResponse = False
+        self._stopResponseTimer()
+        if self._publicGone or self.request.finished:
             return
         copyResponseHead(response, self.request)
         response.deliverBody(_BodyRelay(self))
@@ -335,6 +425,43 @@ class HTTPForwarding(Forwarding):
             why=(stream or reason).getErrorMessage(),
         )
         self.request.channel.loseConnection()
+
+
+@implementer(IBodyProducer)
+class _WatchedBody:
+    """
+    A request body on its way into a stream, that tells its
+    L{HTTPForwarding} when the stream holds it back (pauses it), when it
+    flows again, and when it is all written.
+    """
+
+    def __init__(self, body: IBodyProducer, forwarding: HTTPForwarding) -> None:
+        self.length = body.length
+        self._body = body
+        self._forwarding = forwarding
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        """Write the body to C{consumer}."""
+
+        def written(result: None) -> None:
+            self._forwarding._sent()
+            return result
+
+        return self._body.startProducing(consumer).addCallback(written)
+
+    def pauseProducing(self) -> None:
+        """The stream can take no more."""
+        self._body.pauseProducing()
+        self._forwarding._heldBack()
+
+    def resumeProducing(self) -> None:
+        """The stream can take more."""
+        self._forwarding._moving()
+        self._body.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The stream is gone."""
+        self._body.stopProducing()
 
 
 class _BodyRelay(Protocol):

@@ -133,4 +133,11 @@ class TunnelResource(Resource):
         if isUpgrade(request):
             UpgradeForwarding(request, route, session).start()
         else:
-            HTTPForwarding(request, route, session, self._cooperator).start()
+            HTTPForwarding(
+                request,
+                route,
+                session,
+                self._cooperator,
+                self._clock,
+                self._settings.responseTimeout,
+            ).start()

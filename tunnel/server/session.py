@@ -62,6 +62,11 @@ class SessionSettings:
     @ivar drainTimeout: seconds the open streams of a session that is closed
         (replaced by a newer one, or its identifier removed) may take to
         finish before the connection is closed.
+    @ivar responseTimeout: seconds the local service may keep a forwarded
+        HTTP request waiting, once its stream is there: for the response
+        head after the whole request was sent, or at a time while it reads
+        none of the request body; the public request then gets a C{504}.
+        L{None} for no limit.
     @ivar yamux: the yamux settings of the sessions.
     """
 
@@ -69,6 +74,7 @@ class SessionSettings:
     handshakeTimeout: float = 10.0
     maxPendingStreams: int = 1000
     drainTimeout: float = 60.0
+    responseTimeout: float | None = 60.0
     yamux: SessionConfig = SessionConfig()
 
 

@@ -62,6 +62,11 @@ class StreamedBody:
     written to the consumer at once, and the public connection is paused
     whenever the consumer pauses this producer.
 
+    While the tunnel holds the body back (see L{heldBack}) the public client
+    sends nothing, through no fault of its own: its connection's idle timer
+    must not count that time (L{TunnelChannel} sees to it), and it starts
+    over when the body flows again.
+
     @ivar length: the body's length from its Content-Length, or
         L{UNKNOWN_LENGTH} for a chunked body.
     @ivar complete: whether the whole body has arrived.
@@ -79,7 +84,21 @@ class StreamedBody:
         self._done: Deferred[None] | None = None
         self._lost: Failure | None = None
         self._stopped = False
+        self._consumerPaused = False
         request.transport.pauseProducing()
+
+    @property
+    def heldBack(self) -> bool:
+        """
+        Whether the tunnel holds the rest of the body back: nobody asked for
+        it yet (the stream is not there), or its consumer paused it (the
+        stream's window is used up: the local service does not read).
+        """
+        return (
+            not self.complete
+            and not self._stopped
+            and (self._consumer is None or self._consumerPaused)
+        )
 
     # -- from the request --------------------------------------------------
 
@@ -123,7 +142,7 @@ class StreamedBody:
         if self._lost is not None:
             self._done.errback(self._lost)
         else:
-            self._request.transport.resumeProducing()
+            self._release()
             if self.complete:
                 self._done.callback(None)
         return self._done
@@ -134,12 +153,22 @@ class StreamedBody:
         the body is complete (what follows is the next request's).
         """
         if not self.complete and not self._stopped:
+            self._consumerPaused = True
             self._request.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
         """The consumer can take more: read the public connection again."""
+        self._consumerPaused = False
         if not self.complete and not self._stopped:
-            self._request.transport.resumeProducing()
+            self._release()
+
+    def _release(self) -> None:
+        """
+        Read the public connection again, and give its client a whole idle
+        timeout from now: the time the body was held back was not its.
+        """
+        self._request.transport.resumeProducing()
+        self._request.channel.resetTimeout()
 
     def stopProducing(self) -> None:
         """Drop the rest of the body; the L{Deferred} will never fire."""
@@ -245,6 +274,14 @@ class TunnelChannel(HTTPChannel):
     request head: neither limit applies to it any more, and the take-over
     stops the idle timeout.
 
+    A request body the tunnel holds back (L{StreamedBody.heldBack}: the
+    local service does not read it, or its stream is not there yet) does
+    not make the connection idle: back-pressure pauses the connection, so
+    nothing arrives, and twisted.web's idle timeout, which in a plain
+    L{Site} is stopped once the whole body is in, would cut the upload.
+    How long the local service may hold it is the tunnel server's response
+    timeout.
+
     @ivar headerTimeout: seconds from the first byte of a request head to
         its end, or L{None} for no limit.
     """
@@ -287,6 +324,17 @@ class TunnelChannel(HTTPChannel):
         """The request head is complete in time."""
         self._stopHeaderTimer()
         super().allHeadersReceived()
+
+    def timeoutConnection(self) -> None:
+        """
+        Close the idle connection, unless the tunnel holds back the body of
+        the request it carries: then wait another idle timeout.
+        """
+        body = getattr(self.requests[-1], "body", None) if self.requests else None
+        if body is not None and body.heldBack:
+            self.setTimeout(self.timeOut)
+            return
+        super().timeoutConnection()
 
     def connectionLost(self, reason: Failure) -> None:
         """Forget the header timer."""

@@ -470,6 +470,237 @@ class FailureTests(ForwardingTestCase):
 
 
 
+UPLOAD = b"PUT /up HTTP/1.1\r\nHost: app.example\r\nContent-Length: %d\r\n\r\n"
+
+
+class PoliteUploader:
+    """
+    Sends a request body on a public connection of a harness as a TCP
+    client would: 64 KiB at a time, and nothing while the server paused its
+    side of the connection (the in-memory transport itself ignores pauses).
+    """
+
+    def __init__(self, test: ForwardingTestCase, size: int) -> None:
+        self.test = test
+        self.remaining = size
+        self.public = test.raw(UPLOAD % (size,))
+        self.paused = False
+        server = test.harness.pumps[-1].serverIO
+        server.pauseProducing = lambda: setattr(self, "paused", True)
+        server.resumeProducing = lambda: setattr(self, "paused", False)
+
+    def send(self) -> int:
+        """Send until paused or done; return how much was sent."""
+        sent = 0
+        while self.remaining and not self.paused:
+            chunk = min(64 * 1024, self.remaining)
+            self.public.transport.write(b"x" * chunk)
+            self.test.harness.flush()
+            self.remaining -= chunk
+            sent += chunk
+        return sent
+
+
+class ResponseTimeoutTests(ForwardingTestCase):
+    """
+    A local service that accepts a request and keeps it waiting (no
+    response head, or none of the body read) makes it a C{504} after the
+    response timeout (60 s), and the tunnel goes on serving.
+    """
+
+    def assertTimedOut(self, public: RawPublic, seconds: bytes = b"60") -> None:
+        head, _, body = bytes(public.received).partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 504 Gateway Time-out\r\n"), head)
+        self.assertEqual(
+            body,
+            b"the local service for host app.example did not answer within %s s\n" % (seconds,),
+        )
+
+    def test_localServiceThatNeverAnswersGets504(self) -> None:
+        """
+        A request the local service takes and never answers gets a 504 60 s
+        after it was sent; its stream is reset, and the next request is
+        served.
+        """
+        local = RawLocal()
+        self.streams.append(local)
+        public = self.raw(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.assertTrue(local.received.endswith(b"\r\n\r\n"))
+        self.harness.advance(59.9)
+        self.assertEqual(public.received, b"")
+        self.harness.advance(0.1)
+        self.assertTimedOut(public)
+        self.assertTrue(local.lost.check(StreamResetError))
+        response, body = self.get({})
+        self.assertEqual((response.code, body), (200, b"hello"))
+
+    def test_localServiceThatStopsReadingTheBodyGets504(self) -> None:
+        """
+        A local service that reads none of the request body for 60 s gets
+        the request answered 504, and the public connection closed (the
+        rest of the body is not read).
+        """
+        local = RawLocal()
+        self.streams.append(local)
+        uploader = PoliteUploader(self, 1024 * 1024)
+        public = uploader.public
+        local.transport.pauseProducing()
+        uploader.send()
+        self.assertTrue(uploader.paused)
+        self.harness.advance(59.9)
+        self.assertEqual(public.received, b"")
+        self.harness.advance(0.1)
+        self.assertTimedOut(public)
+        self.assertIn(b"\r\nConnection: close\r\n", bytes(public.received))
+        self.assertIsNotNone(public.lost)
+        self.assertTrue(local.lost.check(StreamResetError))
+
+    def test_uploadReadSlowlyIsNotCut(self) -> None:
+        """
+        An upload the local service reads slowly, pausing for 50 s at a
+        time, takes minutes and is not cut: the timeout starts over each
+        time the body moves.
+        """
+        local = RawLocal()
+        self.streams.append(local)
+        size = 1024 * 1024
+        uploader = PoliteUploader(self, size)
+        local.transport.pauseProducing()
+        uploader.send()
+        cycles = 0
+        while uploader.remaining:
+            self.harness.advance(50)
+            local.transport.resumeProducing()
+            self.harness.flush()
+            local.transport.pauseProducing()
+            self.assertTrue(uploader.send())
+            cycles += 1
+        self.assertGreater(cycles, 2)
+        local.transport.resumeProducing()
+        self.harness.flush()
+        self.assertEqual(len(local.received.partition(b"\r\n\r\n")[2]), size)
+        public = uploader.public
+        self.assertEqual(public.received, b"")
+        local.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.harness.flush()
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 204 No Content\r\n"))
+
+    def test_slowResponseBodyIsNotCut(self) -> None:
+        """
+        Once its head is in, a response may take as long as it likes, as a
+        stream of events does.
+        """
+        pending: list[Request] = []
+        self.app.answer = lambda request: pending.append(request) or NOT_DONE_YET
+        public = self.raw(b"GET /events HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        pending[0].write(b"event 1\n")
+        self.harness.flush()
+        for _ in range(10):
+            self.harness.advance(60)
+        pending[0].write(b"event 2\n")
+        self.harness.flush()
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertIn(b"event 2\n", public.received)
+        self.assertIsNone(public.lost)
+
+
+class ConfiguredResponseTimeoutTests(ForwardingTestCase):
+    """The server takes its own response timeout."""
+
+    serverArguments = {"responseTimeout": 5}
+
+    def test_responseTimeoutIsConfigurable(self) -> None:
+        """With a response timeout of 5 s, a request waits 5 s."""
+        self.streams.append(RawLocal())
+        public = self.raw(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.harness.advance(4.9)
+        self.assertEqual(public.received, b"")
+        self.harness.advance(0.1)
+        ResponseTimeoutTests.assertTimedOut(self, public, b"5")
+
+
+class NoResponseTimeoutTests(ForwardingTestCase):
+    """
+    Without a response timeout, a public request waits for the local
+    service as long as the local service likes; the public connection's
+    idle timeout (60 s) does not count the time the tunnel holds an upload
+    back, but still cuts a public client that stops sending its body.
+    """
+
+    serverArguments = {"responseTimeout": None}
+
+    def test_localServiceMayTakeAnHour(self) -> None:
+        """A request the local service answers after an hour is answered."""
+        local = RawLocal()
+        self.streams.append(local)
+        public = self.raw(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        for _ in range(60):
+            self.harness.advance(60)
+        local.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.harness.flush()
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 204 No Content\r\n"))
+
+    def test_uploadHeldBackByTheTunnelOutlivesTheIdleTimeout(self) -> None:
+        """
+        An upload the local service stops reading pauses the public
+        connection (back-pressure), so nothing arrives on it; twisted.web's
+        idle timer would cut it after 60 s. It is not cut: when the local
+        service reads again, the upload completes.
+        """
+        local = RawLocal()
+        self.streams.append(local)
+        size = 1024 * 1024
+        uploader = PoliteUploader(self, size)
+        local.transport.pauseProducing()
+        uploader.send()
+        self.assertTrue(uploader.paused)
+        for _ in range(10):
+            self.harness.advance(30)
+        self.assertIsNone(uploader.public.lost)
+        local.transport.resumeProducing()
+        self.harness.flush()
+        uploader.send()
+        self.assertEqual(len(local.received.partition(b"\r\n\r\n")[2]), size)
+        self.assertIsNone(uploader.public.lost)
+
+    def test_idleTimeoutStartsOverWhenTheUploadMovesAgain(self) -> None:
+        """
+        Once a held-back upload moves again, its public client has a whole
+        idle timeout to send more.
+        """
+        local = RawLocal()
+        self.streams.append(local)
+        uploader = PoliteUploader(self, 1024 * 1024)
+        public = uploader.public
+        local.transport.pauseProducing()
+        uploader.send()
+        self.harness.advance(60)
+        self.harness.advance(30)
+        local.transport.resumeProducing()
+        self.harness.flush()
+        self.assertFalse(uploader.paused)
+        self.harness.advance(59.9)
+        self.assertIsNone(public.lost)
+        self.harness.advance(0.1)
+        self.assertIsNotNone(public.lost)
+
+    def test_publicClientThatStopsSendingItsBodyIsCut(self) -> None:
+        """
+        A public client that stops sending its body while the local service
+        reads is idle: its connection is closed after 60 s, with no answer.
+        """
+        local = RawLocal()
+        self.streams.append(local)
+        public = self.raw(
+            b"PUT /up HTTP/1.1\r\nHost: app.example\r\nContent-Length: 100\r\n\r\nhello"
+        )
+        self.harness.advance(59.9)
+        self.assertIsNone(public.lost)
+        self.harness.advance(0.1)
+        self.assertIsNotNone(public.lost)
+        self.assertEqual(public.received, b"")
+
+
 class LimitTests(ForwardingTestCase):
     """The limit of streams a client may owe."""
 

@@ -17,13 +17,20 @@ from tunnel.test.serversupport import Harness, RawPublic
 
 
 class FakeChannel:
-    """Records what the body writes to the public connection."""
+    """
+    Records what the body writes to the public connection, and how often it
+    restarts the connection's idle timer.
+    """
 
     def __init__(self) -> None:
         self.written = b""
+        self.timerRestarts = 0
 
     def write(self, data: bytes) -> None:
         self.written += data
+
+    def resetTimeout(self) -> None:
+        self.timerRestarts += 1
 
 
 class FakeRequest:
@@ -74,6 +81,25 @@ class StreamedBodyTests(SynchronousTestCase):
         self.assertEqual(self.request.transport.producerState, "paused")
         self.body.resumeProducing()
         self.assertEqual(self.request.transport.producerState, "producing")
+
+    def test_bodyIsHeldBackUntilAskedForAndWhilePaused(self) -> None:
+        """
+        The body is held back by the tunnel until its consumer asks for it
+        and while the consumer pauses it, not while it flows, nor once it is
+        complete; each time it flows again the idle timer starts over.
+        """
+        self.assertTrue(self.body.heldBack)
+        self.body.startProducing(self.consumer)
+        self.assertFalse(self.body.heldBack)
+        self.assertEqual(self.request.channel.timerRestarts, 1)
+        self.body.pauseProducing()
+        self.assertTrue(self.body.heldBack)
+        self.body.resumeProducing()
+        self.assertFalse(self.body.heldBack)
+        self.assertEqual(self.request.channel.timerRestarts, 2)
+        self.body.pauseProducing()
+        self.body.allDataReceived()
+        self.assertFalse(self.body.heldBack)
 
     def test_completeBodyNoLongerPausesThePublicConnection(self) -> None:
         """
