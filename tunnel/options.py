@@ -11,10 +11,20 @@ from twisted.python import usage
 from tunnel.client import LocalRoutes, TunnelSettings, parseServerAddress
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
 from tunnel.protocol import normaliseHost
+from tunnel.yamux import SessionConfig
 
 #: The environment variable the client reads its identifier from.
 IDENTIFIER_ENVIRONMENT = "TUNNEL_IDENTIFIER"
 
+#: The keep-alive options, the same on both sides; the defaults are those of
+#: the Go yamux library.
+KEEPALIVE_PARAMETERS = [
+    ["keepalive-interval", None, 30.0,
+     "Seconds between the keep-alive pings sent to the other side.", float],
+    ["keepalive-timeout", None, 10.0,
+     "Seconds a keep-alive ping may go unanswered before the connection is "
+     "considered dead and dropped.", float],
+]
 
 
 def checkServerEndpoint(option: str, description: str) -> None:
@@ -30,6 +40,22 @@ def checkServerEndpoint(option: str, description: str) -> None:
         serverFromString(reactor, description)
     except Exception as e:
         raise usage.UsageError(f"{option} {description!r}: {e}") from None
+
+
+def keepAliveConfig(options: usage.Options) -> SessionConfig:
+    """
+    The yamux settings with the keep-alive of C{--keepalive-interval} and
+    C{--keepalive-timeout}.
+
+    @raise usage.UsageError: if either is not positive.
+    """
+    for name in ("keepalive-interval", "keepalive-timeout"):
+        if options[name] <= 0:
+            raise usage.UsageError(f"--{name} must be positive")
+    return SessionConfig(
+        keepAliveInterval=options["keepalive-interval"],
+        keepAliveTimeout=options["keepalive-timeout"],
+    )
 
 
 def readSecretFile(path: str, what: str) -> str:
@@ -54,8 +80,9 @@ class ServerOptions(usage.Options):
 
     After parsing: C{self["listen"]} lists endpoint strings, C{self["hosts"]}
     maps lower-cased hosts to identifiers (from C{--host} and the hosts
-    file), C{self["tcp"]} lists (endpoint string, identifier) pairs, and
-    C{self["adminToken"]} holds the admin token when C{--admin} is given.
+    file), C{self["tcp"]} lists (endpoint string, identifier) pairs,
+    C{self["adminToken"]} holds the admin token when C{--admin} is given,
+    and C{self["yamuxConfig"]} the clients' yamux settings.
     """
 
     synopsis = "[options]"
@@ -82,6 +109,11 @@ class ServerOptions(usage.Options):
         ["failed-connect-window", None, 60.0,
          "Seconds in which --max-failed-connects failed attempts are allowed again.",
          float],
+        ["response-timeout", None, 60.0,
+         "Seconds a local service may keep a request waiting (for its response "
+         "head once the request is sent, or reading none of its body) before the "
+         "request gets 504 (0: no limit).", float],
+        *KEEPALIVE_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -129,6 +161,9 @@ class ServerOptions(usage.Options):
             raise usage.UsageError("--max-failed-connects must not be negative")
         if self["failed-connect-window"] <= 0:
             raise usage.UsageError("--failed-connect-window must be positive")
+        if self["response-timeout"] < 0:
+            raise usage.UsageError("--response-timeout must not be negative")
+        self["yamuxConfig"] = keepAliveConfig(self)
         self["adminToken"] = None
         if self["admin"]:
             if not self["admin-token-file"]:
@@ -145,7 +180,7 @@ class ClientOptions(usage.Options):
 
     After parsing: C{self["serverAddress"]} is the L{ServerAddress} and
     C{self["settings"]} the L{TunnelSettings} (identifier, routes built from
-    the C{--local} options, stop timeout).
+    the C{--local} options, stop timeout, keep-alive).
     """
 
     synopsis = "--server ENDPOINT --identifier ID [options]"
@@ -163,6 +198,7 @@ class ClientOptions(usage.Options):
         ["identifier-file", None, None, "Read the identifier from this file."],
         ["stop-timeout", None, 10.0,
          "On stop, seconds to let open requests finish before closing.", float],
+        *KEEPALIVE_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -201,12 +237,14 @@ class ClientOptions(usage.Options):
             )
         if self["stop-timeout"] < 0:
             raise usage.UsageError("--stop-timeout must not be negative")
+        sessionConfig = keepAliveConfig(self)
         try:
             self["settings"] = TunnelSettings(
                 self["identifier"],
                 routes=self["routes"],
                 host=self["serverAddress"].host,
                 shutdownTimeout=self["stop-timeout"],
+                sessionConfig=sessionConfig,
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -88,6 +88,8 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         streamTimeout=options["stream-timeout"],
         maxFailedConnects=options["max-failed-connects"] or None,
         failedConnectWindow=options["failed-connect-window"],
+        responseTimeout=options["response-timeout"] or None,
+        yamuxConfig=options["yamuxConfig"],
     )
     for host, identifier in options["hosts"].items():
         server.addHost(host, identifier)

@@ -100,14 +100,19 @@ class SilentClient(Protocol):
             self.session.connectionLost(reason)
 
 
-class TunnelPluginsTests(TestCase):
+class PluginsTestCase(TestCase):
     """
     The plugins as a user runs them: a server with a hosts file, a client
     with its identifier in the environment, mapping the public port to the
     origin and the TCP listener's port to the origin's TCP echo.
+
+    @ivar serverArguments: more command-line options of the server.
+    @ivar clientArguments: more command-line options of the client.
     """
 
     timeout = 120
+    serverArguments: list[str] = []
+    clientArguments: list[str] = []
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -139,6 +144,7 @@ class TunnelPluginsTests(TestCase):
         server = spawnTwistd(reactor, "tunnel-server", [
             "--listen", listen, "--hosts-file", self.hostsFile,
             "--tcp", f"tcp:0:interface=127.0.0.1={IDENTIFIER}", "--stream-timeout", "2",
+            *self.serverArguments,
         ])
         self.addCleanup(server.kill)
         return server.waitFor(r"TunnelSite starting on").addCallback(lambda _: server)
@@ -149,7 +155,8 @@ class TunnelPluginsTests(TestCase):
             reactor, "tunnel-client",
             ["--server", f"127.0.0.1:{self.port}",
              "--local", f"{self.port}={self.origin}",
-             "--local", f"{self.tcpPort}={self.tcpEcho}"],
+             "--local", f"{self.tcpPort}={self.tcpEcho}",
+             *self.clientArguments],
             {"TUNNEL_IDENTIFIER": IDENTIFIER},
         )
         self.addCleanup(client.kill)
@@ -163,6 +170,10 @@ class TunnelPluginsTests(TestCase):
                 pool: HTTPConnectionPool | None = None, **kw: Any):
         headers = {"Host": [host % {"port": self.port}]}
         return treq.request(method, self.url(path), headers=headers, pool=pool or self.pool, **kw)
+
+
+class TunnelPluginsTests(PluginsTestCase):
+    """What a user of the plugins sees of a tunnel."""
 
     @defer.inlineCallbacks
     def test_getCarriesForwardingHeaders(self):

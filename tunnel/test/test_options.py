@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tunnel.hostsfile import writeHostsFile
 from tunnel.client import parseLocalAddress
 from tunnel.options import IDENTIFIER_ENVIRONMENT, ClientOptions, ServerOptions
+from tunnel.yamux import SessionConfig
 
 
 def parsed(options: usage.Options, *argv: str) -> usage.Options:
@@ -32,6 +33,8 @@ class ServerOptionsTests(SynchronousTestCase):
         self.assertEqual(options["stream-timeout"], 10.0)
         self.assertEqual(options["max-failed-connects"], 10)
         self.assertEqual(options["failed-connect-window"], 60.0)
+        self.assertEqual(options["response-timeout"], 60.0)
+        self.assertEqual(options["yamuxConfig"], SessionConfig())
 
     def test_repeatedListenAndHosts(self) -> None:
         """
@@ -123,6 +126,42 @@ class ServerOptionsTests(SynchronousTestCase):
         self.assertIsNone(makeServerService(options).server.resource.limiter)
         for argv in (["--max-failed-connects", "-1"], ["--failed-connect-window", "0"]):
             self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
+
+    def test_keepAliveReachesTheSessions(self) -> None:
+        """
+        --keepalive-interval and --keepalive-timeout set the yamux keep-alive
+        of the clients' sessions; they must be positive.
+        """
+        from tunnel.tap import makeServerService
+
+        options = parsed(
+            ServerOptions(), "--keepalive-interval", "2", "--keepalive-timeout", "0.5"
+        )
+        settings = makeServerService(options).server.resource._settings
+        self.assertEqual(
+            (settings.yamux.keepAliveInterval, settings.yamux.keepAliveTimeout), (2.0, 0.5)
+        )
+        for argv in (["--keepalive-interval", "0"], ["--keepalive-timeout", "-1"]):
+            error = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
+            self.assertIn(argv[0], str(error))
+
+    def test_responseTimeout(self) -> None:
+        """
+        --response-timeout reaches the server (60 s by default); 0 turns it
+        off; a negative value is a usage error.
+        """
+        from tunnel.tap import makeServerService
+
+        def timeout(*argv: str) -> float | None:
+            options = parsed(ServerOptions(), *argv)
+            return makeServerService(options).server.resource._settings.responseTimeout
+
+        self.assertEqual(timeout(), 60.0)
+        self.assertEqual(timeout("--response-timeout", "5"), 5.0)
+        self.assertIsNone(timeout("--response-timeout", "0"))
+        self.assertRaises(
+            usage.UsageError, ServerOptions().parseOptions, ["--response-timeout", "-1"]
+        )
 
     def test_nonPositiveStreamTimeoutRejected(self) -> None:
         """--stream-timeout must be positive."""
@@ -220,6 +259,25 @@ class ClientOptionsTests(SynchronousTestCase):
         self.assertEqual(settings.routes.fixed, parseLocalAddress("3000"))
         self.assertEqual(settings.host, "tunnel.example.com:443")
         self.assertEqual(settings.shutdownTimeout, 2.0)
+
+    def test_keepAliveReachesTheSession(self) -> None:
+        """
+        --keepalive-interval and --keepalive-timeout set the yamux keep-alive
+        of the client's session (30 s and 10 s by default, as the Go
+        library); they must be positive.
+        """
+        options = parsed(ClientOptions(), "--server", "h:1", "--identifier", "x")
+        self.assertEqual(options["settings"].sessionConfig, SessionConfig())
+        options = parsed(ClientOptions(), "--server", "h:1", "--identifier", "x",
+                         "--keepalive-interval", "2", "--keepalive-timeout", "0.5")
+        config = options["settings"].sessionConfig
+        self.assertEqual((config.keepAliveInterval, config.keepAliveTimeout), (2.0, 0.5))
+        for argv in (["--keepalive-interval", "0"], ["--keepalive-timeout", "-1"]):
+            error = self.assertRaises(
+                usage.UsageError, ClientOptions().parseOptions,
+                ["--server", "h:1", "--identifier", "x", *argv],
+            )
+            self.assertIn(argv[0], str(error))
 
     def test_twoFixedLocalAddressesAreUsageError(self) -> None:
         """Only one fixed local address may be given."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import sys
 from typing import Mapping
@@ -28,11 +29,17 @@ def twistdCommand() -> list[str]:
 
 class TwistdProcess(protocol.ProcessProtocol):
     """
-    A twistd process whose log (on standard output) can be waited on.
+    A twistd process whose log (on standard output) can be waited on, and
+    whose use of resources can be measured.
 
-    @ivar output: everything the process wrote so far, as text.
+    @ivar output: everything the process wrote so far, as text (its last
+        C{maxOutput} characters, when that is set).
+    @ivar maxOutput: how much of the output to keep, or L{None} for all of
+        it: a long run logs a line for every request.
     @ivar ended: fires with the exit code once the process has ended.
     """
+
+    maxOutput: int | None = None
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
@@ -43,6 +50,8 @@ class TwistdProcess(protocol.ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data.decode("utf-8", "replace")
+        if self.maxOutput is not None and len(self.output) > 2 * self.maxOutput:
+            self.output = self.output[-self.maxOutput:]
         for waiter in list(self._waiters):
             pattern, found = waiter
             match = pattern.search(self.output)
@@ -76,6 +85,23 @@ class TwistdProcess(protocol.ProcessProtocol):
         found: defer.Deferred[re.Match[str]] = defer.Deferred()
         self._waiters.append((compiled, found))
         return found.addTimeout(timeout, self._clock)
+
+    @property
+    def pid(self) -> int:
+        """The process ID."""
+        return self.transport.pid
+
+    def openFiles(self) -> int:
+        """How many file descriptors the process has open (Linux only)."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def residentKiB(self) -> int:
+        """The process's resident memory, VmRSS, in KiB (Linux only)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no VmRSS for process {self.pid}")
 
     def signal(self, name: str) -> None:
         """Send a signal (C{"TERM"}, C{"KILL"}, C{"STOP"}, C{"CONT"}) if still running."""
@@ -127,6 +153,33 @@ def spawnPython(
     env = {**os.environ, "PYTHONPATH": pythonPath, **(environment or {})}
     reactor.spawnProcess(process, argv[0], argv, env=env)
     return process
+
+
+def processMetricsAvailable() -> str | None:
+    """
+    L{None} if L{TwistdProcess.openFiles} and L{TwistdProcess.residentKiB}
+    work here, otherwise why not, fit for a C{SkipTest} message.
+    """
+    if not os.path.exists(f"/proc/{os.getpid()}/status"):
+        return "process metrics need Linux's /proc"
+    return None
+
+
+def ensureOpenFileLimit(wanted: int) -> str | None:
+    """
+    Raise this process's soft limit of open files (C{RLIMIT_NOFILE}) to at
+    least C{wanted}, as far as the hard limit allows; the processes it
+    starts afterwards inherit the limit.
+
+    @return: L{None} if the limit is now high enough, otherwise why not,
+        fit for a C{SkipTest} message.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            return f"the hard limit of open files ({hard}) is below {wanted}"
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return None
 
 
 def listeningPort(match: re.Match[str]) -> int:
