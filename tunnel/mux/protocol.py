@@ -413,10 +413,11 @@ class YamuxProtocol(Protocol):
         if transport is None:
             return
         if how == "reset":
-            reason = StreamResetError(f"the peer reset stream {streamID}")
+            transport._connectionLost(
+                Failure(StreamResetError(f"the peer reset stream {streamID}"))
+            )
         else:
-            reason = ConnectionDone(f"stream {streamID} closed")
-        transport._connectionLost(Failure(reason))
+            transport._closed(Failure(ConnectionDone(f"stream {streamID} closed")))
 
     def _terminated(self, event: SessionTerminated) -> None:
         if event.byPeer:

@@ -55,6 +55,7 @@ class StreamTransport:
         self._writeClosed = False
         self._readEnded = False
         self._eofPending = False
+        self._closePending: Failure | None = None
         self._readPaused = False
         self._received: list[bytes] = []
         self._producer: IProducer | None = None
@@ -171,6 +172,8 @@ class StreamTransport:
         if self._eofPending and not self._received and not self._readPaused:
             self._eofPending = False
             self._peerEnded()
+            if self._closePending is not None and self.connected:
+                self._connectionLost(self._closePending)
 
     def stopProducing(self) -> None:
         """Close the stream, as a TCP transport does."""
@@ -242,6 +245,16 @@ class StreamTransport:
         if self._producer is not None and self._producerStreaming:
             self._producerPaused = True
             self._producer.pauseProducing()
+
+    def _closed(self, reason: Failure) -> None:
+        """
+        The stream is closed both ways: the protocol loses its connection,
+        once it has had the data and the end held back while it paused.
+        """
+        if self._eofPending and self.connected and not self.disconnecting:
+            self._closePending = reason
+        else:
+            self._connectionLost(reason)
 
     def _connectionLost(self, reason: Failure) -> None:
         if not self.connected:

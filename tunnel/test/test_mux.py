@@ -447,6 +447,28 @@ class TransferTests(SynchronousTestCase):
         protocol.lost.trap(ConnectionDone)
         server.lost.trap(ConnectionDone)
 
+    def test_dataHeldWhilePausedOutlivesThePeersClose(self) -> None:
+        """
+        When the peer's FIN completes the close of a stream we half-closed
+        while its reader is paused, the data held back and the end are
+        still delivered on resume, before the connection is lost.
+        """
+        pair = SessionPair(serverStreams=RecordingFactory(HalfCloseRecorder))
+        protocol = HalfCloseRecorder()
+        pair.client.openStream(protocol)
+        protocol.transport.loseWriteConnection()
+        pair.flush()
+        server = pair.serverStreams.built[0]
+        protocol.transport.pauseProducing()
+        server.transport.write(b"tail" * 1000)
+        server.transport.loseConnection()
+        pair.flush()
+        self.assertEqual((protocol.data, protocol.readEnded, protocol.lost), (b"", False, None))
+        protocol.transport.resumeProducing()
+        self.assertEqual(protocol.data, b"tail" * 1000)
+        self.assertTrue(protocol.readEnded)
+        protocol.lost.trap(ConnectionDone)
+
     def test_peerFinClosesProtocolThatIsNotHalfCloseable(self) -> None:
         """
         A protocol that does not support half-close loses its connection when
