@@ -14,15 +14,9 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import (
-    HTTP11ClientProtocol,
-    PotentialDataLoss,
-    Request as ClientRequest,
-    ResponseDone,
-)
-from twisted.web.http import NO_CONTENT, NOT_MODIFIED, Request
+from twisted.web.http import Request
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from tunnel._hijack import takeOverConnection
@@ -30,6 +24,7 @@ from tunnel.mux import SessionEndedError
 from tunnel.pipe import PipeEnd
 from tunnel.protocol import TransportProtocol
 from tunnel.server.registry import Route
+from tunnel.server.response import IResponseReceiver, ResponseError, ResponseHead, ResponseParser
 from tunnel.server.session import ClientSession, StreamTimeout, TooManyPendingStreams
 from tunnel.server.site import requestBody
 
@@ -106,46 +101,59 @@ def _clientHost(address: IAddress) -> bytes:
     return (str(address) if host is None else host).encode("ascii", "replace")
 
 
-def forwardedHeaders(request: Request, dropped: frozenset[bytes]) -> Headers:
+#: The forwarding headers this hop sets, whatever the public request says.
+_FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+
+
+def requestHead(
+    request: Request, dropped: frozenset[bytes], framing: tuple[bytes, ...] = ()
+) -> bytes:
     """
-    The headers to send to the local service: those of C{request} but the
-    C{dropped} ones (lower-case names), with C{X-Forwarded-For} appended to
-    and C{X-Forwarded-Proto} and C{X-Forwarded-Host} set. C{Host} is kept.
+    The request head to send to the local service: C{request}'s line and
+    headers but the C{dropped} ones (lower-case names), with
+    C{X-Forwarded-For} appended to, C{X-Forwarded-Proto} and
+    C{X-Forwarded-Host} set, then the C{framing} header lines (without
+    their line ends). C{Host} is kept.
     """
-    headers = Headers()
+    lines = [b"%s %s HTTP/1.1\r\n" % (request.method, request.uri)]
+    forwardedFor = []
     for name, values in request.requestHeaders.getAllRawHeaders():
-        if name.lower() not in dropped:
-            headers.setRawHeaders(name, values)
-    forwardedFor = headers.getRawHeaders(b"x-forwarded-for", [])
+        lower = name.lower()
+        if lower in _FORWARDING:
+            if lower == b"x-forwarded-for":
+                forwardedFor.extend(values)
+        elif lower not in dropped:
+            lines.extend(b"%s: %s\r\n" % (name, value) for value in values)
     forwardedFor.append(_clientHost(request.getClientAddress()))
-    headers.setRawHeaders(b"x-forwarded-for", [b", ".join(forwardedFor)])
-    headers.setRawHeaders(
-        b"x-forwarded-proto", [b"https" if request.isSecure() else b"http"]
+    lines.append(b"X-Forwarded-For: %s\r\n" % (b", ".join(forwardedFor),))
+    lines.append(
+        b"X-Forwarded-Proto: %s\r\n" % (b"https" if request.isSecure() else b"http",)
     )
     host = request.getHeader(b"host")
     if host is not None:
-        headers.setRawHeaders(b"x-forwarded-host", [host])
-    return headers
+        lines.append(b"X-Forwarded-Host: %s\r\n" % (host,))
+    lines.extend(b"%s\r\n" % (line,) for line in framing)
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
-def copyResponseHead(response: IResponse, request: Request) -> None:
+def copyResponseHead(head: ResponseHead, request: Request) -> None:
     """
-    Give C{request} the status, reason and end-to-end headers of
-    C{response}, and its Content-Length when it has one.
+    Give C{request} the status, reason and end-to-end headers of C{head}
+    (a chunked response's Content-Length, which it must not have, is
+    dropped), and none of twisted.web's defaults.
     """
-    request.setResponseCode(response.code, response.phrase or None)
+    request.setResponseCode(head.code, head.phrase or None)
+    request.defaultContentType = None
     headers = request.responseHeaders
     for name in _DEFAULTS:
         headers.removeHeader(name)
-    for name, values in response.headers.getAllRawHeaders():
-        if name.lower() not in HOP_BY_HOP:
-            headers.setRawHeaders(name, values)
-    if (
-        response.length is not UNKNOWN_LENGTH
-        and request.method != b"HEAD"
-        and response.code not in (NO_CONTENT, NOT_MODIFIED)
-    ):
-        headers.setRawHeaders(b"content-length", [b"%d" % (response.length,)])
+    dropped = HOP_BY_HOP.union(head.tokens(b"connection"))
+    if head.values(b"transfer-encoding"):
+        dropped |= {b"content-length"}
+    for name, value in head.headers:
+        if name.lower() not in dropped:
+            headers.addRawHeader(name, value)
 
 
 class Forwarding:
@@ -240,46 +248,42 @@ class Forwarding:
             )
 
 
-class _StreamClient(HTTP11ClientProtocol):
+class _StreamClient(Protocol):
     """
-    The HTTP client side of a stream.
-
-    @ivar lostReason: why the stream ended, once it did: what tells a
-        complete close-delimited response from a cut one.
+    The HTTP client side of a stream: reads the response with a
+    L{ResponseParser} that tells its L{HTTPForwarding}, until the response
+    turns out malformed.
     """
 
-    lostReason: Failure | None = None
+    def __init__(self, forwarding: HTTPForwarding) -> None:
+        self.forwarding = forwarding
+        self.parser = ResponseParser(forwarding, forwarding.request.method)
+        self._malformed = False
 
-    def requestEarly(self, request: ClientRequest) -> Deferred[IResponse]:
-        """
-        Send C{request}; fire with the response as soon as its head is in,
-        while the request body may still be on its way. (L{request} waits
-        until the body is all sent, which would stall a local app that
-        answers as it reads, as an echo does.)
-        """
-        sent = self.request(request)
-        if self.state != "TRANSMITTING":
-            return sent
-        head: Deferred[IResponse] = Deferred()
+    def dataReceived(self, data: bytes) -> None:
+        if self._malformed:
+            return
+        try:
+            self.parser.dataReceived(data)
+        except ResponseError as e:
+            self._malformed = True
+            self.forwarding._malformedResponse(Failure(e))
 
-        def responded(response: IResponse) -> IResponse:
-            if not head.called:
-                head.callback(response)
-            return response
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if not self._malformed:
+            self.forwarding._streamLost(reason)
 
-        def failed(reason: Failure) -> None:
-            if not head.called:
-                head.errback(reason)
 
-        # The parser's Deferred fires with the head; the protocol hands it
-        # on to the request's Deferred only once the body is sent.
-        self._responseDeferred.addCallback(responded)
-        sent.addErrback(failed)
-        return head
+class _ChunkedWriter:
+    """Writes a body of unknown length into a stream in chunked framing."""
 
-    def connectionLost(self, reason: Failure) -> None:
-        self.lostReason = reason
-        super().connectionLost(reason)
+    def __init__(self, transport: IConsumer) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        """Write C{data} as one chunk."""
+        if data:
+            self._transport.writeSequence([b"%x\r\n" % (len(data),), data, b"\r\n"])
 
 
 class HTTPForwarding(Forwarding):
@@ -314,30 +318,50 @@ class HTTPForwarding(Forwarding):
         self._responseTimer: IDelayedCall | None = None
         self._awaitingResponse = False
         self._requestSent = False
+        self._body: _WatchedBody | None = None
+        self._chunked = False
 
     def streamProtocol(self) -> Protocol:
         """An HTTP/1.1 client."""
-        return _StreamClient()
+        return _StreamClient(self)
 
-    def streamConnected(self, protocol: Protocol) -> Deferred[None]:
-        """Send the request; relay the response."""
+    def streamConnected(self, protocol: Protocol) -> None:
+        """Send the request, its body streamed; the response follows."""
         request = self.request
+        transport = protocol.transport
         dropped = HOP_BY_HOP | _CONSUMED | _tokens(request.requestHeaders, b"connection")
-        headers = forwardedHeaders(request, dropped)
         body = requestBody(request, self._cooperator)
+        if body is None:
+            framing: tuple[bytes, ...] = ()
+        elif body.length is UNKNOWN_LENGTH:
+            framing = (b"Transfer-Encoding: chunked",)
+        else:
+            framing = (b"Content-Length: %d" % (body.length,),)
         self._awaitingResponse = True
-        responded = protocol.requestEarly(
-            ClientRequest._construct(
-                request.method,
-                request.uri,
-                headers,
-                None if body is None else _WatchedBody(body, self),
-                persistent=False,
-            )
-        )
+        transport.write(requestHead(request, dropped, framing + (b"Connection: close",)))
         if body is None:
             self._sent()
-        return responded.addCallback(self._responseReceived)
+            return
+        self._body = _WatchedBody(body, self)
+        self._chunked = body.length is UNKNOWN_LENGTH
+        consumer = _ChunkedWriter(transport) if self._chunked else transport
+        transport.registerProducer(self._body, True)
+        self._body.startProducing(consumer).addCallbacks(self._bodySent, self._bodyFailed)
+
+    def _bodySent(self, result: None) -> None:
+        self._body = None
+        transport = self._stream.transport
+        if transport is None or self._stream.parser.complete:
+            return
+        transport.unregisterProducer()
+        if self._chunked:
+            transport.write(b"0\r\n\r\n")
+        self._sent()
+
+    def _bodyFailed(self, reason: Failure) -> None:
+        # The public client left in the middle of its body: _publicLost
+        # resets the stream.
+        self._body = None
 
     # -- the response timeout ------------------------------------------------
 
@@ -401,29 +425,68 @@ class HTTPForwarding(Forwarding):
 
     # -- the response --------------------------------------------------------
 
-    def _responseReceived(self, response: IResponse) -> None:
+    def headReceived(self, head: ResponseHead) -> None:
+        """Relay the response head; the public client's pace is the stream's."""
         self._awaitingResponse = False
         self._stopResponseTimer()
         if self._publicGone or self.request.finished:
             return
-        copyResponseHead(response, self.request)
-        response.deliverBody(_BodyRelay(self))
+        copyResponseHead(head, self.request)
+        self.request.registerProducer(self._stream.transport, True)
 
-    def _bodyEnded(self, reason: Failure) -> None:
-        if self._publicGone:
+    def bodyReceived(self, data: bytes) -> None:
+        """Relay some of the response body."""
+        if not self._publicGone and not self.request.finished:
+            self.request.write(data)
+
+    def responseComplete(self) -> None:
+        """
+        Finish the public response, and close the stream: at once if the
+        local service answered before it had the whole request body.
+        """
+        transport = self._stream.transport
+        if self._body is not None:
+            self._body.stopProducing()
+            self._body = None
+            transport.unregisterProducer()
+            transport.abortConnection()
+        else:
+            transport.loseConnection()
+        if self._publicGone or self.request.finished:
             return
         self.request.unregisterProducer()
-        stream = self._stream.lostReason
-        if reason.check(ResponseDone) or (
-            reason.check(PotentialDataLoss) and stream is not None and stream.check(ConnectionDone)
-        ):
-            self.request.finish()
+        self.request.finish()
+
+    def _malformedResponse(self, reason: Failure) -> None:
+        if self._stream.parser.head is None:
+            self._failed(reason)
+        else:
+            self._responseCut(reason)
+
+    def _streamLost(self, reason: Failure) -> None:
+        parser = self._stream.parser
+        if parser.complete or self._publicGone or self.request.finished:
+            return
+        if parser.delimitedByClose and reason.check(ConnectionDone):
+            parser.connectionLost()
+        elif parser.head is None:
+            try:
+                parser.connectionLost()
+            except ResponseError as e:
+                self._failed(reason if reason.check(SessionEndedError) else Failure(e))
+        else:
+            self._responseCut(reason)
+
+    def _responseCut(self, reason: Failure) -> None:
+        self._resetStream()
+        if self._publicGone or self.request.finished:
             return
         self._log.warn(
             "The response for {host} was cut: {why}",
             host=self.route.host,
-            why=(stream or reason).getErrorMessage(),
+            why=reason.getErrorMessage(),
         )
+        self.request.unregisterProducer()
         self.request.channel.loseConnection()
 
 
@@ -442,12 +505,7 @@ class _WatchedBody:
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         """Write the body to C{consumer}."""
-
-        def written(result: None) -> None:
-            self._forwarding._sent()
-            return result
-
-        return self._body.startProducing(consumer).addCallback(written)
+        return self._body.startProducing(consumer)
 
     def pauseProducing(self) -> None:
         """The stream can take no more."""
@@ -462,26 +520,6 @@ class _WatchedBody:
     def stopProducing(self) -> None:
         """The stream is gone."""
         self._body.stopProducing()
-
-
-class _BodyRelay(Protocol):
-    """
-    Writes a response body to the public request as it arrives; a public
-    client that reads slowly pauses the stream.
-    """
-
-    def __init__(self, forwarding: HTTPForwarding) -> None:
-        self._forwarding = forwarding
-        self._request = forwarding.request
-
-    def connectionMade(self) -> None:
-        self._request.registerProducer(self.transport, True)
-
-    def dataReceived(self, data: bytes) -> None:
-        self._request.write(data)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        self._forwarding._bodyEnded(reason)
 
 
 class UpgradeForwarding(Forwarding):
@@ -504,12 +542,8 @@ class UpgradeForwarding(Forwarding):
     def streamConnected(self, protocol: Protocol) -> None:
         """Write the request, take the public connection over, pipe."""
         request = self.request
-        head = [b"%s %s HTTP/1.1\r\n" % (request.method, request.uri)]
         dropped = (HOP_BY_HOP - _UPGRADE) | _CONSUMED
-        for name, values in forwardedHeaders(request, dropped).getAllRawHeaders():
-            head.extend(b"%s: %s\r\n" % (name, value) for value in values)
-        head.append(b"\r\n")
-        protocol.transport.write(b"".join(head))
+        protocol.transport.write(requestHead(request, dropped))
         public = PipeEnd()
         takeOverConnection(request, public)
         public.join(protocol)

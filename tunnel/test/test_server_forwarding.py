@@ -202,6 +202,23 @@ class HeaderTests(ForwardingTestCase):
         self.assertFalse(headers.hasHeader(b"proxy-authenticate"))
         self.assertEqual(response.length, 4)
 
+    def test_responseHeadersNamedInConnectionAreRemoved(self) -> None:
+        """
+        Response headers the local service's Connection header names are
+        hop-by-hop too, and do not reach the public client.
+        """
+        self.streams.append(
+            RawLocal(
+                b"HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: 1\r\n"
+                b"X-End: 2\r\nContent-Length: 2\r\n\r\nok",
+                close=True,
+            )
+        )
+        response, body = self.get({})
+        self.assertEqual((response.code, body), (200, b"ok"))
+        self.assertFalse(response.headers.hasHeader(b"x-hop"))
+        self.assertEqual(response.headers.getRawHeaders(b"x-end"), [b"2"])
+
     def test_responseWithoutContentTypeGetsNone(self) -> None:
         """No Content-Type is made up for a response that has none."""
         def answer(request: Request) -> bytes:
