@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from tunnel.mux import YamuxFactory, YamuxProtocol
 from tunnel.test.streams import CHUNK, BulkStream, EchoStream, digest
-from tunnel.yamux import INITIAL_WINDOW
+from tunnel.yamux import INITIAL_WINDOW, SessionConfig
 
 class LoopbackTests(TestCase):
     """
@@ -34,6 +34,9 @@ class LoopbackTests(TestCase):
         """
         streams, size = 1000, 1024 * 1024
         servers: list[YamuxProtocol] = []
+        # A keep-alive ping waits behind up to 1,000 windows of data in the
+        # send buffers: on a loaded machine, longer than its timeout.
+        config = SessionConfig(enableKeepAlive=False)
 
         class ServerSessions(YamuxFactory):
             def buildProtocol(self, addr):
@@ -42,12 +45,14 @@ class LoopbackTests(TestCase):
                 return protocol
 
         port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            ServerSessions(isClient=False, streamFactory=Factory.forProtocol(EchoStream))
+            ServerSessions(
+                isClient=False, streamFactory=Factory.forProtocol(EchoStream), config=config
+            )
         )
         self.addCleanup(port.stopListening)
         client: YamuxProtocol = yield TCP4ClientEndpoint(
             reactor, "127.0.0.1", port.getHost().port
-        ).connect(YamuxFactory(isClient=True))
+        ).connect(YamuxFactory(isClient=True, config=config))
         self.addCleanup(client.transport.loseConnection)
 
         expected = []
