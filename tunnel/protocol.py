@@ -23,6 +23,23 @@ IDENTIFIER_HEADER = b"X-KTunnel-Identifier"
 #: the Go server sends. Clients accept C{\r\n} line ends as well.
 CONNECTED_RESPONSE = b"HTTP/1.1 200 Connected to Tunnel\n\n"
 
+#: The header in which our client offers protocol extensions on the control
+#: request, and our server says which it accepted on its C{200}. The Go
+#: peers neither send nor read it, so with them nothing changes.
+FEATURES_HEADER = b"X-Tunnel-Features"
+
+#: The extension in which the server opens each stream itself, writing the
+#: control message as the stream's first line, instead of asking the client
+#: on the control stream and waiting for it to open one: a round trip less
+#: per request.
+SERVER_STREAMS = b"server-streams"
+
+#: The server's answer to a control request that asked for
+#: L{SERVER_STREAMS}, which it accepts.
+CONNECTED_WITH_SERVER_STREAMS = (
+    b"HTTP/1.1 200 Connected to Tunnel\n%s: %s\n\n" % (FEATURES_HEADER, SERVER_STREAMS)
+)
+
 #: What the client writes first on the control stream, in one Data frame.
 HANDSHAKE_REQUEST = b"controlHandshake"
 

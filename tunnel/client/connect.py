@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnel.client.address import joinHostPort
-from tunnel.client.control import ControlStream
+from tunnel.client.control import AnnouncedStreamFactory, ControlStream
 from tunnel.client.errors import (
     TunnelConnectError,
     TunnelRefusedError,
@@ -25,7 +25,14 @@ from tunnel.client.errors import (
 )
 from tunnel.client.local import LocalConnector, LocalRoutes
 from tunnel.mux import YamuxProtocol
-from tunnel.protocol import CONTROL_PATH, IDENTIFIER_HEADER, ControlMessage, redactIdentifier
+from tunnel.protocol import (
+    CONTROL_PATH,
+    FEATURES_HEADER,
+    IDENTIFIER_HEADER,
+    SERVER_STREAMS,
+    ControlMessage,
+    redactIdentifier,
+)
 from tunnel.yamux import SessionConfig
 
 #: The longest response head accepted from the server.
@@ -40,6 +47,7 @@ SHUTTING_DOWN = "tunnel: the client is shutting down\n"
 _HEAD_END = re.compile(rb"\n\r?\n")
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?\r?")
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]+)[ \t]*\r?$")
+_FEATURES = re.compile(rb"(?im)^" + FEATURES_HEADER + rb":([^\r\n]*)\r?$")
 
 
 def describeLoss(reason: Failure) -> str:
@@ -99,6 +107,9 @@ class TunnelSettings:
         to the handshake before the attempt is abandoned.
     @ivar shutdownTimeout: seconds a graceful close waits for open streams.
     @ivar sessionConfig: the yamux session's settings.
+    @ivar offerServerStreams: whether to offer the server the extension in
+        which it opens the streams itself (L{SERVER_STREAMS}); a server that
+        does not know it (the Go one) ignores the offer.
     """
 
     identifier: str = attrs.field(validator=_headerValue, repr=redactIdentifier)
@@ -107,15 +118,21 @@ class TunnelSettings:
     setupTimeout: float = 30.0
     shutdownTimeout: float = 10.0
     sessionConfig: SessionConfig | None = None
+    offerServerStreams: bool = True
 
 
-def connectRequest(identifier: str, host: str) -> bytes:
-    """The control request that asks the server for a tunnel session."""
-    return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s: %s\r\n\r\n" % (
+def connectRequest(identifier: str, host: str, features: bytes = b"") -> bytes:
+    """
+    The control request that asks the server for a tunnel session,
+    offering the protocol extensions C{features} (comma-separated) if any.
+    """
+    offer = b"%s: %s\r\n" % (FEATURES_HEADER, features) if features else b""
+    return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s: %s\r\n%s\r\n" % (
         CONTROL_PATH,
         host.encode("ascii"),
         IDENTIFIER_HEADER,
         identifier.encode("ascii"),
+        offer,
     )
 
 
@@ -127,11 +144,14 @@ class ResponseHead:
     @ivar status: the status code.
     @ivar reason: the reason phrase.
     @ivar contentLength: the C{Content-Length}, if given.
+    @ivar features: the protocol extensions the server accepted (from
+        L{FEATURES_HEADER}), lower-cased.
     """
 
     status: int
     reason: str
     contentLength: int | None
+    features: frozenset[bytes] = frozenset()
 
 
 def parseResponseHead(data: bytes, maxSize: int = MAX_RESPONSE_HEAD) -> tuple[ResponseHead, bytes] | None:
@@ -155,11 +175,18 @@ def parseResponseHead(data: bytes, maxSize: int = MAX_RESPONSE_HEAD) -> tuple[Re
     if status is None:
         raise TunnelConnectError(f"the server's answer is not HTTP: {statusLine[:80]!r}")
     length = _CONTENT_LENGTH.search(head)
+    features = frozenset(
+        token.strip().lower()
+        for value in _FEATURES.findall(head)
+        for token in value.split(b",")
+        if token.strip()
+    )
     return (
         ResponseHead(
             int(status.group(1)),
             (status.group(2) or b"").decode("latin-1"),
             None if length is None else int(length.group(1)),
+            features,
         ),
         data[end.end() :],
     )
@@ -282,7 +309,13 @@ class TunnelClientProtocol(Protocol):
         self._setupTimer = self._clock.callLater(
             self.settings.setupTimeout, self._setupTimedOut
         )
-        self.transport.write(connectRequest(self.settings.identifier, self.serverName))
+        self.transport.write(
+            connectRequest(
+                self.settings.identifier,
+                self.serverName,
+                SERVER_STREAMS if self.settings.offerServerStreams else b"",
+            )
+        )
 
     def dataReceived(self, data: bytes) -> None:
         """Hand the bytes to the session, or read the response."""
@@ -334,7 +367,7 @@ class TunnelClientProtocol(Protocol):
         head, rest = parsed
         self._head = b""
         if head.status == 200:
-            self._startSession(rest)
+            self._startSession(rest, SERVER_STREAMS in head.features)
         else:
             self._readRefusal(head, rest)
 
@@ -348,9 +381,10 @@ class TunnelClientProtocol(Protocol):
         if len(body) >= wanted:
             self._fail(_responseError(*self._refusal))
 
-    def _startSession(self, rest: bytes) -> None:
+    def _startSession(self, rest: bytes, serverStreams: bool) -> None:
+        streams = AnnouncedStreamFactory(self._serve, self._counted) if serverStreams else None
         session = self.session = YamuxProtocol(
-            True, None, self.settings.sessionConfig, self._clock
+            True, streams, self.settings.sessionConfig, self._clock
         )
         session.makeConnection(self.transport)
         if rest:
@@ -404,18 +438,28 @@ class TunnelClientProtocol(Protocol):
 
     # -- serving -----------------------------------------------------------
 
-    def _messageReceived(self, message: ControlMessage) -> None:
-        assert self.session is not None
+    def _serve(self, message: ControlMessage) -> Protocol:
+        """
+        The protocol that serves the stream C{message} asks for: a
+        forwarder, or a refusal while shutting down. Once it is connected,
+        the stream counts as open until it ends.
+        """
         if self._stopping:
-            protocol = self._connector.refusalFor(message, SHUTTING_DOWN)
-        else:
-            protocol = self._connector.forwarderFor(message)
-        opened = self.session.openStream(protocol)
-        opened.addErrback(self._streamNotOpened, message)
+            return self._connector.refusalFor(message, SHUTTING_DOWN)
+        return self._connector.forwarderFor(message)
+
+    def _counted(self, protocol: Protocol) -> None:
         # A stream that could not be opened at all never connected its protocol.
         if protocol.connected:
             self._openStreams += 1
             protocol.ended.addCallback(self._streamEnded)
+
+    def _messageReceived(self, message: ControlMessage) -> None:
+        assert self.session is not None
+        protocol = self._serve(message)
+        opened = self.session.openStream(protocol)
+        opened.addErrback(self._streamNotOpened, message)
+        self._counted(protocol)
 
     def _streamNotOpened(self, reason: Failure, message: ControlMessage) -> None:
         self._log.warn(

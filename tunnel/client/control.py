@@ -1,6 +1,7 @@
 """
 The client's end of the control stream: the handshake, then the server's
-control messages.
+control messages; and the streams the server opens itself, each announced
+by a control message (the L{SERVER_STREAMS} extension).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -17,6 +18,8 @@ from tunnel.client.errors import TunnelConnectError
 from tunnel.protocol import (
     HANDSHAKE_REQUEST,
     HANDSHAKE_RESPONSE,
+    MAX_CONTROL_LINE,
+    SERVER_STREAMS,
     Action,
     ControlLineReader,
     ControlMessage,
@@ -105,3 +108,71 @@ class ControlStream(Protocol):
         self._answer = b""
         self.ready.callback(None)
         return rest
+
+
+class AnnouncedStream(Protocol):
+    """
+    A stream the server opened (with the L{SERVER_STREAMS} extension): its
+    first line is the control message that says what it is for. Once that
+    is read, the stream is handed to the protocol C{serve} gives for the
+    message, with the bytes that followed the line, and C{attached} is
+    told of that protocol.
+
+    A line that is not a control message, or longer than
+    L{MAX_CONTROL_LINE}, resets the stream.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        serve: Callable[[ControlMessage], Protocol],
+        attached: Callable[[Protocol], None],
+    ) -> None:
+        self._serve = serve
+        self._attached = attached
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        """Read the announcement, then hand the stream over."""
+        self._buffer += data
+        line, newline, rest = self._buffer.partition(b"\n")
+        if not newline:
+            if len(self._buffer) > MAX_CONTROL_LINE:
+                self._refuse("its announcement is too long")
+            return
+        try:
+            message = ControlMessage.decode(line)
+        except ControlProtocolError as e:
+            self._refuse(str(e))
+            return
+        if message.action != Action.REQUEST_CLIENT_SESSION:
+            self._refuse(f"its announcement has unknown action {message.action}")
+            return
+        protocol = self._serve(message)
+        transport = self.transport
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        self._attached(protocol)
+        if rest and protocol.connected:
+            protocol.dataReceived(rest)
+
+    def _refuse(self, why: str) -> None:
+        self._log.error("Resetting a stream the server opened: {why}", why=why)
+        self.transport.abortConnection()
+
+
+class AnnouncedStreamFactory(Factory):
+    """Builds an L{AnnouncedStream} for each stream the server opens."""
+
+    def __init__(
+        self,
+        serve: Callable[[ControlMessage], Protocol],
+        attached: Callable[[Protocol], None],
+    ) -> None:
+        self._serve = serve
+        self._attached = attached
+
+    def buildProtocol(self, addr: object) -> AnnouncedStream:
+        """A new L{AnnouncedStream}."""
+        return AnnouncedStream(self._serve, self._attached)

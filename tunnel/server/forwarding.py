@@ -67,7 +67,8 @@ def writeError(request: Request, code: int, message: bytes) -> None:
     request.finish()
 
 
-def _tokens(headers: Headers, name: bytes) -> set[bytes]:
+def headerTokens(headers: Headers, name: bytes) -> set[bytes]:
+    """The comma-separated, lower-cased tokens of the headers C{name}."""
     return {
         token.strip().lower()
         for value in headers.getRawHeaders(name, [])
@@ -90,7 +91,7 @@ def isUpgrade(request: Request) -> bool:
     """
     headers = request.requestHeaders
     return (
-        b"upgrade" in _tokens(headers, b"connection")
+        b"upgrade" in headerTokens(headers, b"connection")
         and headers.hasHeader(b"upgrade")
         and not hasBody(request)
     )
@@ -329,7 +330,7 @@ class HTTPForwarding(Forwarding):
         """Send the request, its body streamed; the response follows."""
         request = self.request
         transport = protocol.transport
-        dropped = HOP_BY_HOP | _CONSUMED | _tokens(request.requestHeaders, b"connection")
+        dropped = HOP_BY_HOP | _CONSUMED | headerTokens(request.requestHeaders, b"connection")
         body = requestBody(request, self._cooperator)
         if body is None:
             framing: tuple[bytes, ...] = ()

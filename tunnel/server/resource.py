@@ -15,11 +15,20 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tunnel._hijack import takeOverConnection
-from tunnel.protocol import CONNECTED_RESPONSE, CONTROL_PATH, IDENTIFIER_HEADER, redactIdentifier
+from tunnel.protocol import (
+    CONNECTED_RESPONSE,
+    CONNECTED_WITH_SERVER_STREAMS,
+    CONTROL_PATH,
+    FEATURES_HEADER,
+    IDENTIFIER_HEADER,
+    SERVER_STREAMS,
+    redactIdentifier,
+)
 from tunnel.server.forwarding import (
     HTTPForwarding,
     UpgradeForwarding,
     hasBody,
+    headerTokens,
     isUpgrade,
     writeError,
 )
@@ -102,8 +111,13 @@ class TunnelResource(Resource):
                 )
             writeError(request, 403, b"unknown identifier")
             return
-        session = ClientSession(identifiers[0], self._settings, self.registry, self._clock)
-        request.transport.write(CONNECTED_RESPONSE)
+        serverStreams = SERVER_STREAMS in headerTokens(request.requestHeaders, FEATURES_HEADER)
+        session = ClientSession(
+            identifiers[0], self._settings, self.registry, self._clock, serverStreams
+        )
+        request.transport.write(
+            CONNECTED_WITH_SERVER_STREAMS if serverStreams else CONNECTED_RESPONSE
+        )
         takeOverConnection(request, session.protocol)
 
     def _forward(self, request: Request) -> None:

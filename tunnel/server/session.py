@@ -9,7 +9,7 @@ import enum
 from collections import deque
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
@@ -67,7 +67,8 @@ class SessionSettings:
         head after the whole request was sent, or at a time while it reads
         none of the request body; the public request then gets a C{504}.
         L{None} for no limit.
-    @ivar yamux: the yamux settings of the sessions.
+    @ivar yamux: the yamux settings of the sessions; an accept backlog
+        smaller than C{maxPendingStreams} is raised to it.
     """
 
     streamTimeout: float = 10.0
@@ -76,6 +77,18 @@ class SessionSettings:
     drainTimeout: float = 60.0
     responseTimeout: float | None = 60.0
     yamux: SessionConfig = SessionConfig()
+
+
+def _backlogForEveryOwedStream(settings: SessionSettings) -> SessionConfig:
+    """
+    The yamux settings of a session, with an accept backlog that holds every
+    stream the client may owe: the client opens one for each request, and a
+    burst of them can arrive in one read, before any is accepted. A smaller
+    backlog would refuse streams the server asked for.
+    """
+    if settings.yamux.acceptBacklog >= settings.maxPendingStreams:
+        return settings.yamux
+    return attrs.evolve(settings.yamux, acceptBacklog=settings.maxPendingStreams)
 
 
 class _State(enum.Enum):
@@ -118,6 +131,10 @@ class ClientSession:
     that no request ever gets a stream opened for another; a stream nobody
     asked for is refused.
 
+    With a client that accepted L{tunnel.protocol.SERVER_STREAMS} (ours; never a Go one),
+    L{requestStream} opens the stream itself instead, its first line the
+    control message, and the request goes on at once.
+
     @ivar protocol: the yamux protocol to connect to the client's connection.
     @ivar label: the identifier, redacted for logs.
     @ivar peer: the client's address, once connected.
@@ -133,12 +150,18 @@ class ClientSession:
         settings: SessionSettings,
         observer: ISessionObserver,
         clock: IReactorTime,
+        serverStreams: bool = False,
     ) -> None:
+        """
+        @param serverStreams: whether the client accepted the extension in
+            which the server opens the streams (L{tunnel.protocol.SERVER_STREAMS}).
+        """
         self.identifier = identifier
+        self.serverStreams = serverStreams
         self.label = redactIdentifier(identifier)
         self.peer: IAddress | None = None
         self.connectedSince: float | None = None
-        self.protocol = _ServerProtocol(self, settings.yamux, clock)
+        self.protocol = _ServerProtocol(self, _backlogForEveryOwedStream(settings), clock)
         self._settings = settings
         self._observer = observer
         self._clock = clock
@@ -173,15 +196,30 @@ class ClientSession:
                     f"client {self.label} owes {len(self._pending)} streams already"
                 )
             )
+        message = ControlMessage(transportProtocol=transportProtocol, localPort=localPort)
+        if self.serverStreams:
+            return self._openStream(message, protocol)
         entry = _PendingStream(protocol, Deferred(lambda d: entry.abandon()))
         entry.timer = self._clock.callLater(
             self._settings.streamTimeout, self._streamTimedOut, entry
         )
         self._pending.append(entry)
-        self._control.transport.write(
-            ControlMessage(transportProtocol=transportProtocol, localPort=localPort).encode()
-        )
+        self._control.transport.write(message.encode())
         return entry.connected
+
+    def _openStream(self, message: ControlMessage, protocol: Protocol) -> Deferred[Protocol]:
+        """
+        Open a stream to the client, announced by C{message} as its first
+        line, with C{protocol} attached at once; a stream the client refuses
+        or does not acknowledge in time ends C{protocol}'s connection.
+        """
+        announcing = _Announcing(message.encode(), protocol)
+        opened = self.protocol.openStream(announcing)
+        failures: list[Failure] = []
+        opened.addErrback(failures.append)
+        if failures and protocol.transport is None:
+            return fail(failures[0])
+        return succeed(protocol)
 
     def close(self, why: str) -> Deferred[None]:
         """
@@ -369,6 +407,22 @@ class _Handover(Protocol):
         transport.protocol = self._protocol
         self._protocol.makeConnection(transport)
         self._connected.callback(self._protocol)
+
+
+class _Announcing(Protocol):
+    """
+    Opens a stream of the server's: writes the control message that says
+    what the stream is for, then attaches the requester's protocol.
+    """
+
+    def __init__(self, message: bytes, protocol: Protocol) -> None:
+        self._message = message
+        self._protocol = protocol
+
+    def makeConnection(self, transport: StreamTransport) -> None:
+        transport.write(self._message)
+        transport.protocol = self._protocol
+        self._protocol.makeConnection(transport)
 
 
 class _Discard(Protocol):

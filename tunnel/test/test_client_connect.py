@@ -20,7 +20,12 @@ from tunnel.client import (
 )
 from tunnel.client.connect import parseResponseHead
 from tunnel.client.local import LocalConnector
-from tunnel.protocol import HANDSHAKE_REQUEST, HANDSHAKE_RESPONSE
+from tunnel.protocol import (
+    CONNECTED_WITH_SERVER_STREAMS,
+    HANDSHAKE_REQUEST,
+    HANDSHAKE_RESPONSE,
+    MAX_CONTROL_LINE,
+)
 from tunnel.test.test_client_support import IDENTIFIER, REFUSAL
 from tunnel.test.test_mux import Recorder, deferredResult, frames
 from tunnel.yamux import Flag, FrameType, encodeFrame
@@ -74,11 +79,23 @@ class ConnectRequestTests(SynchronousTestCase):
 
     def test_requestBytes(self) -> None:
         """
-        On connecting, the client writes exactly the CONNECT request with
-        the Host and identifier headers, and nothing else.
+        On connecting, a client that offers no extension writes exactly the
+        CONNECT request with the Host and identifier headers, and nothing
+        else.
+        """
+        connection = Connection(offerServerStreams=False)
+        self.assertEqual(connection.written(), REQUEST)
+
+    def test_requestOffersServerStreams(self) -> None:
+        """
+        By default the request offers the server-streams extension in one
+        more header line, which servers that do not know it ignore.
         """
         connection = Connection()
-        self.assertEqual(connection.written(), REQUEST)
+        self.assertEqual(
+            connection.written(),
+            REQUEST[:-2] + b"X-Tunnel-Features: server-streams\r\n\r\n",
+        )
 
     def test_hostDefaultsToServerAddress(self) -> None:
         """Without a configured host, the Host header is the server's address."""
@@ -352,7 +369,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertIsNotNone(connection.wrapped.lost)
 
     def test_serverOpenedStreamsRefused(self) -> None:
-        """Streams the server tries to open are refused."""
+        """Without the server-streams extension, streams the server opens are refused."""
         connection = Connection()
         connection.answerHandshake()
         connection.written()
@@ -361,3 +378,72 @@ class HandshakeTests(SynchronousTestCase):
             frames(connection.written()),
             [(FrameType.WINDOW_UPDATE, Flag.RST, 2, 0, b"")],
         )
+
+
+ANNOUNCEMENT = b'{"action":1,"transportProtocol":1,"localPort":3000}\n'
+
+
+class ServerStreamsTests(SynchronousTestCase):
+    """
+    With a server that accepted the server-streams extension, the client
+    serves the streams the server opens, each announced by its first line.
+    """
+
+    def established(self, **settings: object) -> Connection:
+        connection = Connection(**settings)
+        connection.tunnel.dataReceived(CONNECTED_WITH_SERVER_STREAMS)
+        connection.tunnel.dataReceived(ACK_CONTROL + data(1, HANDSHAKE_RESPONSE))
+        connection.written()
+        return connection
+
+    def openStream(self, connection: Connection, payload: bytes) -> list[tuple]:
+        """The server opens stream 2 with C{payload}; return the frames written."""
+        connection.tunnel.dataReceived(
+            encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0) + data(2, payload)
+        )
+        return frames(connection.written())
+
+    def test_announcedStreamIsPipedToItsLocalService(self) -> None:
+        """
+        The stream is accepted, the local service of its announcement is
+        dialled, and gets what followed the announcement.
+        """
+        connection = self.established()
+        written = self.openStream(connection, ANNOUNCEMENT + b"GET / HTTP/1.1\r\n\r\n")
+        self.assertEqual(written[0][:3], (FrameType.WINDOW_UPDATE, Flag.ACK, 2))
+        [(host, port, factory, _, _)] = connection.reactor.tcpClients
+        self.assertEqual((host, port), ("127.0.0.1", 3000))
+        local = StringTransport()
+        factory.buildProtocol(None).makeConnection(local)
+        self.assertEqual(local.value(), b"GET / HTTP/1.1\r\n\r\n")
+
+    def test_announcementInPieces(self) -> None:
+        """An announcement split across frames is put together."""
+        connection = self.established()
+        self.openStream(connection, ANNOUNCEMENT[:10])
+        self.assertEqual(connection.reactor.tcpClients, [])
+        connection.tunnel.dataReceived(data(2, ANNOUNCEMENT[10:]))
+        self.assertEqual(len(connection.reactor.tcpClients), 1)
+
+    def test_badAnnouncementResetsTheStream(self) -> None:
+        """A first line that is not a control message resets the stream only."""
+        connection = self.established()
+        written = self.openStream(connection, b"not json\n")
+        self.assertEqual(written[-1][:3], (FrameType.WINDOW_UPDATE, Flag.RST, 2))
+        self.assertEqual(connection.reactor.tcpClients, [])
+        self.assertIsNone(connection.wrapped.lost)
+
+    def test_endlessAnnouncementResetsTheStream(self) -> None:
+        """An announcement longer than a control line may be resets the stream."""
+        connection = self.established()
+        written = self.openStream(connection, b"x" * (MAX_CONTROL_LINE + 1))
+        self.assertEqual(written[-1][:3], (FrameType.WINDOW_UPDATE, Flag.RST, 2))
+
+    def test_announcedStreamsCountForTheGracefulClose(self) -> None:
+        """A graceful close waits for a stream the server opened."""
+        connection = self.established(shutdownTimeout=10.0)
+        self.openStream(connection, ANNOUNCEMENT)
+        connection.tunnel.loseConnection()
+        self.assertFalse(connection.transport.disconnecting)
+        connection.reactor.advance(10)
+        self.assertTrue(connection.transport.disconnecting)

@@ -17,6 +17,7 @@ from twisted.web.server import Site
 from tunnel.mux import SessionEndedError
 from tunnel.protocol import (
     CONNECTED_RESPONSE,
+    CONNECTED_WITH_SERVER_STREAMS,
     HANDSHAKE_REQUEST,
     ControlMessage,
     TransportProtocol,
@@ -98,6 +99,23 @@ class ControlPathTests(ResourceTestCase):
         )
         self.harness.advance(5)
         self.assertEqual(client.received, CONNECTED_RESPONSE)
+
+    def test_offeredServerStreamsAreAccepted(self) -> None:
+        """
+        A CONNECT that offers the server-streams extension (among others)
+        gets the connected answer with one more line that accepts it.
+        """
+        client = self.raw(
+            b"CONNECT /_controlPath/ HTTP/1.1\r\nHost: x\r\n"
+            b"X-KTunnel-Identifier: " + IDENTIFIER + b"\r\n"
+            b"X-Tunnel-Features: other, Server-Streams\r\n\r\n"
+        )
+        self.harness.advance(5)
+        self.assertEqual(
+            client.received,
+            b"HTTP/1.1 200 Connected to Tunnel\nX-Tunnel-Features: server-streams\n\n",
+        )
+        self.assertEqual(client.received, CONNECTED_WITH_SERVER_STREAMS)
 
     def test_clientCompletesTheHandshakeAndIsListed(self) -> None:
         """

@@ -17,7 +17,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tunnel.mux import SessionEndedError, StreamRefusedError, YamuxProtocol
+from tunnel.mux import SessionEndedError, StreamRefusedError, StreamResetError, YamuxProtocol
 from tunnel.protocol import (
     HANDSHAKE_REQUEST,
     ControlMessage,
@@ -358,3 +358,103 @@ class PairingTests(SessionTestCase):
         self.pump.flush()
         self.failureResultOf(waiting, SessionEndedError)
         self.assertFalse(self.session.ready)
+
+
+class BurstTests(SessionTestCase):
+    """Every stream a client may owe, opened at once."""
+
+    def test_everyStreamOwedIsTakenFromOneRead(self) -> None:
+        """
+        As many streams as a client may owe (1000, more than yamux's
+        accept backlog of 256), opened in a burst that arrives in one read,
+        all go to their requests: none is refused.
+        """
+        self.openControl()
+        owed = self.settings.maxPendingStreams
+        requests = [
+            self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+            for _ in range(owed)
+        ]
+        self.pump.flush()
+        opened = [self.client.openStream(Recorder()) for _ in range(owed)]
+        self.pump.flush()
+        self.assertEqual([d.called for d in opened], [True] * owed)
+        self.assertEqual(
+            sum(isinstance(self.successResultOf(d), Recorder) for d in requests), owed
+        )
+
+
+class StreamRecorderFactory:
+    """Builds a L{Recorder} for each stream the server opens, and keeps them."""
+
+    def __init__(self) -> None:
+        self.built: list[Recorder] = []
+
+    def buildProtocol(self, addr: object) -> Recorder:
+        protocol = Recorder()
+        self.built.append(protocol)
+        return protocol
+
+
+class ServerStreamsTests(SessionTestCase):
+    """
+    With a client that accepted the server-streams extension, the server
+    opens each stream itself, the control message its first line, and
+    sends nothing on the control stream.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.session = ClientSession(
+            IDENTIFIER, self.settings, self.observer, self.clock, serverStreams=True
+        )
+        self.client = YamuxProtocol(isClient=True, clock=self.clock)
+        self.opened = StreamRecorderFactory()
+        self.client.streamFactory = self.opened
+        server = self.session.protocol
+        self.pump = iosim.connect(
+            server,
+            iosim.makeFakeServer(server),
+            self.client,
+            iosim.makeFakeClient(self.client),
+            greet=False,
+            clock=self.clock,
+        )
+        self.control = self.openControl()
+
+    def test_requestOpensAnnouncedStreamAtOnce(self) -> None:
+        """
+        A request is connected to a new server stream at once, and what it
+        writes follows the control message on that stream.
+        """
+        protocol = Recorder()
+        connected = self.session.requestStream(TransportProtocol.WEBSOCKET, 8080, protocol)
+        self.assertIs(self.successResultOf(connected), protocol)
+        protocol.transport.write(b"GET / HTTP/1.1\r\n\r\n")
+        self.pump.flush()
+        [stream] = self.opened.built
+        self.assertEqual(stream.transport.streamID % 2, 0)
+        self.assertEqual(
+            stream.received,
+            b'{"action":1,"transportProtocol":3,"localPort":8080}\nGET / HTTP/1.1\r\n\r\n',
+        )
+        self.assertEqual(self.control.received, b"controlOk")
+        stream.transport.write(b"answer")
+        self.pump.flush()
+        self.assertEqual(protocol.received, b"answer")
+
+    def test_refusedStreamEndsTheRequestsConnection(self) -> None:
+        """A stream the client refuses (resets) ends the protocol's connection."""
+        self.client.streamFactory = None
+        protocol = Recorder()
+        self.successResultOf(self.session.requestStream(TransportProtocol.HTTP, 80, protocol))
+        self.pump.flush()
+        self.assertTrue(protocol.lost.check(StreamResetError))
+
+    def test_requestAfterTheSessionEndedFails(self) -> None:
+        """Once the session is closing, a request fails at once."""
+        self.session.close("test")
+        self.failureResultOf(
+            self.session.requestStream(TransportProtocol.HTTP, 80, Recorder()),
+            SessionEndedError,
+        )
