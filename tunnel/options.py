@@ -100,6 +100,9 @@ class ServerOptions(usage.Options):
          "tcp:8081:interface=127.0.0.1. Off by default."],
         ["admin-token-file", None, None,
          "The file holding the admin API's bearer token (required with --admin)."],
+        ["access-log", None, None,
+         "Log every public request, in the combined log format, to this file. "
+         "None by default."],
         ["stream-timeout", None, 10.0,
          "Seconds to wait for a client to open the stream of a request.", float],
         ["max-failed-connects", None, 10,

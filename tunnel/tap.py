@@ -94,7 +94,7 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
     for host, identifier in options["hosts"].items():
         server.addHost(host, identifier)
     top = TunnelServerService(server)
-    site = server.site()
+    site = server.site(logPath=options["access-log"])
     for description in options["listen"]:
         _listen(description, site, reactor).setServiceParent(top)
     for description, identifier in options["tcp"]:

@@ -114,15 +114,16 @@ class TunnelServer:
         )
         self.resource = TunnelResource(self._registry, settings, reactor, cooperator, limiter)
 
-    def site(self, **limits: Any) -> TunnelSite:
+    def site(self, **arguments: Any) -> TunnelSite:
         """
         A site serving L{resource} that streams request bodies.
 
-        @param limits: the limits of its public connections, as
-            L{TunnelSite} takes them: C{idleTimeout}, C{headerTimeout},
-            C{maxHeaderBytes}, C{maxHeaders}; its defaults otherwise.
+        @param arguments: as L{TunnelSite} takes them: the limits of its
+            public connections (C{idleTimeout}, C{headerTimeout},
+            C{maxHeaderBytes}, C{maxHeaders}), and C{logPath}, the file of
+            its access log (none by default).
         """
-        return TunnelSite(self.resource, reactor=self._reactor, **limits)
+        return TunnelSite(self.resource, reactor=self._reactor, **arguments)
 
     def addHost(self, host: str, identifier: str | bytes) -> None:
         """

@@ -391,6 +391,10 @@ class TunnelSite(Site):
         beyond).
     @ivar maxHeaders: the most header lines a request may have (C{431}
         beyond).
+
+    Requests are logged, in the combined log format, only to a file given
+    as C{logPath}: a busy tunnel would otherwise spend a good part of its
+    time writing a log line per request into the main log.
     """
 
     requestFactory = StreamingRequest
@@ -423,6 +427,11 @@ class TunnelSite(Site):
         self.headerTimeout = headerTimeout
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaders = maxHeaders
+
+    def log(self, request: Request) -> None:
+        """Write a line for C{request} to the access log file, if there is one."""
+        if self.logPath is not None:
+            super().log(request)
 
     def buildProtocol(self, addr: IAddress) -> TunnelChannel:
         """A channel with the site's limits."""

@@ -145,6 +145,23 @@ class ServerOptionsTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
             self.assertIn(argv[0], str(error))
 
+    def test_accessLog(self) -> None:
+        """--access-log gives the public site its log file; there is none by default."""
+        from tunnel.server.site import TunnelSite
+        from tunnel.tap import makeServerService
+
+        def logPaths(*argv: str) -> list[str | None]:
+            top = makeServerService(parsed(ServerOptions(), *argv))
+            return [
+                service.factory.logPath
+                for service in top
+                if isinstance(getattr(service, "factory", None), TunnelSite)
+            ]
+
+        self.assertEqual(logPaths(), [None])
+        path = os.path.abspath("access.log")
+        self.assertEqual(logPaths("--access-log", "access.log"), [path])
+
     def test_responseTimeout(self) -> None:
         """
         --response-timeout reaches the server (60 s by default); 0 turns it

@@ -8,6 +8,7 @@ a L{TunnelSite}'s public connections, in memory.
 from __future__ import annotations
 
 from twisted.internet.testing import StringTransport
+from twisted.python import log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH
@@ -31,6 +32,19 @@ class FakeChannel:
 
     def resetTimeout(self) -> None:
         self.timerRestarts += 1
+
+
+class FakeLogFile:
+    """Records what is written to twisted.web's default access log."""
+
+    def __init__(self, written: list[str]) -> None:
+        self.written = written
+
+    def write(self, line: str) -> None:
+        self.written.append(line)
+
+    def flush(self) -> None:
+        pass
 
 
 class FakeRequest:
@@ -310,3 +324,37 @@ class PublicConnectionLimitTests(SynchronousTestCase):
         self.assertIsNone(public.lost)
         self.harness.advance(0.1)
         self.assertIsNotNone(public.lost)
+
+
+class AccessLogTests(SynchronousTestCase):
+    """
+    A L{TunnelSite} logs a line per request only to the access log file it
+    is given.
+    """
+
+    def request(self, harness: Harness) -> None:
+        harness.site.doStart()
+        self.addCleanup(harness.site.doStop)
+        harness.server.addHost("app.example", b"identifier")
+        public = RawPublic()
+        harness.connect(public)
+        public.transport.write(b"GET /logged HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        harness.flush()
+        self.assertIn(b"502 Bad Gateway", bytes(public.received))
+
+    def test_noAccessLogByDefault(self) -> None:
+        """Without a log file, a request is logged nowhere."""
+        written: list[str] = []
+        self.patch(log, "logfile", FakeLogFile(written))
+        self.request(Harness())
+        self.assertEqual(written, [])
+
+    def test_accessLogFile(self) -> None:
+        """With a log file, each request gets a line in the combined log format."""
+        path = self.mktemp()
+        harness = Harness({"logPath": path})
+        self.request(harness)
+        harness.site._logFile.flush()
+        with open(path) as f:
+            [line] = f.read().splitlines()
+        self.assertIn('"GET /logged HTTP/1.1" 502 ', line)
