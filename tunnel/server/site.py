@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -294,10 +295,30 @@ class TunnelChannel(HTTPChannel):
     _log = Logger()
 
     def dataReceived(self, data: bytes) -> None:
-        """Start the header timer at the first byte of a request head."""
-        if self.line_mode and self._headerTimer is None and self.headerTimeout is not None:
-            self._headerTimer = self.callLater(self.headerTimeout, self._headerTimedOut)
+        """
+        Read C{data}; if it leaves a request head incomplete, start the
+        header timer (a head that arrives whole in one read, as most do,
+        costs no timer).
+        """
         super().dataReceived(data)
+        if (
+            self._headerTimer is None
+            and self.headerTimeout is not None
+            and self.transport is not None
+            and self.line_mode
+            and (self._receivedHeaderSize or self._buffer)
+        ):
+            self._headerTimer = self.callLater(self.headerTimeout, self._headerTimedOut)
+
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Headers
+    ) -> None:
+        """Write a response head in one piece, not as forty small ones."""
+        lines = [b"%s %s %s\r\n" % (version, code, reason)]
+        for name, values in headers.getAllRawHeaders():
+            lines.extend(b"%s: %s\r\n" % (name, value) for value in values)
+        lines.append(b"\r\n")
+        self.transport.write(b"".join(lines))
 
     def lineReceived(self, line: bytes) -> None:
         """Refuse a request head that grows past L{totalHeadersSize}."""
