@@ -91,8 +91,8 @@ def isUpgrade(request: Request) -> bool:
     """
     headers = request.requestHeaders
     return (
-        b"upgrade" in headerTokens(headers, b"connection")
-        and headers.hasHeader(b"upgrade")
+        headers.hasHeader(b"upgrade")
+        and b"upgrade" in headerTokens(headers, b"connection")
         and not hasBody(request)
     )
 

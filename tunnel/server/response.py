@@ -146,14 +146,6 @@ class ResponseParser:
         self._buffer = bytearray()
         self._remaining = 0
         self._trailerBytes = 0
-        self._steps = {
-            _HEAD: self._readHead,
-            _LENGTH: self._readLength,
-            _CHUNK_SIZE: self._readChunkSize,
-            _CHUNK_DATA: self._readChunkData,
-            _CHUNK_END: self._readChunkEnd,
-            _TRAILER: self._readTrailer,
-        }
         self.head: ResponseHead | None = None
 
     @property
@@ -186,7 +178,7 @@ class ResponseParser:
         if state is _DONE:
             return
         self._buffer += data
-        while self._buffer and self._steps[self._state]():
+        while self._buffer and _STEPS[self._state](self):
             pass
 
     def connectionLost(self) -> None:
@@ -316,3 +308,14 @@ class ResponseParser:
         if self._trailerBytes > MAX_HEAD_BYTES:
             raise ResponseError(f"trailers longer than {MAX_HEAD_BYTES} bytes")
         return True
+
+
+# What each state reads of the buffer.
+_STEPS = {
+    _HEAD: ResponseParser._readHead,
+    _LENGTH: ResponseParser._readLength,
+    _CHUNK_SIZE: ResponseParser._readChunkSize,
+    _CHUNK_DATA: ResponseParser._readChunkData,
+    _CHUNK_END: ResponseParser._readChunkEnd,
+    _TRAILER: ResponseParser._readTrailer,
+}
