@@ -42,6 +42,26 @@ def checkServerEndpoint(option: str, description: str) -> None:
         raise usage.UsageError(f"{option} {description!r}: {e}") from None
 
 
+#: The listen backlog of the public endpoints, unless their string gives
+#: one: Twisted's default of 50 makes a burst of new public connections
+#: wait seconds in the kernel.
+LISTEN_BACKLOG = 1024
+
+# The endpoint types that take a backlog argument.
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def withListenBacklog(description: str) -> str:
+    """
+    The server endpoint string C{description}, with a C{backlog} of
+    L{LISTEN_BACKLOG} if it is of a type that takes one and gives none.
+    """
+    kind = description.partition(":")[0].strip().lower()
+    if kind in _BACKLOG_TYPES and "backlog=" not in description:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
+
+
 def keepAliveConfig(options: usage.Options) -> SessionConfig:
     """
     The yamux settings with the keep-alive of C{--keepalive-interval} and
@@ -126,7 +146,7 @@ class ServerOptions(usage.Options):
         self["tcp"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """A server endpoint for public HTTP and tunnel clients, e.g. tcp:8080 or ssl:443:privateKey=key.pem:certKey=cert.pem (repeatable; default tcp:8080)."""
+        """A server endpoint for public HTTP and tunnel clients, e.g. tcp:8080 or ssl:443:privateKey=key.pem:certKey=cert.pem (repeatable; default tcp:8080; a listen backlog of 1024 unless it gives one)."""
         self["listen"].append(endpoint)
 
     def opt_host(self, assignment: str) -> None:
@@ -148,6 +168,7 @@ class ServerOptions(usage.Options):
         """Apply defaults, read the hosts and token files, check consistency."""
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
+        self["listen"] = [withListenBacklog(listen) for listen in self["listen"]]
         for description in self["listen"]:
             checkServerEndpoint("--listen", description)
         for description, _ in self["tcp"]:

@@ -26,7 +26,7 @@ class ServerOptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         """Without options the server listens on tcp:8080, with no hosts and no admin."""
         options = parsed(ServerOptions())
-        self.assertEqual(options["listen"], ["tcp:8080"])
+        self.assertEqual(options["listen"], ["tcp:8080:backlog=1024"])
         self.assertEqual(options["hosts"], {})
         self.assertEqual(options["tcp"], [])
         self.assertIsNone(options["adminToken"])
@@ -46,10 +46,29 @@ class ServerOptionsTests(SynchronousTestCase):
             "--listen", "tcp:8080", "--listen", "tcp:8443:interface=127.0.0.1",
             "--host", "Demo.Example.com=c2VjcmV0==", "--host", "demo.example.com:8080=other",
         )
-        self.assertEqual(options["listen"], ["tcp:8080", "tcp:8443:interface=127.0.0.1"])
+        self.assertEqual(
+            options["listen"],
+            ["tcp:8080:backlog=1024", "tcp:8443:interface=127.0.0.1:backlog=1024"],
+        )
         self.assertEqual(
             options["hosts"],
             {"demo.example.com": "c2VjcmV0==", "demo.example.com:8080": "other"},
+        )
+
+    def test_listenBacklog(self) -> None:
+        """
+        Public endpoints that take a listen backlog get 1024 unless they
+        give one; others are left alone.
+        """
+        options = parsed(
+            ServerOptions(),
+            "--listen", "tcp:8080:backlog=10", "--listen", "TCP6:8443",
+            "--listen", "unix:/tmp/tunnel.sock", "--listen", "stdio:",
+        )
+        self.assertEqual(
+            options["listen"],
+            ["tcp:8080:backlog=10", "TCP6:8443:backlog=1024",
+             "unix:/tmp/tunnel.sock:backlog=1024", "stdio:"],
         )
 
     def test_tcpSplitsAtLastEquals(self) -> None:
