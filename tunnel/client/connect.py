@@ -383,9 +383,13 @@ class TunnelClientProtocol(Protocol):
 
     def _startSession(self, rest: bytes, serverStreams: bool) -> None:
         streams = AnnouncedStreamFactory(self._serve, self._counted) if serverStreams else None
-        session = self.session = YamuxProtocol(
-            True, streams, self.settings.sessionConfig, self._clock
-        )
+        config = self.settings.sessionConfig or SessionConfig()
+        if serverStreams:
+            # The server opens a stream for every request, and a burst of
+            # them can arrive in one read: they are all taken once it is
+            # read, so the accept backlog must not refuse any of them.
+            config = attrs.evolve(config, acceptBacklog=config.maxInboundStreams)
+        session = self.session = YamuxProtocol(True, streams, config, self._clock)
         session.makeConnection(self.transport)
         if rest:
             session.dataReceived(rest)

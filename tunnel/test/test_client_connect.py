@@ -447,3 +447,23 @@ class ServerStreamsTests(SynchronousTestCase):
         self.assertFalse(connection.transport.disconnecting)
         connection.reactor.advance(10)
         self.assertTrue(connection.transport.disconnecting)
+
+    def test_burstOfStreamsInOneReadIsAllTaken(self) -> None:
+        """
+        1,000 streams the server opens at once (more than yamux's accept
+        backlog of 256), arriving in one read, are all accepted and each
+        dials its local service: none is refused.
+        """
+        connection = self.established()
+        burst = 1000
+        connection.tunnel.dataReceived(b"".join(
+            encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, streamID, 0)
+            + data(streamID, ANNOUNCEMENT)
+            for streamID in range(2, 2 * burst + 2, 2)
+        ))
+        written = frames(connection.written())
+        self.assertEqual(
+            [flags for kind, flags, *_ in written if kind == FrameType.WINDOW_UPDATE],
+            [Flag.ACK] * burst,
+        )
+        self.assertEqual(len(connection.reactor.tcpClients), burst)
