@@ -131,16 +131,18 @@ class AnnouncedStream(Protocol):
     ) -> None:
         self._serve = serve
         self._attached = attached
-        self._buffer = b""
+        self._buffer = bytearray()
 
     def dataReceived(self, data: bytes) -> None:
         """Read the announcement, then hand the stream over."""
         self._buffer += data
-        line, newline, rest = self._buffer.partition(b"\n")
-        if not newline:
+        if b"\n" not in data:
+            # Only new bytes are searched: a trickled line costs no more
+            # than its length.
             if len(self._buffer) > MAX_CONTROL_LINE:
                 self._refuse("its announcement is too long")
             return
+        line, _, rest = bytes(self._buffer).partition(b"\n")
         try:
             message = ControlMessage.decode(line)
         except ControlProtocolError as e:
