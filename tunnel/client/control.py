@@ -143,6 +143,9 @@ class AnnouncedStream(Protocol):
                 self._refuse("its announcement is too long")
             return
         line, _, rest = bytes(self._buffer).partition(b"\n")
+        if len(line) > MAX_CONTROL_LINE:
+            self._refuse("its announcement is too long")
+            return
         try:
             message = ControlMessage.decode(line)
         except ControlProtocolError as e:
