@@ -92,6 +92,7 @@ class YamuxProtocol(Protocol):
         self._pings: dict[int, tuple[Deferred[float], float, IDelayedCall]] = {}
         self._closedWaiters: list[Deferred[None]] = []
         self._keepAliveCall: IDelayedCall | None = None
+        self._closingDeadline: IDelayedCall | None = None
         self._keepAlivePing: int | None = None
         self._transportPaused = False
         self._repliesAtPause = 0
@@ -121,6 +122,11 @@ class YamuxProtocol(Protocol):
     def streams(self) -> dict[int, StreamTransport]:
         """The transports of the streams attached to protocols, by stream ID."""
         return dict(self._streams)
+
+    @property
+    def unacknowledgedStreams(self) -> int:
+        """How many streams this side opened that the peer has not acknowledged yet."""
+        return len(self._opening)
 
     def describe(self) -> str:
         """A short description of the session for logs."""
@@ -176,11 +182,17 @@ class YamuxProtocol(Protocol):
         @param timeout: seconds to wait for the answer; the session's
             keep-alive timeout by default.
         @return: a L{Deferred} firing with the round-trip time in seconds, or
-            failing with L{PingTimeoutError}.
+            failing with L{PingTimeoutError}, or with L{SessionEndedError} if
+            the session has ended.
         """
         if self._connectionDone:
             return fail(SessionEndedError(self._description))
-        opaque = self.session.ping()
+        try:
+            opaque = self.session.ping()
+        except YamuxError as e:
+            # The session ended (a protocol error, or the peer's Go Away with
+            # an error code) and its connection is closing.
+            return fail(SessionEndedError(f"{self._description}: {e}"))
         answered: Deferred[float] = Deferred()
         timer = self._clock.callLater(
             self.config.keepAliveTimeout if timeout is None else timeout,
@@ -212,12 +224,18 @@ class YamuxProtocol(Protocol):
         self.goAway()
         deadline = self._clock.callLater(timeout, self._closeNow)
 
-        def idle() -> None:
+        def cancelDeadline(result: object = None) -> None:
             if deadline.active():
                 deadline.cancel()
+
+        def idle() -> None:
+            cancelDeadline()
             self._closeNow()
 
         self._whenIdle(idle)
+        # Gone sooner (the peer closed it, or the streams finished): the
+        # deadline must not keep the session alive.
+        self.whenClosed().addCallback(cancelDeadline)
         return done
 
     def whenClosed(self) -> Deferred[None]:
@@ -290,6 +308,8 @@ class YamuxProtocol(Protocol):
         why = terminated.reason if terminated else reason.getErrorMessage()
         self.session.connectionLost(why)
         self._stopKeepAlive()
+        if self._closingDeadline is not None and self._closingDeadline.active():
+            self._closingDeadline.cancel()
         self._log.info("{session} ended: {why}", session=self._description, why=why)
         error = SessionEndedError(f"{self._description}: {why}")
         openings, self._opening = self._opening, {}
@@ -377,7 +397,13 @@ class YamuxProtocol(Protocol):
             self._terminated(event)
 
     def _incomingStream(self, streamID: int) -> None:
-        if self.session.terminated is not None:
+        session = self.session
+        if session.terminated is not None:
+            return
+        if not session.awaitsAcceptance(streamID):
+            # The events are dispatched once the core has read all the bytes
+            # that came with this SYN: the peer reset the stream later in the
+            # same read.
             return
         protocol = None
         if self.streamFactory is not None:
@@ -410,6 +436,10 @@ class YamuxProtocol(Protocol):
             timer.cancel()
             if how == "reset":
                 opened.errback(StreamRefusedError(f"the peer refused stream {streamID}"))
+            else:
+                # The peer closed the stream without acknowledging it first:
+                # it had the stream all the same.
+                opened.callback(protocol)
         if transport is None:
             return
         if how == "reset":
@@ -605,6 +635,21 @@ class YamuxProtocol(Protocol):
         # (a TLS transport waits for it to unregister).
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+        # A transport closes once it has written everything: a peer that
+        # does not read would keep the connection open for ever.
+        if self._closingDeadline is None:
+            self._closingDeadline = self._clock.callLater(
+                self.config.keepAliveTimeout, self._closingTimedOut
+            )
+
+    def _closingTimedOut(self) -> None:
+        self._log.warn(
+            "{session}: the connection did not close within {timeout} s (the peer "
+            "does not read); aborting it",
+            session=self._description,
+            timeout=self.config.keepAliveTimeout,
+        )
+        self.transport.abortConnection()
 
     def _whenIdle(self, callback: Callable[[], None]) -> None:
         self._idleCallback = callback

@@ -261,6 +261,9 @@ class StreamTransport:
             return
         self.connected = False
         self._received.clear()
+        # The end held back for a paused reader is moot now: resuming must
+        # not report it after connectionLost.
+        self._eofPending = False
         producer, self._producer = self._producer, None
         self._mux._streamProducing(self, False)
         if producer is not None:

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -312,6 +312,73 @@ class OpenStreamTests(SynchronousTestCase):
         results[0].trap(StreamRefusedError)
         self.assertEqual(len(pair.serverStreams.built), 1)
 
+    def serverHeard(self, streams: Factory) -> tuple[YamuxProtocol, StringTransport]:
+        """A server session over a L{StringTransport}, its client already heard."""
+        server = YamuxProtocol(False, streams, SessionConfig(enableKeepAlive=False), Clock())
+        transport = StringTransport()
+        server.makeConnection(transport)
+        server.dataReceived(encodeFrame(FrameType.PING, Flag.SYN, 0, 0))
+        transport.clear()
+        return server, transport
+
+    def test_streamOpenedAndResetInOneReadIsForgotten(self) -> None:
+        """
+        A stream the peer opens and resets in the same read (its events are
+        handled once the whole read is) gets no protocol, raises nothing,
+        and leaves nothing behind; the session goes on.
+        """
+        streams = RecordingFactory()
+        server, transport = self.serverHeard(streams)
+        server.dataReceived(
+            encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0)
+            + encodeFrame(FrameType.DATA, 0, 1, 2, b"hi")
+            + encodeFrame(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0)
+        )
+        self.assertEqual(streams.built, [])
+        self.assertEqual((server.session.streamIDs, server.streams), ([], {}))
+        self.assertEqual(transport.value(), b"")
+        server.dataReceived(encodeFrame(FrameType.PING, Flag.SYN, 0, 5))
+        self.assertEqual(frames(transport.value()), [(FrameType.PING, Flag.ACK, 0, 5, b"")])
+
+    def test_streamIDReopenedInOneReadIsRefused(self) -> None:
+        """
+        A peer that resets a stream and opens another under the same ID in
+        one read (the events of the two could not be told apart) has the
+        second refused: the first stream's protocol is told of its reset,
+        and nothing is left behind, no timer either.
+        """
+        streams = RecordingFactory()
+        server, transport = self.serverHeard(streams)
+        syn = encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0)
+        server.dataReceived(syn)
+        [protocol] = streams.built
+        transport.clear()
+        server.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0) + syn)
+        protocol.lost.trap(StreamResetError)
+        self.assertEqual(len(streams.built), 1)
+        self.assertEqual((server.session.streamIDs, server.streams), ([], {}))
+        self.assertEqual(
+            frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0, b"")]
+        )
+        self.assertEqual(server._clock.getDelayedCalls(), [])
+
+    def test_streamClosedBeforeItWasAcknowledgedFiresTheOpen(self) -> None:
+        """
+        A stream we opened and half-closed, which the peer closes too
+        without ever acknowledging it, is done: the open L{Deferred} fires
+        with the protocol, which loses its connection.
+        """
+        clock = Clock()
+        client = YamuxProtocol(True, None, SessionConfig(enableKeepAlive=False), clock)
+        client.makeConnection(StringTransport())
+        protocol = HalfCloseRecorder()
+        results = deferredResult(client.openStream(protocol))
+        protocol.transport.loseWriteConnection()
+        client.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.FIN, 1, 0))
+        self.assertEqual(results, [protocol])
+        protocol.lost.trap(ConnectionDone)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
 
 class TransferTests(SynchronousTestCase):
     """
@@ -468,6 +535,26 @@ class TransferTests(SynchronousTestCase):
         self.assertEqual(protocol.data, b"tail" * 1000)
         self.assertTrue(protocol.readEnded)
         protocol.lost.trap(ConnectionDone)
+
+    def test_endHeldWhilePausedIsNotToldAfterTheConnectionIsLost(self) -> None:
+        """
+        A paused reader whose peer half-closed is not told of that end when
+        it resumes after its connection was lost: C{readConnectionLost}
+        never follows C{connectionLost}.
+        """
+        pair = SessionPair(serverStreams=RecordingFactory(HalfCloseRecorder))
+        protocol = HalfCloseRecorder()
+        pair.client.openStream(protocol)
+        pair.flush()
+        server = pair.serverStreams.built[0]
+        protocol.transport.pauseProducing()
+        server.transport.write(b"held")
+        server.transport.loseWriteConnection()
+        pair.flush()
+        pair.client.connectionLost(Failure(ConnectionDone()))
+        protocol.lost.trap(SessionEndedError)
+        protocol.transport.resumeProducing()
+        self.assertEqual((protocol.data, protocol.readEnded), (b"", False))
 
     def test_peerFinClosesProtocolThatIsNotHalfCloseable(self) -> None:
         """
@@ -753,6 +840,65 @@ class SessionLifeTests(SynchronousTestCase):
         pair.clock.advance(5)
         pair.flush()
         self.assertEqual(done, [None])
+
+    def test_shutdownDeadlineGoesWithTheConnection(self) -> None:
+        """
+        When the connection goes before C{shutdown}'s timeout, no timer is
+        left to keep the session alive until then.
+        """
+        pair = SessionPair(config=SessionConfig(enableKeepAlive=False))
+        pair.client.openStream(Recorder())
+        pair.flush()
+        done = deferredResult(pair.client.shutdown(timeout=60))
+        pair.serverIO.loseConnection()
+        pair.flush()
+        self.assertEqual(done, [None])
+        self.assertEqual(pair.clock.getDelayedCalls(), [])
+
+    def endedByAProtocolError(self) -> tuple[YamuxProtocol, StringTransport, Clock]:
+        """
+        A client session that a protocol error ended, over a transport that
+        does not close: it holds what it was told to write, as a TCP
+        transport does while the peer does not read.
+        """
+        clock = Clock()
+        client = YamuxProtocol(True, None, SessionConfig(), clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        client.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, 0, 1, 0) + b"garbage!" * 2)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        return client, transport, clock
+
+    def test_pingWhileTheConnectionClosesFails(self) -> None:
+        """
+        Once the session has ended, while its connection closes, a ping
+        fails with L{SessionEndedError} (it does not raise), and the
+        keep-alive's ping raises nothing into the reactor.
+        """
+        client, transport, clock = self.endedByAProtocolError()
+        self.failureResultOf(client.ping(), SessionEndedError)
+        clock.advance(client.config.keepAliveInterval)
+
+    def test_closingConnectionThatDoesNotCloseIsAborted(self) -> None:
+        """
+        A connection closed while the peer does not read (the transport
+        cannot write what it holds, so does not close) is aborted after the
+        keep-alive timeout, with a warning; one that closes is not.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        client, transport, clock = self.endedByAProtocolError()
+        clock.advance(client.config.keepAliveTimeout - 0.1)
+        self.assertFalse(transport.disconnected)
+        clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+        self.assertTrue(any("did not close within 10.0 s" in formatEvent(e) for e in events))
+        client, transport, clock = self.endedByAProtocolError()
+        client.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertFalse(transport.disconnected)
 
 
 class AbuseTests(SynchronousTestCase):

@@ -292,6 +292,41 @@ class OpeningTests(SynchronousTestCase):
         """Accepting a stream that does not exist raises."""
         self.assertRaises(UnknownStreamError, Session().acceptStream, 2)
 
+    def test_awaitsAcceptanceWhileThePeersStreamWaits(self) -> None:
+        """
+        C{awaitsAcceptance} holds for a stream the peer opened until it is
+        accepted or gone; never for our own streams or unknown ones, even
+        when the same read that opened the stream reset it.
+        """
+        pair = Pair()
+        streamID = pair.client.openStream()
+        self.assertFalse(pair.client.awaitsAcceptance(streamID))
+        pair.toServer()
+        self.assertTrue(pair.server.awaitsAcceptance(streamID))
+        pair.server.acceptStream(streamID)
+        self.assertFalse(pair.server.awaitsAcceptance(streamID))
+        server = Session(isClient=False)
+        events = server.receiveData(
+            encodeFrame(WINDOW_UPDATE, SYN, 1, 0) + encodeFrame(WINDOW_UPDATE, RST, 1, 0)
+        )
+        self.assertEqual(events, [StreamOpened(1), StreamReset(1)])
+        self.assertFalse(server.awaitsAcceptance(1))
+        self.assertFalse(server.awaitsAcceptance(3))
+
+    def test_idReusedInOneReadIsRefused(self) -> None:
+        """
+        Within one read a stream ID names one stream: a SYN that reuses the
+        ID of a stream gone earlier in the same read is refused with RST and
+        keeps no state; in a later read the ID may be used again.
+        """
+        server = Session(isClient=False)
+        syn = encodeFrame(WINDOW_UPDATE, SYN, 1, 0)
+        events = server.receiveData(syn + encodeFrame(WINDOW_UPDATE, RST, 1, 0) + syn)
+        self.assertEqual(events, [StreamOpened(1), StreamReset(1)])
+        self.assertEqual(sent(server), [(WINDOW_UPDATE, RST, 1, 0, b"")])
+        self.assertEqual(server.streamIDs, [])
+        self.assertEqual(server.receiveData(syn), [StreamOpened(1)])
+
 
 class SendingTests(SynchronousTestCase):
     """

@@ -37,7 +37,9 @@ class SessionConfig:
     @ivar keepAliveInterval: seconds between keep-alive pings.
     @ivar keepAliveTimeout: seconds to wait for a keep-alive ping's answer
         before the session is considered dead (yamux's connection write
-        timeout).
+        timeout); also how long a connection the Twisted adapter closed may
+        take to be gone (the peer not reading what is left) before it is
+        aborted.
     @ivar streamOpenTimeout: seconds to wait for the peer to acknowledge a
         stream we opened before the stream is reset and its opener told.
     @ivar streamCloseTimeout: seconds a stream we closed may wait for the

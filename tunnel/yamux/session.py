@@ -80,6 +80,11 @@ class Session:
     frame carrying code 1 and a L{SessionTerminated} event, after which the
     session ignores further input.
 
+    Within the events of one L{receiveData} call a stream ID names one
+    stream: a SYN that reuses the ID of a stream gone earlier in the same
+    call (no peer reuses IDs) is refused with RST, as one beyond the accept
+    backlog is.
+
     @ivar config: the session's settings.
     @ivar isClient: whether this is the client side (it opens odd stream IDs).
     @ivar localGoAway: whether we sent Go Away.
@@ -113,6 +118,8 @@ class Session:
         self._inboundOpen = 0
         self._nextPingID = 0
         self._pingsOutstanding: set[int] = set()
+        # The peer's streams forgotten since the current receiveData began.
+        self._goneInThisRead: set[int] = set()
 
     # -- inspection --------------------------------------------------------
 
@@ -142,6 +149,16 @@ class Session:
     def hasStream(self, streamID: int) -> bool:
         """Whether a stream exists (it is not closed on both sides, nor reset)."""
         return streamID in self._streams
+
+    def awaitsAcceptance(self, streamID: int) -> bool:
+        """
+        Whether a stream the peer opened waits to be accepted or reset (see
+        L{StreamOpened}). Events are returned once all the bytes given to
+        L{receiveData} are read: by the time a L{StreamOpened} is handled,
+        later frames may have reset the stream already.
+        """
+        stream = self._streams.get(streamID)
+        return stream is not None and stream.inbound and not stream.established
 
     def bufferedAmount(self, streamID: int) -> int:
         """
@@ -349,6 +366,8 @@ class Session:
         events: list[Event] = []
         if self.terminated is not None:
             return events
+        if self._goneInThisRead:
+            self._goneInThisRead.clear()
         try:
             self._receive(data, events)
         except ProtocolError as e:
@@ -471,6 +490,7 @@ class Session:
             self.localGoAway
             or self._unaccepted >= self.config.acceptBacklog
             or self._inboundOpen >= self.config.maxInboundStreams
+            or streamID in self._goneInThisRead
         ):
             # No state is kept for a refused stream: a flood of SYNs costs
             # one RST each and nothing else.
@@ -562,6 +582,7 @@ class Session:
             self._inboundOpen -= 1
             if not stream.established:
                 self._unaccepted -= 1
+            self._goneInThisRead.add(stream.streamID)
         if self._payloadStream is stream:
             self._payloadStream = None
 
