@@ -170,6 +170,7 @@ class ClientSession:
         self._pending: deque[_PendingStream] = deque()
         self._handshakeTimer: IDelayedCall | None = None
         self._endReason: Failure | None = None
+        self._refusedStreams = 0
 
     @property
     def ready(self) -> bool:
@@ -190,11 +191,10 @@ class ClientSession:
         """
         if self._state is not _State.READY:
             return fail(SessionEndedError(f"the session of client {self.label} is not ready"))
-        if len(self._pending) >= self._settings.maxPendingStreams:
+        owed = self.protocol.unacknowledgedStreams if self.serverStreams else len(self._pending)
+        if owed >= self._settings.maxPendingStreams:
             return fail(
-                TooManyPendingStreams(
-                    f"client {self.label} owes {len(self._pending)} streams already"
-                )
+                TooManyPendingStreams(f"client {self.label} owes {owed} streams already")
             )
         message = ControlMessage(transportProtocol=transportProtocol, localPort=localPort)
         if self.serverStreams:
@@ -255,11 +255,17 @@ class ClientSession:
             self._control = _ControlStream(self)
             return self._control
         if self._state is not _State.READY or not self._pending:
-            self._log.warn(
-                "Client {client} opened stream {streamID} that nobody asked for; refusing it",
-                client=self.label,
-                streamID=addr.streamID,
-            )
+            # Logged sparingly (the 1st, 10th, 100th...): a client flooding
+            # the session with such streams must not flood the log too.
+            self._refusedStreams += 1
+            if str(self._refusedStreams).strip("0") == "1":
+                self._log.warn(
+                    "Client {client} opened stream {streamID} that nobody asked for; "
+                    "refusing it ({count} such streams so far)",
+                    client=self.label,
+                    streamID=addr.streamID,
+                    count=self._refusedStreams,
+                )
             return None
         entry = self._pending.popleft()
         if entry.protocol is None:

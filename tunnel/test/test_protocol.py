@@ -2,6 +2,8 @@
 Tests for L{tunnel.protocol}: control messages and their framing.
 """
 
+import time
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.protocol import (
@@ -29,6 +31,13 @@ class ControlMessageTests(SynchronousTestCase):
         message = ControlMessage(1, TransportProtocol.TCP, 2222)
         self.assertEqual(ControlMessage.decode(message.encode()), message)
 
+    def test_decodeGoForm(self) -> None:
+        """A line in the exact form Go writes decodes to its fields."""
+        self.assertEqual(
+            ControlMessage.decode(b'{"action":1,"transportProtocol":3,"localPort":65535}'),
+            ControlMessage(1, TransportProtocol.WEBSOCKET, 65535),
+        )
+
     def test_decodeAcceptsNumericStringPort(self) -> None:
         """A port written as a numeric string is accepted."""
         self.assertEqual(
@@ -39,7 +48,8 @@ class ControlMessageTests(SynchronousTestCase):
     def test_decodeRejectsMalformed(self) -> None:
         """Non-JSON, non-objects and non-integer fields are rejected."""
         for line in [b"nope", b"[1]", b'{"action":"x"}', b'{"localPort":1.5}',
-                     b'{"localPort":70000}', b'{"action":true}']:
+                     b'{"localPort":70000}', b'{"action":true}',
+                     b'{"action":1,"transportProtocol":1,"localPort":70000}']:
             self.assertRaises(ControlProtocolError, ControlMessage.decode, line)
 
 
@@ -59,6 +69,33 @@ class ControlLineReaderTests(SynchronousTestCase):
         """A line longer than the limit is an error, not unbounded memory."""
         reader = ControlLineReader(maxLine=100)
         self.assertRaises(ControlProtocolError, reader.feed, b"x" * 101)
+
+    def test_overlongLineRejectedWhenItEndsInTheSameRead(self) -> None:
+        """
+        A line longer than the limit is an error even when its end comes in
+        the same read, and what it holds would be a valid message.
+        """
+        reader = ControlLineReader(maxLine=100)
+        line = ControlMessage().encode()[:-1] + b" " * 100 + b"\n"
+        self.assertEqual(ControlMessage.decode(line), ControlMessage())
+        self.assertRaises(ControlProtocolError, reader.feed, line)
+
+    def test_lineSentAByteAtATimeCostsLinearTime(self) -> None:
+        """
+        A client that sends an endless line a byte at a time costs the
+        reader time in proportion to the line, not to its square: 256 KiB
+        fed one byte at a time takes well under two seconds of CPU (a
+        reader that copies and searches the whole partial line on each read
+        takes about twenty).
+        """
+        size = 256 * 1024
+        reader = ControlLineReader(maxLine=size)
+        started = time.process_time()
+        for _ in range(size):
+            reader.feed(b"x")
+        elapsed = time.process_time() - started
+        self.assertRaises(ControlProtocolError, reader.feed, b"x")
+        self.assertLess(elapsed, 2.0)
 
 
 class RedactIdentifierTests(SynchronousTestCase):

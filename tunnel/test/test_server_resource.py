@@ -24,7 +24,7 @@ from tunnel.protocol import (
 )
 from tunnel.server import ClientConnected, ClientDisconnected, HostStatus
 from tunnel.yamux import INITIAL_WINDOW, FrameType, GoAwayCode, encodeFrame
-from tunnel.test.serversupport import PUBLIC_PEER, Harness, tlsOptions
+from tunnel.test.serversupport import PUBLIC_PEER, Harness, RawPublic, tlsOptions
 
 IDENTIFIER = b"secret-identifier-1"
 
@@ -116,6 +116,62 @@ class ControlPathTests(ResourceTestCase):
             b"HTTP/1.1 200 Connected to Tunnel\nX-Tunnel-Features: server-streams\n\n",
         )
         self.assertEqual(client.received, CONNECTED_WITH_SERVER_STREAMS)
+
+    def connectOnly(self) -> RawPublic:
+        """A client whose CONNECT was answered, and which says nothing yet."""
+        client = RawPublic()
+        self.harness.connect(client)
+        client.transport.write(
+            b"CONNECT /_controlPath/ HTTP/1.1\r\nHost: x\r\n"
+            b"X-KTunnel-Identifier: " + IDENTIFIER + b"\r\n\r\n"
+        )
+        self.harness.flush()
+        self.assertEqual(bytes(client.received), CONNECTED_RESPONSE)
+        return client
+
+    def test_silentClientIsDroppedAfterTheHandshakeTimeout(self) -> None:
+        """
+        A client whose CONNECT was accepted and which then sends nothing is
+        disconnected once the handshake timeout (10 s) is over: the site's
+        own timeouts no longer apply to its connection. It is never listed.
+        """
+        events: list[object] = []
+        self.server.addObserver(events.append)
+        client = self.connectOnly()
+        self.harness.advance(9.9)
+        self.assertIsNone(client.lost)
+        self.harness.advance(0.1)
+        self.assertIsNotNone(client.lost)
+        self.assertEqual((self.server.clients(), events), ([], []))
+
+    def test_garbageInsteadOfYamuxEndsTheSession(self) -> None:
+        """
+        A client whose CONNECT was accepted and which then sends something
+        other than yamux (here, another HTTP request) gets Go Away with code
+        1 and is disconnected at once, never listed.
+        """
+        client = self.connectOnly()
+        client.transport.write(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.harness.flush()
+        self.assertEqual(
+            bytes(client.received)[len(CONNECTED_RESPONSE):],
+            encodeFrame(FrameType.GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR),
+        )
+        self.assertIsNotNone(client.lost)
+        self.assertEqual(self.server.clients(), [])
+
+    def test_controlRequestWithABodyIsRefused(self) -> None:
+        """
+        A CONNECT with a body gets a 400, even with a known identifier: what
+        follows the request head must be yamux, not a body.
+        """
+        client = self.raw(
+            b"CONNECT /_controlPath/ HTTP/1.1\r\nHost: x\r\n"
+            b"X-KTunnel-Identifier: " + IDENTIFIER + b"\r\nContent-Length: 4\r\n\r\nbody"
+        )
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.assertTrue(client.received.endswith(b"a control request has no body\n"))
+        self.assertEqual(self.server.clients(), [])
 
     def test_clientCompletesTheHandshakeAndIsListed(self) -> None:
         """
@@ -484,6 +540,31 @@ class IsolationTests(ResourceTestCase):
         client = self.connectClient()
         for _ in range(120):
             self.harness.advance(30)
+        self.assertIsNone(client.lost)
+        self.assertEqual(len(self.server.clients()), 1)
+        self.assertEqual(self.get(b"app.example")[1], b"hello from the app")
+
+    def test_idlePublicConnectionsAreClosedAndTunnelsGoOn(self) -> None:
+        """
+        Many public connections that stay idle, before their first request
+        or after one, are all closed by the site's idle timeout (60 s); the
+        tunnel meanwhile goes on serving, and keeps serving after.
+        """
+        client = self.connectClient()
+        silent = [RawPublic() for _ in range(200)]
+        served = [RawPublic() for _ in range(50)]
+        for public in silent + served:
+            self.harness.connect(public)
+        for public in served:
+            public.transport.write(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.harness.flush()
+        self.assertTrue(all(b"hello from the app" in p.received for p in served))
+        self.harness.advance(30)
+        self.assertEqual(self.get(b"app.example")[1], b"hello from the app")
+        self.harness.advance(29.9)
+        self.assertTrue(all(p.lost is None for p in silent + served))
+        self.harness.advance(0.1)
+        self.assertTrue(all(p.lost is not None for p in silent + served))
         self.assertIsNone(client.lost)
         self.assertEqual(len(self.server.clients()), 1)
         self.assertEqual(self.get(b"app.example")[1], b"hello from the app")

@@ -20,6 +20,7 @@ from zope.interface import implementer
 from tunnel.mux import SessionEndedError, StreamRefusedError, StreamResetError, YamuxProtocol
 from tunnel.protocol import (
     HANDSHAKE_REQUEST,
+    MAX_CONTROL_LINE,
     ControlMessage,
     ControlProtocolError,
     TransportProtocol,
@@ -171,6 +172,21 @@ class HandshakeTests(SessionTestCase):
         [(session, reason)] = self.observer.ended
         self.assertTrue(reason.check(StreamTimeout))
 
+    def test_partialHandshakeIsDroppedAtTheTimeout(self) -> None:
+        """
+        A client that opens the control stream and starts the handshake but
+        never finishes it is dropped once the handshake timeout is over.
+        """
+        self.openControl(HANDSHAKE_REQUEST[:10])
+        self.clock.advance(9.9)
+        self.pump.flush()
+        self.assertFalse(self.ended())
+        self.clock.advance(0.1)
+        self.pump.flush()
+        [(session, reason)] = self.observer.ended
+        self.assertTrue(reason.check(StreamTimeout))
+        self.assertEqual(self.observer.ready, [])
+
     def test_streamOpenedBeforeTheHandshakeIsRefused(self) -> None:
         """A second stream opened before the handshake completes is refused."""
         self.client.openStream(Recorder())
@@ -198,6 +214,24 @@ class HandshakeTests(SessionTestCase):
         self.assertTrue(reason.check(ControlProtocolError))
         self.assertTrue(
             any("broke the tunnel protocol" in line and "not JSON" in line for line in self.logged)
+        )
+
+    def test_endlessControlMessageEndsTheSession(self) -> None:
+        """
+        A client that sends a control message without end is dropped once
+        the line is longer than 64 KiB: the server holds no more of it.
+        """
+        control = self.openControl()
+        for _ in range(MAX_CONTROL_LINE // 4096):
+            control.transport.write(b"x" * 4096)
+            self.pump.flush()
+        self.assertFalse(self.ended())
+        control.transport.write(b"x")
+        self.pump.flush()
+        [(session, reason)] = self.observer.ended
+        self.assertTrue(reason.check(ControlProtocolError))
+        self.assertTrue(
+            any("broke the tunnel protocol" in line and "longer than" in line for line in self.logged)
         )
 
     def test_wellFormedClientMessagesAreIgnored(self) -> None:
@@ -305,6 +339,25 @@ class PairingTests(SessionTestCase):
         self.failureResultOf(opened, StreamRefusedError)
         self.assertFalse(self.ended())
 
+    def test_floodOfStreamsNobodyAskedForIsLoggedSparingly(self) -> None:
+        """
+        A client that opens a thousand streams nobody asked for has each
+        refused, the session going on, but makes the server log four lines
+        (at the 1st, 10th, 100th and 1000th), not a thousand.
+        """
+        opened = []
+        for _ in range(10):
+            opened += [self.client.openStream(Recorder()) for _ in range(100)]
+            self.pump.flush()
+        for d in opened:
+            self.failureResultOf(d, StreamRefusedError)
+        self.assertFalse(self.ended())
+        refusals = [line for line in self.logged if "nobody asked for" in line]
+        self.assertEqual(
+            [line.rsplit("(", 1)[1] for line in refusals],
+            [f"{count} such streams so far)" for count in (1, 10, 100, 1000)],
+        )
+
     def test_requestsBeyondTheLimitFail(self) -> None:
         """
         A client may owe no more streams than the limit, timed-out ones
@@ -403,6 +456,8 @@ class ServerStreamsTests(SessionTestCase):
     sends nothing on the control stream.
     """
 
+    settings = SessionSettings(maxPendingStreams=2)
+
     def setUp(self) -> None:
         super().setUp()
         self.session = ClientSession(
@@ -450,6 +505,23 @@ class ServerStreamsTests(SessionTestCase):
         self.successResultOf(self.session.requestStream(TransportProtocol.HTTP, 80, protocol))
         self.pump.flush()
         self.assertTrue(protocol.lost.check(StreamResetError))
+
+    def test_streamsNotAcknowledgedAreLimited(self) -> None:
+        """
+        While the client has not acknowledged C{maxPendingStreams} streams,
+        further requests fail with L{TooManyPendingStreams}; once it has,
+        requests go on.
+        """
+        for _ in range(2):
+            self.successResultOf(
+                self.session.requestStream(TransportProtocol.HTTP, 80, Recorder())
+            )
+        self.failureResultOf(
+            self.session.requestStream(TransportProtocol.HTTP, 80, Recorder()),
+            TooManyPendingStreams,
+        )
+        self.pump.flush()
+        self.successResultOf(self.session.requestStream(TransportProtocol.HTTP, 80, Recorder()))
 
     def test_requestAfterTheSessionEndedFails(self) -> None:
         """Once the session is closing, a request fails at once."""
