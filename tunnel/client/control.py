@@ -1,7 +1,7 @@
 """
 The client's end of the control stream: the handshake, then the server's
 control messages; and the streams the server opens itself, each announced
-by a control message (the L{SERVER_STREAMS} extension).
+by a control message (the L{tunnel.protocol.SERVER_STREAMS} extension).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from tunnel.protocol import (
     HANDSHAKE_REQUEST,
     HANDSHAKE_RESPONSE,
     MAX_CONTROL_LINE,
-    SERVER_STREAMS,
     Action,
     ControlLineReader,
     ControlMessage,
@@ -112,7 +111,7 @@ class ControlStream(Protocol):
 
 class AnnouncedStream(Protocol):
     """
-    A stream the server opened (with the L{SERVER_STREAMS} extension): its
+    A stream the server opened (with the L{tunnel.protocol.SERVER_STREAMS} extension): its
     first line is the control message that says what it is for. Once that
     is read, the stream is handed to the protocol C{serve} gives for the
     message, with the bytes that followed the line, and C{attached} is

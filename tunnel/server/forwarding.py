@@ -287,6 +287,7 @@ class _ChunkedWriter:
             self._transport.writeSequence([b"%x\r\n" % (len(data),), data, b"\r\n"])
 
 
+@implementer(IResponseReceiver)
 class HTTPForwarding(Forwarding):
     """
     Forwards a plain HTTP request: written into the stream with its body

@@ -797,7 +797,6 @@ class SessionProgram:
 
     def close(self) -> None:
         """Half-close a stream."""
-        c = self.choices
         streamID = self.pickStream()
         if streamID is None:
             return
@@ -816,7 +815,6 @@ class SessionProgram:
 
     def reset(self) -> None:
         """Reset a stream (or one that is gone)."""
-        c = self.choices
         streamID = self.pickStream()
         if streamID is None:
             return
