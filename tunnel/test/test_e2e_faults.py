@@ -216,6 +216,40 @@ class ClientDeathTests(FaultTestCase):
         yield self.assertServerBackToBaseline(files, rss)
 
 
+class ServerDeathTests(FaultTestCase):
+    """
+    A server killed (C{SIGKILL}) with a download in flight: the public
+    client sees its connection end, and once a new server runs on the same
+    port the client reconnects by itself and requests work again.
+    """
+
+    @defer.inlineCallbacks
+    def test_serverKilledAndRestarted(self):
+        """
+        The download in flight ends short; the client notices the lost
+        connection, reconnects to the new server by itself, and a request
+        through it is answered.
+        """
+        size = 200 * MiB
+        collector = Collector()
+        yield self.connect(collector)
+        collector.transport.write(
+            b"GET /bytes?n=%d HTTP/1.1\r\nHost: demo.localhost:%d\r\n\r\n" % (size, self.port)
+        )
+        yield collector.atLeast(4 * MiB)
+        upBefore = self.client.output.count("is up")
+        yield self.server.kill()
+        received = yield collector.done.addTimeout(PROMPTLY + 2, reactor)
+        self.assertLess(len(received), size)
+        yield self.client.waitFor(r"\) waiting: ", 10)
+        self.server = yield self.startServer(f"tcp:{self.port}:interface=127.0.0.1")
+        yield until(
+            lambda: self.client.output.count("is up") > upBefore, 30, "the client reconnected"
+        )
+        response = yield self.fetch()
+        self.assertTrue(response.startswith(b"HTTP/1.1 200 OK"), response[:200])
+
+
 class HalfOpenTests(FaultTestCase):
     """
     A peer that stops answering without closing its connection (a frozen
