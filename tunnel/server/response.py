@@ -244,13 +244,20 @@ class ResponseParser:
             self._receiver.bodyReceived(data)
         return True
 
-    def _readLength(self) -> bool:
+    def _takeBody(self) -> bool:
+        """
+        Pass on the buffered body bytes, at most the C{_remaining} ones;
+        return whether none remain.
+        """
         buffer = self._buffer
         data = bytes(buffer[: self._remaining])
         del buffer[: len(data)]
         self._remaining -= len(data)
         self._receiver.bodyReceived(data)
-        if self._remaining == 0:
+        return self._remaining == 0
+
+    def _readLength(self) -> bool:
+        if self._takeBody():
             self._finish()
             return False
         return True
@@ -279,12 +286,7 @@ class ResponseParser:
         return True
 
     def _readChunkData(self) -> bool:
-        buffer = self._buffer
-        data = bytes(buffer[: self._remaining])
-        del buffer[: len(data)]
-        self._remaining -= len(data)
-        self._receiver.bodyReceived(data)
-        if self._remaining == 0:
+        if self._takeBody():
             self._state = _CHUNK_END
         return True
 

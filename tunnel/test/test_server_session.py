@@ -81,11 +81,14 @@ class SessionTestCase(SynchronousTestCase):
     """A session connected in memory to a yamux client."""
 
     settings = SessionSettings()
+    serverStreams = False
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.observer = Observer()
-        self.session = ClientSession(IDENTIFIER, self.settings, self.observer, self.clock)
+        self.session = ClientSession(
+            IDENTIFIER, self.settings, self.observer, self.clock, self.serverStreams
+        )
         self.client = YamuxProtocol(isClient=True, clock=self.clock)
         self.goAways: list[int] = []
         self.client.goAwayReceived = self.goAways.append
@@ -457,24 +460,12 @@ class ServerStreamsTests(SessionTestCase):
     """
 
     settings = SessionSettings(maxPendingStreams=2)
+    serverStreams = True
 
     def setUp(self) -> None:
         super().setUp()
-        self.session = ClientSession(
-            IDENTIFIER, self.settings, self.observer, self.clock, serverStreams=True
-        )
-        self.client = YamuxProtocol(isClient=True, clock=self.clock)
         self.opened = StreamRecorderFactory()
         self.client.streamFactory = self.opened
-        server = self.session.protocol
-        self.pump = iosim.connect(
-            server,
-            iosim.makeFakeServer(server),
-            self.client,
-            iosim.makeFakeClient(self.client),
-            greet=False,
-            clock=self.clock,
-        )
         self.control = self.openControl()
 
     def test_requestOpensAnnouncedStreamAtOnce(self) -> None:
