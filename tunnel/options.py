@@ -8,7 +8,8 @@ import os
 
 from twisted.python import usage
 
-from tunnel.client import LocalRoutes, TunnelSettings, parseServerAddress
+from tunnel.client import LocalRoutes, PortRanges, TunnelSettings, parseServerAddress
+from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
 from tunnel.protocol import normaliseHost
 from tunnel.yamux import SessionConfig
@@ -204,7 +205,8 @@ class ClientOptions(usage.Options):
 
     After parsing: C{self["serverAddress"]} is the L{ServerAddress} and
     C{self["settings"]} the L{TunnelSettings} (identifier, routes built from
-    the C{--local} options, stop timeout, keep-alive).
+    the C{--local} and C{--local-ports} options, stop timeout, keep-alive,
+    the most local connections).
     """
 
     synopsis = "--server ENDPOINT --identifier ID [options]"
@@ -222,16 +224,24 @@ class ClientOptions(usage.Options):
         ["identifier-file", None, None, "Read the identifier from this file."],
         ["stop-timeout", None, 10.0,
          "On stop, seconds to let open requests finish before closing.", float],
+        ["max-local-connections", None, DEFAULT_MAX_LOCAL_CONNECTIONS,
+         "The most local connections open at once; a request beyond it gets 503 "
+         "(a TCP connection is closed) without a dial.", int],
         *KEEPALIVE_PARAMETERS,
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["local"] = []
+        self["local-ports"] = []
 
     def opt_local(self, address: str) -> None:
-        """ADDR or PORT=ADDR: where to forward requests. ADDR alone (HOST:PORT, a port, or a client endpoint string) receives every HTTP and WebSocket request; PORT=ADDR forwards what comes for public port PORT (repeatable). Default: 127.0.0.1 at the public port (80 when the request names none)."""
+        """ADDR or PORT=ADDR: where to forward requests. ADDR alone (HOST:PORT, a port, or a client endpoint string) receives every HTTP and WebSocket request; PORT=ADDR forwards what comes for public port PORT, HTTP or TCP (repeatable). Without a fixed ADDR, HTTP requests whose Host names no port (or port 80) go to 127.0.0.1:80; any other port not given here or in --local-ports is refused (502)."""
         self["local"].append(address.strip())
+
+    def opt_local_ports(self, ports: str) -> None:
+        """PORTS: ports dialled on 127.0.0.1 at the port a request names, HTTP or TCP, e.g. 3000,8000-8100 (repeatable). None by default."""
+        self["local-ports"].append(ports)
 
     def postOptions(self) -> None:
         """Parse the server and local addresses, find the identifier."""
@@ -245,9 +255,15 @@ class ClientOptions(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--server: {e}") from None
         try:
-            self["routes"] = LocalRoutes.fromStrings(self["local"])
+            PortRanges.fromStrings(self["local-ports"])
+        except ValueError as e:
+            raise usage.UsageError(f"--local-ports: {e}") from None
+        try:
+            self["routes"] = LocalRoutes.fromStrings(self["local"], self["local-ports"])
         except ValueError as e:
             raise usage.UsageError(f"--local: {e}") from None
+        if self["max-local-connections"] < 1:
+            raise usage.UsageError("--max-local-connections must be positive")
         if self["identifier"] and self["identifier-file"]:
             raise usage.UsageError("give --identifier or --identifier-file, not both")
         if self["identifier-file"]:
@@ -269,6 +285,7 @@ class ClientOptions(usage.Options):
                 host=self["serverAddress"].host,
                 shutdownTimeout=self["stop-timeout"],
                 sessionConfig=sessionConfig,
+                maxLocalConnections=self["max-local-connections"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -25,6 +25,7 @@ L{TunnelEndpoint} alone makes one tunnel: its C{connect} fires once the
 server accepted the identifier and answered the handshake.
 """
 
+from tunnel.client.address import PortRanges
 from tunnel.client.connect import TunnelClientProtocol, TunnelSettings
 from tunnel.client.endpoint import ServerAddress, TunnelEndpoint, parseServerAddress
 from tunnel.client.errors import (
@@ -44,6 +45,7 @@ __all__ = [
     "ClientState",
     "LocalAddress",
     "LocalRoutes",
+    "PortRanges",
     "ServerAddress",
     "TunnelClientProtocol",
     "TunnelClientService",

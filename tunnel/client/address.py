@@ -6,7 +6,9 @@ descriptions (C{tcp:...}, C{tls:...}, C{unix:...}) or bare C{HOST:PORT}.
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
+import attrs
 from twisted.internet.interfaces import IStreamClientEndpointStringParserWithReactor
 from twisted.plugin import getPlugins
 
@@ -41,6 +43,60 @@ def parsePort(text: str) -> int:
     if not _PORT.fullmatch(text) or int(text) > 0xFFFF:
         raise ValueError(f"not a port number: {text!r}")
     return int(text)
+
+
+@attrs.frozen
+class PortRanges:
+    """
+    A set of TCP ports, as ranges: what C{--local-ports 3000,8000-8100}
+    lists.
+
+    @ivar ranges: the inclusive ranges C{(low, high)}, sorted and merged.
+    """
+
+    ranges: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def fromStrings(cls, values: Iterable[str]) -> PortRanges:
+        """
+        Read comma-separated ports and ranges (C{3000,8000-8100}), from any
+        number of strings. Port 0 is not a port that can be dialled.
+
+        @raise ValueError: if an item is not a port from 1 to 65535 or a
+            range C{LOW-HIGH} of such ports with C{LOW <= HIGH}.
+        """
+        ranges: list[tuple[int, int]] = []
+        for value in values:
+            for item in value.split(","):
+                item = item.strip()
+                if not item:
+                    continue
+                low, dash, high = item.partition("-")
+                first = parsePort(low.strip())
+                last = parsePort(high.strip()) if dash else first
+                if first == 0 or last < first:
+                    raise ValueError(f"not a port from 1 to 65535 nor a range of them: {item!r}")
+                ranges.append((first, last))
+        merged: list[tuple[int, int]] = []
+        for first, last in sorted(ranges):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        return cls(tuple(merged))
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and any(
+            first <= port <= last for first, last in self.ranges
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
+
+    def __str__(self) -> str:
+        return ",".join(
+            str(first) if first == last else f"{first}-{last}" for first, last in self.ranges
+        )
 
 
 def parseHostPort(text: str) -> tuple[str, int]:

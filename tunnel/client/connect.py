@@ -23,7 +23,7 @@ from tunnel.client.errors import (
     TunnelRefusedError,
     TunnelResponseError,
 )
-from tunnel.client.local import LocalConnector, LocalRoutes
+from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS, LocalConnector, LocalRoutes
 from tunnel.mux import YamuxProtocol
 from tunnel.protocol import (
     CONTROL_PATH,
@@ -83,6 +83,11 @@ def describeLoss(reason: Failure) -> str:
     return reason.getErrorMessage()
 
 
+def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be positive, not {value}")
+
+
 def _headerValue(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
     if value is None:
         return
@@ -110,6 +115,12 @@ class TunnelSettings:
     @ivar offerServerStreams: whether to offer the server the extension in
         which it opens the streams itself (L{SERVER_STREAMS}); a server that
         does not know it (the Go one) ignores the offer.
+    @ivar maxLocalConnections: the most local connections (being dialled or
+        open) at once; a tunnelled connection beyond it is refused without
+        dialling (C{503} for HTTP and WebSocket, a closed stream for TCP).
+        The client also keeps at most twice as many streams open at once,
+        refusals included: beyond that it reads no more control messages
+        until streams end, and refuses the streams the server opens.
     """
 
     identifier: str = attrs.field(validator=_headerValue, repr=redactIdentifier)
@@ -119,6 +130,14 @@ class TunnelSettings:
     shutdownTimeout: float = 10.0
     sessionConfig: SessionConfig | None = None
     offerServerStreams: bool = True
+    maxLocalConnections: int = attrs.field(
+        default=DEFAULT_MAX_LOCAL_CONNECTIONS, validator=_positive
+    )
+
+    @property
+    def maxStreams(self) -> int:
+        """The most streams the client keeps open at once (see L{maxLocalConnections})."""
+        return 2 * self.maxLocalConnections
 
 
 def connectRequest(identifier: str, host: str, features: bytes = b"") -> bytes:
@@ -154,6 +173,47 @@ class ResponseHead:
     features: frozenset[bytes] = frozenset()
 
 
+class ResponseHeadReader:
+    """
+    Collects an HTTP response head that arrives in pieces; lines may end
+    with C{\\n} or C{\\r\\n}.
+
+    Each piece is searched once for the empty line that ends the head,
+    together with the two bytes before it (where that line may begin), and
+    the head grows in place: a head sent a byte at a time costs work in
+    proportion to its length, not to its square.
+
+    @ivar maxSize: the longest head accepted.
+    """
+
+    def __init__(self, maxSize: int = MAX_RESPONSE_HEAD) -> None:
+        self.maxSize = maxSize
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> tuple[ResponseHead, bytes] | None:
+        """
+        Take the next bytes of the response.
+
+        @return: the head and the bytes after it once the head is complete,
+            else L{None}.
+        @raise TunnelConnectError: if the head is longer than L{maxSize} or
+            its status line is malformed.
+        """
+        buffer = self._buffer
+        start = max(0, len(buffer) - 2)
+        buffer += data
+        end = _HEAD_END.search(buffer, start, self.maxSize + 2)
+        if end is None:
+            if len(buffer) > self.maxSize:
+                raise TunnelConnectError(
+                    f"the server's response head is over {self.maxSize} bytes"
+                )
+            return None
+        head, rest = bytes(buffer[: end.end()]), bytes(buffer[end.end() :])
+        self._buffer = bytearray()
+        return _parseHead(head), rest
+
+
 def parseResponseHead(data: bytes, maxSize: int = MAX_RESPONSE_HEAD) -> tuple[ResponseHead, bytes] | None:
     """
     Read an HTTP response head ending with an empty line (lines may end
@@ -164,12 +224,11 @@ def parseResponseHead(data: bytes, maxSize: int = MAX_RESPONSE_HEAD) -> tuple[Re
     @raise TunnelConnectError: if the head is longer than C{maxSize} or its
         status line is malformed.
     """
-    end = _HEAD_END.search(data, 0, maxSize + 2)
-    if end is None:
-        if len(data) > maxSize:
-            raise TunnelConnectError(f"the server's response head is over {maxSize} bytes")
-        return None
-    head = data[: end.end()]
+    return ResponseHeadReader(maxSize).feed(data)
+
+
+def _parseHead(head: bytes) -> ResponseHead:
+    """Read a complete response head, its empty line included."""
     statusLine = head.split(b"\n", 1)[0]
     status = _STATUS_LINE.fullmatch(statusLine)
     if status is None:
@@ -181,14 +240,11 @@ def parseResponseHead(data: bytes, maxSize: int = MAX_RESPONSE_HEAD) -> tuple[Re
         for token in value.split(b",")
         if token.strip()
     )
-    return (
-        ResponseHead(
-            int(status.group(1)),
-            (status.group(2) or b"").decode("latin-1"),
-            None if length is None else int(length.group(1)),
-            features,
-        ),
-        data[end.end() :],
+    return ResponseHead(
+        int(status.group(1)),
+        (status.group(2) or b"").decode("latin-1"),
+        None if length is None else int(length.group(1)),
+        features,
     )
 
 
@@ -235,7 +291,8 @@ class TunnelClientProtocol(Protocol):
         self.serverName = settings.host or ""
         self._connector = connector
         self._clock = clock
-        self._head = b""
+        self._headReader = ResponseHeadReader()
+        self._control: ControlStream | None = None
         self._refusal: tuple[ResponseHead, bytes] | None = None
         self._setupTimer: IDelayedCall | None = None
         self._shutdownTimer: IDelayedCall | None = None
@@ -356,16 +413,14 @@ class TunnelClientProtocol(Protocol):
     # -- setting up ----------------------------------------------------------
 
     def _readHead(self, data: bytes) -> None:
-        self._head += data
         try:
-            parsed = parseResponseHead(self._head)
+            parsed = self._headReader.feed(data)
         except TunnelConnectError as e:
             self._fail(e)
             return
         if parsed is None:
             return
         head, rest = parsed
-        self._head = b""
         if head.status == 200:
             self._startSession(rest, SERVER_STREAMS in head.features)
         else:
@@ -387,13 +442,16 @@ class TunnelClientProtocol(Protocol):
         if serverStreams:
             # The server opens a stream for every request, and a burst of
             # them can arrive in one read: they are all taken once it is
-            # read, so the accept backlog must not refuse any of them.
-            config = attrs.evolve(config, acceptBacklog=config.maxInboundStreams)
+            # read, so the accept backlog must not refuse any of them. The
+            # streams it may have open are bounded as those the client
+            # opens for control messages are.
+            inbound = min(config.maxInboundStreams, self.settings.maxStreams)
+            config = attrs.evolve(config, acceptBacklog=inbound, maxInboundStreams=inbound)
         session = self.session = YamuxProtocol(True, streams, config, self._clock)
         session.makeConnection(self.transport)
         if rest:
             session.dataReceived(rest)
-        control = ControlStream(self._messageReceived)
+        control = self._control = ControlStream(self._messageReceived)
         control.ready.addCallbacks(self._ready, lambda failure: self._fail(failure.value))
         control.ended.addCallback(self._controlEnded)
         # The control stream's end reports a refused or unanswered open.
@@ -457,6 +515,8 @@ class TunnelClientProtocol(Protocol):
         if protocol.connected:
             self._openStreams += 1
             protocol.ended.addCallback(self._streamEnded)
+            if self._openStreams >= self.settings.maxStreams and self._control is not None:
+                self._control.holdMessages()
 
     def _messageReceived(self, message: ControlMessage) -> None:
         assert self.session is not None
@@ -474,6 +534,8 @@ class TunnelClientProtocol(Protocol):
 
     def _streamEnded(self, ignored: None) -> None:
         self._openStreams -= 1
+        if self._openStreams < self.settings.maxStreams and self._control is not None:
+            self._control.releaseMessages()
         self._closeIfIdle()
 
     def _controlEnded(self, ignored: None) -> None:

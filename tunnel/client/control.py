@@ -6,6 +6,7 @@ by a control message (the L{tunnel.protocol.SERVER_STREAMS} extension).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable
 
 from twisted.internet.defer import Deferred
@@ -18,12 +19,17 @@ from tunnel.client.errors import TunnelConnectError
 from tunnel.protocol import (
     HANDSHAKE_REQUEST,
     HANDSHAKE_RESPONSE,
-    MAX_CONTROL_LINE,
     Action,
     ControlLineReader,
     ControlMessage,
     ControlProtocolError,
 )
+from tunnel.sparselog import SparseCounter
+
+#: The longest announcement line accepted on a stream the server opened. The
+#: server writes a control message in its compact form (about 50 bytes):
+#: this bounds what each stream may hold before it is handed over.
+MAX_ANNOUNCEMENT = 1024
 
 
 class ControlStream(Protocol):
@@ -33,6 +39,11 @@ class ControlStream(Protocol):
     Once connected it writes the handshake request in one write (so in one
     Data frame), collects the server's answer until it is complete, and then
     hands every C{RequestClientSession} message to C{messageReceived}.
+
+    L{holdMessages} stops handing messages on, and reading the stream (so
+    the server's window for it runs out), until L{releaseMessages}: what the
+    client holds for a server that sends messages faster than the client
+    serves them is bounded by the stream's window.
 
     @ivar ready: fires with L{None} once the server answered the handshake;
         fails with L{TunnelConnectError} if the answer is wrong or the stream
@@ -48,10 +59,33 @@ class ControlStream(Protocol):
         self._messageReceived = messageReceived
         self._answer = b""
         self._reader = ControlLineReader()
+        self._waiting: deque[ControlMessage] = deque()
+        self._holding = False
+        self._unknownActions = SparseCounter()
+
+    @property
+    def waiting(self) -> int:
+        """How many messages were read and wait to be handed on."""
+        return len(self._waiting)
 
     def connectionMade(self) -> None:
         """Send the handshake request."""
         self.transport.write(HANDSHAKE_REQUEST)
+
+    def holdMessages(self) -> None:
+        """Stop handing messages on, and reading the stream."""
+        if not self._holding:
+            self._holding = True
+            self.transport.pauseProducing()
+
+    def releaseMessages(self) -> None:
+        """Hand on the messages read meanwhile, and read the stream again."""
+        if not self._holding:
+            return
+        self._holding = False
+        self._handOn()
+        if not self._holding and self.connected:
+            self.transport.resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
         """Check the handshake answer, then read control messages."""
@@ -67,16 +101,26 @@ class ControlStream(Protocol):
             return
         for message in messages:
             if message.action == Action.REQUEST_CLIENT_SESSION:
-                self._messageReceived(message)
+                self._waiting.append(message)
             else:
-                self._log.warn(
-                    "Ignoring a control message with unknown action {action}",
-                    action=message.action,
-                )
+                count = self._unknownActions.record(message.action)
+                if count is not None:
+                    self._log.warn(
+                        "Ignoring a control message with unknown action {action} "
+                        "({count} so far)",
+                        action=message.action,
+                        count=count,
+                    )
+        self._handOn()
+
+    def _handOn(self) -> None:
+        while self._waiting and not self._holding and self.connected:
+            self._messageReceived(self._waiting.popleft())
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         """Fail L{ready} if the handshake was not done; fire L{ended}."""
         self.connected = False
+        self._waiting.clear()
         if not self.ready.called:
             self.ready.errback(
                 TunnelConnectError(
@@ -118,7 +162,7 @@ class AnnouncedStream(Protocol):
     told of that protocol.
 
     A line that is not a control message, or longer than
-    L{MAX_CONTROL_LINE}, resets the stream.
+    L{MAX_ANNOUNCEMENT}, resets the stream.
     """
 
     _log = Logger()
@@ -138,11 +182,11 @@ class AnnouncedStream(Protocol):
         if b"\n" not in data:
             # Only new bytes are searched: a trickled line costs no more
             # than its length.
-            if len(self._buffer) > MAX_CONTROL_LINE:
+            if len(self._buffer) > MAX_ANNOUNCEMENT:
                 self._refuse("its announcement is too long")
             return
         line, _, rest = bytes(self._buffer).partition(b"\n")
-        if len(line) > MAX_CONTROL_LINE:
+        if len(line) > MAX_ANNOUNCEMENT:
             self._refuse("its announcement is too long")
             return
         try:

@@ -95,11 +95,16 @@ class TunnelEndpoint:
         """
         @raise ValueError: if a local address in the settings' routes is not
             a valid endpoint description.
+
+        Every tunnel the endpoint makes shares one bound on local
+        connections (the settings' C{maxLocalConnections}).
         """
         self.serverEndpoint = serverEndpoint
         self.settings = settings
         self.reactor = reactor
-        self._connector = LocalConnector(settings.routes, reactor)
+        self._connector = LocalConnector(
+            settings.routes, reactor, settings.maxLocalConnections
+        )
 
     def __repr__(self) -> str:
         server = self.settings.host or repr(self.serverEndpoint)

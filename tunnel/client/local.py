@@ -6,7 +6,12 @@ A local address is written C{HOST:PORT}, a bare C{PORT} (on 127.0.0.1), or a
 Twisted client endpoint description (C{tcp:...}, C{tls:...}, C{unix:...}).
 The C{--local} option takes C{ADDR} (the fixed address of HTTP and
 WebSocket connections) or C{PORT=ADDR} (the address of connections whose
-control message carries that C{localPort}).
+control message carries that C{localPort}); C{--local-ports} lists the
+ports that may be dialled on 127.0.0.1 as they come.
+
+The C{localPort} of a control message is a request, never an order: the
+client dials only what its user configured, and refuses any other port.
+The number of local connections open at once is bounded too.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnel.client.address import (
+    PortRanges,
     isEndpointDescription,
     joinHostPort,
     parseHostPort,
@@ -31,12 +37,17 @@ from tunnel.client.address import (
 )
 from tunnel.pipe import PipeEnd
 from tunnel.protocol import ControlMessage, TransportProtocol
+from tunnel.sparselog import SparseCounter
 
 #: The host of local services named by a port only.
 DEFAULT_LOCAL_HOST = "127.0.0.1"
 
 #: The port dialled for HTTP requests whose Host header had no port.
 DEFAULT_HTTP_PORT = 80
+
+#: The most local connections (being dialled or open) a client has at once,
+#: unless told otherwise.
+DEFAULT_MAX_LOCAL_CONNECTIONS = 1024
 
 
 @attrs.frozen
@@ -100,24 +111,32 @@ def parseLocalOption(text: str) -> tuple[int | None, LocalAddress]:
 @attrs.frozen
 class LocalRoutes:
     """
-    Which local address each tunnelled connection goes to.
+    Which local address each tunnelled connection goes to; the client dials
+    nothing else.
 
-    HTTP and WebSocket connections go to the fixed address if there is one,
-    else to the address mapped to the message's C{localPort}, else to
-    127.0.0.1 on that port (port 80 when it is 0). TCP connections go to the
-    address mapped to their C{localPort}, else to 127.0.0.1 on that port.
+    An HTTP or WebSocket connection goes to the fixed address if there is
+    one; else to the address mapped to the message's C{localPort}; else to
+    127.0.0.1 at that port if it is one of C{dynamicPorts}; else, for
+    C{localPort} 0 (a Host without port) or 80, to the address mapped to
+    port 80 or 127.0.0.1:80. A TCP connection goes to the address mapped to
+    its C{localPort}, else to 127.0.0.1 at that port if it is one of
+    C{dynamicPorts}. Any other connection is refused.
 
     @ivar fixed: the address of every HTTP and WebSocket connection, if set.
     @ivar ports: addresses by C{localPort}.
+    @ivar dynamicPorts: the ports dialled on 127.0.0.1 at the port the
+        message names.
     """
 
     fixed: LocalAddress | None = None
     ports: Mapping[int, LocalAddress] = attrs.field(factory=dict)
+    dynamicPorts: PortRanges = attrs.field(factory=PortRanges)
 
     @classmethod
-    def fromStrings(cls, values: Iterable[str]) -> LocalRoutes:
+    def fromStrings(cls, values: Iterable[str], dynamicPorts: Iterable[str] = ()) -> LocalRoutes:
         """
-        Build the routes from C{--local} values (see L{parseLocalOption}).
+        Build the routes from C{--local} values (see L{parseLocalOption})
+        and C{--local-ports} values (see L{PortRanges.fromStrings}).
 
         @raise ValueError: if a value is malformed, if more than one fixed
             address is given, or if a port is mapped twice.
@@ -136,38 +155,97 @@ class LocalRoutes:
                 raise ValueError(f"local port {port} is mapped twice")
             else:
                 ports[port] = address
-        return cls(fixed, ports)
+        return cls(fixed, ports, PortRanges.fromStrings(dynamicPorts))
 
-    def addressFor(self, message: ControlMessage) -> LocalAddress:
-        """The local address of the connection a control message asks for."""
+    def addressFor(self, message: ControlMessage) -> LocalAddress | None:
+        """
+        The local address of the connection a control message asks for, or
+        L{None} if the routes do not expose its C{localPort}.
+        """
         port = message.localPort
-        if message.transportProtocol != TransportProtocol.TCP and self.fixed is not None:
+        answersHTTP = _answersHTTP(message)
+        if answersHTTP and self.fixed is not None:
             return self.fixed
         if port in self.ports:
             return self.ports[port]
-        return tcpLocalAddress(DEFAULT_LOCAL_HOST, port or DEFAULT_HTTP_PORT)
+        if port in self.dynamicPorts:
+            return tcpLocalAddress(DEFAULT_LOCAL_HOST, port)
+        if answersHTTP and port in (0, DEFAULT_HTTP_PORT):
+            default = self.ports.get(DEFAULT_HTTP_PORT)
+            return default or tcpLocalAddress(DEFAULT_LOCAL_HOST, DEFAULT_HTTP_PORT)
+        return None
+
+
+def plainTextResponse(status: int, reason: str, body: str) -> bytes:
+    """A complete HTTP response with a plain text body, closing the connection."""
+    payload = body.encode("utf-8")
+    return (
+        b"HTTP/1.1 %d %s\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Connection: close\r\n"
+        b"Content-Length: %d\r\n"
+        b"\r\n%s" % (status, reason.encode("ascii"), len(payload), payload)
+    )
 
 
 def serviceUnavailable(body: str) -> bytes:
     """A complete HTTP C{503} response with a plain text body."""
-    payload = body.encode("utf-8")
-    return (
-        b"HTTP/1.1 503 Service Unavailable\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n"
-        b"Connection: close\r\n"
-        b"Content-Length: %d\r\n"
-        b"\r\n%s" % (len(payload), payload)
-    )
+    return plainTextResponse(503, "Service Unavailable", body)
 
 
-def _answerUnavailable(transport: ITransport, answersHTTP: bool, body: str) -> None:
+def badGateway(body: str) -> bytes:
+    """A complete HTTP C{502} response with a plain text body."""
+    return plainTextResponse(502, "Bad Gateway", body)
+
+
+def _answerUnavailable(transport: ITransport, answersHTTP: bool, response: bytes) -> None:
     """
-    End a stream whose connection cannot be served: with a C{503} answer for
+    End a stream whose connection cannot be served: with C{response} for
     HTTP and WebSocket, with nothing for TCP.
     """
     if answersHTTP:
-        transport.write(serviceUnavailable(body))
+        transport.write(response)
     transport.loseConnection()
+
+
+class LocalConnectionLimit:
+    """
+    Counts the local connections being dialled or open, against a maximum:
+    a server that asks for thousands of connections at once gets no more
+    than C{maximum} of them. Refusals are logged sparingly (the 1st, 10th,
+    100th...).
+
+    @ivar maximum: the most local connections at once.
+    @ivar live: how many there are now.
+    """
+
+    _log = Logger()
+
+    def __init__(self, maximum: int = DEFAULT_MAX_LOCAL_CONNECTIONS) -> None:
+        if maximum < 1:
+            raise ValueError(f"the most local connections must be positive, not {maximum}")
+        self.maximum = maximum
+        self.live = 0
+        self._refused = SparseCounter()
+
+    def acquire(self) -> bool:
+        """Count one more local connection, unless the maximum is reached."""
+        if self.live < self.maximum:
+            self.live += 1
+            return True
+        count = self._refused.record()
+        if count is not None:
+            self._log.warn(
+                "Refusing a tunnelled connection: {live} local connections are open, "
+                "the most allowed ({count} refused so far)",
+                live=self.live,
+                count=count,
+            )
+        return False
+
+    def release(self) -> None:
+        """Count one local connection less."""
+        self.live -= 1
 
 
 class _LocalEndFactory(Factory):
@@ -185,7 +263,11 @@ class LocalForwarder(PipeEnd):
     The stream end of one tunnelled connection: once the stream is
     connected it dials the local address and joins the stream with the
     local connection. If the local service cannot be reached, it answers
-    C{503} (HTTP and WebSocket) or just closes the stream (TCP).
+    C{503} (HTTP and WebSocket) or just closes the stream (TCP); so it does,
+    without dialling, when the L{LocalConnectionLimit} is reached.
+
+    The connection counts against the limit from the dial until both the
+    stream and the local connection are closed.
 
     @ivar address: the local address dialled.
     """
@@ -193,17 +275,34 @@ class LocalForwarder(PipeEnd):
     _log = Logger()
 
     def __init__(
-        self, endpoint: IStreamClientEndpoint, address: LocalAddress, answersHTTP: bool
+        self,
+        endpoint: IStreamClientEndpoint,
+        address: LocalAddress,
+        answersHTTP: bool,
+        limit: LocalConnectionLimit | None = None,
     ) -> None:
         super().__init__()
         self.address = address
         self._endpoint = endpoint
         self._answersHTTP = answersHTTP
+        self._limit = LocalConnectionLimit() if limit is None else limit
+        self._counted = False
         self._dialing: Deferred[PipeEnd] | None = None
 
     def connectionMade(self) -> None:
         """Hold the stream paused and dial the local service."""
         super().connectionMade()
+        if not self._limit.acquire():
+            _answerUnavailable(
+                self.transport,
+                self._answersHTTP,
+                serviceUnavailable(
+                    f"tunnel: this client has too many local connections open "
+                    f"({self._limit.maximum})\n"
+                ),
+            )
+            return
+        self._counted = True
         self._dialing = self._endpoint.connect(_localEnds)
         self._dialing.addCallbacks(self._dialed, self._dialFailed)
 
@@ -213,9 +312,11 @@ class LocalForwarder(PipeEnd):
         super().connectionLost(reason)
         if dialing is not None:
             dialing.cancel()
+        self._releaseIfDone()
 
     def _dialed(self, local: PipeEnd) -> None:
         self._dialing = None
+        local.ended.addCallback(self._releaseIfDone)
         self.join(local)
 
     def _dialFailed(self, reason: Failure) -> None:
@@ -228,26 +329,38 @@ class LocalForwarder(PipeEnd):
             reason=reason.getErrorMessage(),
         )
         _answerUnavailable(
-            self.transport, self._answersHTTP, f"tunnel: no local server at {self.address}\n"
+            self.transport,
+            self._answersHTTP,
+            serviceUnavailable(f"tunnel: no local server at {self.address}\n"),
         )
+
+    def _releaseIfDone(self, ignored: object = None) -> None:
+        """Stop counting against the limit once the stream and the local connection are gone."""
+        if not self._counted or self.lostReason is None or self._dialing is not None:
+            return
+        local = self.peer
+        if local is not None and local.lostReason is None:
+            return
+        self._counted = False
+        self._limit.release()
 
 
 class UnavailableStream(Protocol):
     """
     The stream end of a connection the client will not serve: it answers
-    C{503} (HTTP and WebSocket) or nothing (TCP) and closes the stream.
+    C{response} (HTTP and WebSocket) or nothing (TCP) and closes the stream.
 
     @ivar ended: fires with L{None} once the stream is gone.
     """
 
-    def __init__(self, answersHTTP: bool, body: str) -> None:
+    def __init__(self, answersHTTP: bool, response: bytes) -> None:
         self.ended: Deferred[None] = Deferred()
         self._answersHTTP = answersHTTP
-        self._body = body
+        self._response = response
 
     def connectionMade(self) -> None:
         """Answer and close."""
-        _answerUnavailable(self.transport, self._answersHTTP, self._body)
+        _answerUnavailable(self.transport, self._answersHTTP, self._response)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         """Report that the stream is gone."""
@@ -256,36 +369,74 @@ class UnavailableStream(Protocol):
 
 class LocalConnector:
     """
-    Builds the stream protocol of each tunnelled connection, dialling the
-    address L{LocalRoutes} chooses.
+    Builds the stream protocol of each tunnelled connection: a forwarder
+    dialling the address L{LocalRoutes} chooses, or a refusal.
+
+    A port the routes do not expose is refused with a C{502} (HTTP and
+    WebSocket) or a closed stream (TCP), without dialling; each refused
+    port is logged sparingly (its 1st, 10th, 100th... refusal).
 
     @ivar routes: the routing rules.
+    @ivar limit: the bound on local connections at once.
     """
 
-    def __init__(self, routes: LocalRoutes, reactor: object) -> None:
+    _log = Logger()
+
+    def __init__(
+        self,
+        routes: LocalRoutes,
+        reactor: object,
+        maxConnections: int = DEFAULT_MAX_LOCAL_CONNECTIONS,
+    ) -> None:
         """
         @param reactor: the reactor to dial local services with.
+        @param maxConnections: the most local connections at once.
         @raise ValueError: if a configured address is not a valid endpoint
-            description.
+            description, or C{maxConnections} is not positive.
         """
         self.routes = routes
+        self.limit = LocalConnectionLimit(maxConnections)
         self._reactor = reactor
         self._endpoints: dict[LocalAddress, IStreamClientEndpoint] = {}
+        self._refusedPorts = SparseCounter()
         for address in [routes.fixed, *routes.ports.values()]:
             if address is not None:
                 self._endpointFor(address)
 
-    def forwarderFor(self, message: ControlMessage) -> LocalForwarder:
-        """The protocol of the stream a control message asks for."""
+    def forwarderFor(self, message: ControlMessage) -> Protocol:
+        """
+        The protocol of the stream a control message asks for: a
+        L{LocalForwarder}, or an L{UnavailableStream} if the routes do not
+        expose the message's port.
+        """
         address = self.routes.addressFor(message)
-        return LocalForwarder(self._endpointFor(address), address, _answersHTTP(message))
+        if address is None:
+            return self._refusePort(message)
+        return LocalForwarder(
+            self._endpointFor(address), address, _answersHTTP(message), self.limit
+        )
 
     def refusalFor(self, message: ControlMessage, body: str) -> UnavailableStream:
         """
         The protocol of a stream a control message asks for that the client
-        will not serve; C{body} explains why, to HTTP clients.
+        will not serve; C{body} explains why, to HTTP clients, in a C{503}.
         """
-        return UnavailableStream(_answersHTTP(message), body)
+        return UnavailableStream(_answersHTTP(message), serviceUnavailable(body))
+
+    def _refusePort(self, message: ControlMessage) -> UnavailableStream:
+        port = message.localPort
+        count = self._refusedPorts.record(port)
+        if count is not None:
+            self._log.warn(
+                "Refusing a tunnelled connection for local port {port}: the local "
+                "routes do not expose it ({count} refused for this port so far)",
+                port=port,
+                count=count,
+            )
+        return UnavailableStream(
+            _answersHTTP(message),
+            badGateway(f"tunnel: this client does not expose local port {port}\n"),
+        )
 
     def _endpointFor(self, address: LocalAddress) -> IStreamClientEndpoint:
         endpoint = self._endpoints.get(address)

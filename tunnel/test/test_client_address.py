@@ -18,7 +18,7 @@ from tunnel.client import (
     parseLocalOption,
     parseServerAddress,
 )
-from tunnel.client.address import hostFromDescription
+from tunnel.client.address import PortRanges, hostFromDescription
 from tunnel.protocol import ControlMessage, TransportProtocol
 
 HTTP = TransportProtocol.HTTP
@@ -95,19 +95,30 @@ class LocalAddressTests(SynchronousTestCase):
 
 
 class LocalRoutesTests(SynchronousTestCase):
-    """The rules choosing the local address of each connection."""
+    """
+    The rules choosing the local address of each connection: the client
+    dials only what its user configured.
+    """
 
-    def test_default(self) -> None:
-        """Without configuration, connections go to 127.0.0.1:localPort."""
+    def label(self, routes: LocalRoutes, protocol: int, port: int) -> str | None:
+        address = routes.addressFor(message(protocol, port))
+        return None if address is None else address.label
+
+    def test_defaultIsPort80Only(self) -> None:
+        """
+        Without configuration, an HTTP or WebSocket connection for port 0 (a
+        Host without port) or 80 goes to 127.0.0.1:80, the protocol's
+        default; every other port is refused, and so is every TCP
+        connection.
+        """
         routes = LocalRoutes()
-        for protocol in (HTTP, WEBSOCKET, TCP):
-            self.assertEqual(
-                routes.addressFor(message(protocol, 3000)).label, "127.0.0.1:3000"
-            )
-
-    def test_port80WhenZero(self) -> None:
-        """An HTTP request whose Host had no port goes to port 80."""
-        self.assertEqual(LocalRoutes().addressFor(message(HTTP, 0)).label, "127.0.0.1:80")
+        for protocol in (HTTP, WEBSOCKET):
+            self.assertEqual(self.label(routes, protocol, 0), "127.0.0.1:80")
+            self.assertEqual(self.label(routes, protocol, 80), "127.0.0.1:80")
+            for port in (22, 3000, 6379, 8080, 65535):
+                self.assertIsNone(self.label(routes, protocol, port), port)
+        for port in (0, 22, 80, 3000, 6379):
+            self.assertIsNone(self.label(routes, TCP, port), port)
 
     def test_fixed(self) -> None:
         """
@@ -116,26 +127,54 @@ class LocalRoutesTests(SynchronousTestCase):
         """
         routes = LocalRoutes.fromStrings(["localhost:3000", "8080=4000"])
         for protocol in (HTTP, WEBSOCKET):
-            for port in (0, 80, 8080):
-                self.assertEqual(
-                    routes.addressFor(message(protocol, port)).label, "localhost:3000"
-                )
+            for port in (0, 80, 6379, 8080):
+                self.assertEqual(self.label(routes, protocol, port), "localhost:3000")
 
     def test_perPort(self) -> None:
-        """Without a fixed address, mapped ports go to their address."""
+        """
+        Without a fixed address, mapped ports go to their address; port 0
+        to the address mapped to 0, else to the one mapped to 80; other
+        ports are refused.
+        """
         routes = LocalRoutes.fromStrings(["8080=4000", "0=5000"])
-        self.assertEqual(routes.addressFor(message(HTTP, 8080)).label, "127.0.0.1:4000")
-        self.assertEqual(routes.addressFor(message(HTTP, 0)).label, "127.0.0.1:5000")
-        self.assertEqual(routes.addressFor(message(HTTP, 9090)).label, "127.0.0.1:9090")
+        self.assertEqual(self.label(routes, HTTP, 8080), "127.0.0.1:4000")
+        self.assertEqual(self.label(routes, HTTP, 0), "127.0.0.1:5000")
+        self.assertEqual(self.label(routes, HTTP, 80), "127.0.0.1:80")
+        self.assertIsNone(self.label(routes, HTTP, 9090))
+        routes = LocalRoutes.fromStrings(["80=4000"])
+        self.assertEqual(self.label(routes, HTTP, 0), "127.0.0.1:4000")
+        self.assertEqual(self.label(routes, WEBSOCKET, 80), "127.0.0.1:4000")
 
     def test_tcpIgnoresFixed(self) -> None:
         """
-        TCP connections use the port map, then 127.0.0.1:localPort; never
-        the fixed address, which is for HTTP.
+        TCP connections use the port map only, never the fixed address,
+        which is for HTTP: any other port is refused.
         """
         routes = LocalRoutes.fromStrings(["localhost:3000", "2222=unix:/run/ssh.sock"])
-        self.assertEqual(routes.addressFor(message(TCP, 2222)).label, "unix:/run/ssh.sock")
-        self.assertEqual(routes.addressFor(message(TCP, 7000)).label, "127.0.0.1:7000")
+        self.assertEqual(self.label(routes, TCP, 2222), "unix:/run/ssh.sock")
+        self.assertIsNone(self.label(routes, TCP, 7000))
+        self.assertIsNone(self.label(routes, TCP, 80))
+
+    def test_dynamicPorts(self) -> None:
+        """
+        The listed ports are dialled on 127.0.0.1 at the port the message
+        names, for HTTP, WebSocket and TCP alike; ports outside the list
+        are still refused; a mapping wins over the list.
+        """
+        routes = LocalRoutes.fromStrings(["3001=4000"], ["3000-3001", "8000"])
+        for protocol in (HTTP, WEBSOCKET, TCP):
+            self.assertEqual(self.label(routes, protocol, 3000), "127.0.0.1:3000")
+            self.assertEqual(self.label(routes, protocol, 8000), "127.0.0.1:8000")
+            self.assertEqual(self.label(routes, protocol, 3001), "127.0.0.1:4000")
+            for port in (2999, 3002, 7999, 8001, 6379):
+                self.assertIsNone(self.label(routes, protocol, port), (protocol, port))
+        self.assertEqual(self.label(routes, HTTP, 0), "127.0.0.1:80")
+
+    def test_dynamicPortsWithFixed(self) -> None:
+        """With a fixed address, the listed ports are for TCP only."""
+        routes = LocalRoutes.fromStrings(["5000"], ["3000"])
+        self.assertEqual(self.label(routes, HTTP, 3000), "127.0.0.1:5000")
+        self.assertEqual(self.label(routes, TCP, 3000), "127.0.0.1:3000")
 
     def test_twoFixedAddresses(self) -> None:
         """Only one fixed address may be given."""
@@ -185,3 +224,34 @@ class ServerAddressTests(SynchronousTestCase):
         for text in ["tunnel.example.com", "8080", "host:port"]:
             with self.assertRaises(ValueError, msg=text):
                 parseServerAddress(text)
+
+
+class PortRangesTests(SynchronousTestCase):
+    """L{PortRanges}: what C{--local-ports} reads."""
+
+    def test_portsAndRanges(self) -> None:
+        """Ports and inclusive ranges, comma-separated, from several strings."""
+        ports = PortRanges.fromStrings(["3000, 8000-8002", "22"])
+        self.assertEqual(ports.ranges, ((22, 22), (3000, 3000), (8000, 8002)))
+        for port in (22, 3000, 8000, 8001, 8002):
+            self.assertIn(port, ports)
+        for port in (0, 21, 23, 2999, 3001, 7999, 8003, 65535):
+            self.assertNotIn(port, ports)
+        self.assertEqual(str(ports), "22,3000,8000-8002")
+
+    def test_overlapsMerged(self) -> None:
+        """Overlapping and adjacent ranges are merged."""
+        ports = PortRanges.fromStrings(["10-20,15-30,31,40"])
+        self.assertEqual(ports.ranges, ((10, 31), (40, 40)))
+
+    def test_empty(self) -> None:
+        """No string, or empty items, list no port."""
+        self.assertFalse(PortRanges.fromStrings([]))
+        self.assertFalse(PortRanges.fromStrings([" , "]))
+        self.assertNotIn(80, PortRanges())
+
+    def test_malformed(self) -> None:
+        """Port 0, ports past 65535, reversed ranges and words are refused."""
+        for bad in ["0", "65536", "20-10", "http", "1-", "-5", "1-2-3", "0-10"]:
+            with self.assertRaises(ValueError, msg=bad):
+                PortRanges.fromStrings([bad])

@@ -26,7 +26,7 @@ from tunnel.protocol import (
     HANDSHAKE_RESPONSE,
     MAX_CONTROL_LINE,
 )
-from tunnel.test.test_client_support import IDENTIFIER, REFUSAL
+from tunnel.test.test_client_support import IDENTIFIER, REFUSAL, TEST_ROUTES
 from tunnel.test.test_mux import Recorder, deferredResult, frames
 from tunnel.yamux import Flag, FrameType, encodeFrame
 
@@ -50,6 +50,7 @@ class Connection:
 
     def __init__(self, host: str | None = "tunnel.example:8080", **settings: object) -> None:
         self.reactor = MemoryReactorClock()
+        settings.setdefault("routes", TEST_ROUTES)
         self.settings = TunnelSettings(IDENTIFIER, host=host, **settings)
         self.wrapped = Recorder()
         self.tunnel = TunnelClientProtocol(

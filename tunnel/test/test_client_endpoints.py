@@ -21,6 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from tunnel.client import (
     ClientState,
+    LocalRoutes,
     TunnelClientService,
     TunnelEndpoint,
     TunnelSettings,
@@ -67,8 +68,11 @@ class TransportTests(TestCase):
         )
         self.addCleanup(local.stopListening)
         server = parseServerAddress(connect(port))
+        routes = LocalRoutes.fromStrings([], [str(local.getHost().port)])
         endpoint = TunnelEndpoint(
-            server.endpoint(reactor), TunnelSettings(IDENTIFIER, host=server.host), reactor
+            server.endpoint(reactor),
+            TunnelSettings(IDENTIFIER, routes=routes, host=server.host),
+            reactor,
         )
         protocol = yield endpoint.connect(Factory.forProtocol(Recorder))
         [tunnelServer] = servers

@@ -179,14 +179,18 @@ class GoServerTests(TestCase):
             f"127.0.0.1:0={IDENTIFIER}",
         )
 
-    def client(self, identifier: str = IDENTIFIER) -> TunnelClientService:
+    def client(
+        self, identifier: str = IDENTIFIER, dynamicPorts: list[str] = []
+    ) -> TunnelClientService:
         """
         Our client, forwarding requests without a port to the origin and the
-        TCP listener's connections to the echo; started, stopped on cleanup.
+        TCP listener's connections to the echo, and dialling C{dynamicPorts}
+        on 127.0.0.1; started, stopped on cleanup.
         """
         server = parseServerAddress(f"127.0.0.1:{self.serverPort}")
         routes = LocalRoutes.fromStrings(
-            [f"0=127.0.0.1:{self.originPort}", f"{self.tcpPort}=127.0.0.1:{self.echoPort}"]
+            [f"0=127.0.0.1:{self.originPort}", f"{self.tcpPort}=127.0.0.1:{self.echoPort}"],
+            dynamicPorts,
         )
         service = TunnelClientService(
             TunnelEndpoint(
@@ -201,8 +205,8 @@ class GoServerTests(TestCase):
         return service
 
     @defer.inlineCallbacks
-    def connectedClient(self) -> Any:
-        service = self.client()
+    def connectedClient(self, dynamicPorts: list[str] = []) -> Any:
+        service = self.client(dynamicPorts=dynamicPorts)
         yield waitForState(service, "connected")
         return service
 
@@ -293,11 +297,31 @@ class GoServerTests(TestCase):
         port = yield reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
         closedPort = port.getHost().port
         yield port.stopListening()
-        yield self.connectedClient()
+        yield self.connectedClient(dynamicPorts=[str(closedPort)])
         response = yield self.get("/", host=f"{HOST}:{closedPort}")
         body = yield response.content()
         self.assertEqual(response.code, 503)
         self.assertEqual(body, b"tunnel: no local server at 127.0.0.1:%d\n" % closedPort)
+
+    @defer.inlineCallbacks
+    def test_unexposedPortIsRefused(self) -> Any:
+        """
+        A request whose Host names a port the client does not expose gets
+        our client's C{502}, through the Go server, and the client dials
+        nothing: the service listening there is never reached.
+        """
+        reached: list[Protocol] = []
+        factory = Factory.forProtocol(Protocol)
+        factory.buildProtocol = lambda addr: reached.append(Protocol()) or reached[-1]
+        port = yield reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        listening = port.getHost().port
+        yield self.connectedClient()
+        response = yield self.get("/", host=f"{HOST}:{listening}")
+        body = yield response.content()
+        self.assertEqual(response.code, 502)
+        self.assertEqual(body, b"tunnel: this client does not expose local port %d\n" % listening)
+        self.assertEqual(reached, [])
 
     @defer.inlineCallbacks
     def test_tcpEcho(self) -> Any:

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import implementer
 
-from tunnel.client import LocalRoutes, TunnelEndpoint, TunnelSettings
+from tunnel.client import LocalRoutes, PortRanges, TunnelEndpoint, TunnelSettings
 from tunnel.mux import YamuxProtocol
 from tunnel.protocol import (
     CONNECTED_RESPONSE,
@@ -28,6 +28,10 @@ from tunnel.protocol import (
 from tunnel.test.test_mux import HalfCloseEcho, HalfCloseRecorder, RecordingFactory
 
 IDENTIFIER = "secret-identifier-1234"
+
+#: The routes of the tests' clients unless they say otherwise: the ports of
+#: the tests' local services, dialled on 127.0.0.1.
+TEST_ROUTES = LocalRoutes(dynamicPorts=PortRanges.fromStrings(["2222,3000-3001"]))
 
 REFUSAL = (
     b"HTTP/1.1 403 Forbidden\r\n"
@@ -208,7 +212,7 @@ class World:
 
     def __init__(
         self,
-        routes: LocalRoutes = LocalRoutes(),
+        routes: LocalRoutes = TEST_ROUTES,
         response: bytes = CONNECTED_RESPONSE,
         handshakeAnswer: bytes = HANDSHAKE_RESPONSE,
         **settings: Any,

@@ -320,9 +320,14 @@ class TunnelPluginsTests(PluginsTestCase):
         """A host whose client is not connected gets a 502 naming it."""
         return self.assertErrorStatus("nobody.localhost", 502, b"nobody.localhost")
 
-    def test_localServerUnreachableIs503(self):
-        """A request for a port where nothing listens on the client side gets the client's 503."""
-        return self.assertErrorStatus("demo.localhost:1", 503, b"127.0.0.1:1")
+    def test_unexposedLocalPortIs502(self):
+        """
+        A request for a local port the client's user did not configure is
+        refused by the client, with a 502 that names the port.
+        """
+        return self.assertErrorStatus(
+            "demo.localhost:1", 502, b"this client does not expose local port 1"
+        )
 
     @defer.inlineCallbacks
     def test_clientNeverOpeningStreamIs504(self):
