@@ -103,8 +103,9 @@ class ControlMessage:
     @ivar action: an L{Action}; only L{Action.REQUEST_CLIENT_SESSION} exists.
     @ivar transportProtocol: the L{TransportProtocol} of the stream asked for.
     @ivar localPort: for HTTP and WebSocket, the port of the public request's
-        Host header (0 when it had none); for TCP, the port of the server's
-        listener that accepted the connection.
+        Host header when the server's operator exposed it (a C{host:port}
+        virtual host, or the port of the public listener), else 0; for TCP,
+        the port of the server's listener that accepted the connection.
     """
 
     action: int = Action.REQUEST_CLIENT_SESSION

@@ -2,14 +2,21 @@
 Forwarding one public request over one tunnel stream: plain HTTP (the
 request written into the stream, the response parsed and relayed, bodies
 streamed both ways with back-pressure), or an HTTP upgrade (the request
-written raw, then raw bytes piped both ways).
+written with its upgrade headers; raw bytes piped both ways once the local
+service answered C{101}, any other answer relayed as plain HTTP).
 """
 
 from __future__ import annotations
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
@@ -24,7 +31,13 @@ from tunnel.mux import SessionEndedError
 from tunnel.pipe import PipeEnd
 from tunnel.protocol import TransportProtocol
 from tunnel.server.registry import Route
-from tunnel.server.response import IResponseReceiver, ResponseError, ResponseHead, ResponseParser
+from tunnel.server.response import (
+    IResponseReceiver,
+    ResponseError,
+    ResponseHead,
+    ResponseParser,
+    contentLength,
+)
 from tunnel.server.session import ClientSession, StreamTimeout, TooManyPendingStreams
 from tunnel.server.site import requestBody
 
@@ -141,20 +154,33 @@ def requestHead(
 def copyResponseHead(head: ResponseHead, request: Request) -> None:
     """
     Give C{request} the status, reason and end-to-end headers of C{head}
-    (a chunked response's Content-Length, which it must not have, is
-    dropped), and none of twisted.web's defaults.
+    (its Content-Length, which the parser checked, as one value), and none
+    of twisted.web's defaults.
     """
     request.setResponseCode(head.code, head.phrase or None)
     request.defaultContentType = None
     headers = request.responseHeaders
     for name in _DEFAULTS:
         headers.removeHeader(name)
-    dropped = HOP_BY_HOP.union(head.tokens(b"connection"))
-    if head.values(b"transfer-encoding"):
-        dropped |= {b"content-length"}
+    dropped = HOP_BY_HOP.union(head.tokens(b"connection"), {b"content-length"})
     for name, value in head.headers:
         if name.lower() not in dropped:
             headers.addRawHeader(name, value)
+    length = contentLength(head)
+    if length is not None:
+        headers.setRawHeaders(b"content-length", [b"%d" % (length,)])
+
+
+def switchingHead(head: ResponseHead) -> bytes:
+    """
+    The C{101} head C{head} as it goes to the public client: the status
+    line, then every header as the local service sent it (C{Connection} and
+    C{Upgrade} are the point of it).
+    """
+    lines = [b"HTTP/1.1 101 %s\r\n" % (head.phrase or b"Switching Protocols",)]
+    lines.extend(b"%s: %s\r\n" % (name, value) for name, value in head.headers)
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
 class Forwarding:
@@ -256,9 +282,11 @@ class _StreamClient(Protocol):
     turns out malformed.
     """
 
+    upgrade = False
+
     def __init__(self, forwarding: HTTPForwarding) -> None:
         self.forwarding = forwarding
-        self.parser = ResponseParser(forwarding, forwarding.request.method)
+        self.parser = ResponseParser(forwarding, forwarding.request.method, self.upgrade)
         self._malformed = False
 
     def dataReceived(self, data: bytes) -> None:
@@ -498,54 +526,154 @@ class _WatchedBody:
     A request body on its way into a stream, that tells its
     L{HTTPForwarding} when the stream holds it back (pauses it), when it
     flows again, and when it is all written.
+
+    A stream that pauses it before it starts (the session's connection is
+    full as it is registered) has it start paused: the pause is passed on
+    once the body started, since not every body producer can be paused
+    before.
     """
 
     def __init__(self, body: IBodyProducer, forwarding: HTTPForwarding) -> None:
         self.length = body.length
         self._body = body
         self._forwarding = forwarding
+        self._started = False
+        self._paused = False
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        """Write the body to C{consumer}."""
-        return self._body.startProducing(consumer)
+        """Write the body to C{consumer}, paused if the stream paused it."""
+        self._started = True
+        done = self._body.startProducing(consumer)
+        if self._paused and not done.called:
+            self._body.pauseProducing()
+        return done
 
     def pauseProducing(self) -> None:
         """The stream can take no more."""
-        self._body.pauseProducing()
+        self._paused = True
+        if self._started:
+            self._body.pauseProducing()
         self._forwarding._heldBack()
 
     def resumeProducing(self) -> None:
         """The stream can take more."""
+        self._paused = False
         self._forwarding._moving()
-        self._body.resumeProducing()
+        if self._started:
+            self._body.resumeProducing()
 
     def stopProducing(self) -> None:
         """The stream is gone."""
         self._body.stopProducing()
 
 
-class UpgradeForwarding(Forwarding):
+@implementer(IHalfCloseableProtocol)
+class _UpgradeStreamClient(_StreamClient):
     """
-    Forwards a request that switches protocols: the request is written raw
-    into the stream, the public connection is taken over from twisted.web,
-    and from then on raw bytes flow both ways, the response included.
+    The client side of a stream that carries an upgrade: reads the response
+    head like L{_StreamClient}; after a C{101}, passes everything on to a
+    L{PipeEnd} on the same stream.
     """
 
-    def __init__(self, request: Request, route: Route, session: ClientSession) -> None:
-        super().__init__(request, route, session)
+    upgrade = True
+
+    def __init__(self, forwarding: HTTPForwarding) -> None:
+        super().__init__(forwarding)
+        self._pipe: PipeEnd | None = None
+
+    def switch(self) -> PipeEnd:
+        """
+        The response was a C{101}: from now on the stream is one end of a
+        pipe, which holds the bytes that came after the head, to be joined.
+        """
+        self._pipe = PipeEnd()
+        self._pipe.makeConnection(self.transport)
+        rest = self.parser.unparsed()
+        if rest:
+            self._pipe.dataReceived(rest)
+        return self._pipe
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._pipe is None:
+            super().dataReceived(data)
+        else:
+            self._pipe.dataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        """The local service half-closed: the pipe passes it on, or the response ends."""
+        if self._pipe is None:
+            self.transport.loseConnection()
+        else:
+            self._pipe.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        """Our write side is closed."""
+        if self._pipe is not None:
+            self._pipe.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self._pipe is None:
+            super().connectionLost(reason)
+        else:
+            self._pipe.connectionLost(reason)
+
+
+class UpgradeForwarding(HTTPForwarding):
+    """
+    Forwards a request that switches protocols: the request head is written
+    with its upgrade headers, and the response head read.
+
+    Only a C{101} makes it a pipe: the head is relayed, the public
+    connection taken over from twisted.web, and from then on raw bytes flow
+    both ways (the bytes the public client sent after its request, which
+    twisted.web held, first). Any other answer is relayed as a plain HTTP
+    response, and the public connection stays HTTP: twisted.web reads the
+    next request on it as any other.
+
+    The response timeout applies to the wait for the response head; a pipe
+    may then last as long as its two sides like.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        route: Route,
+        session: ClientSession,
+        cooperator: Cooperator,
+        clock: IReactorTime | None = None,
+        responseTimeout: float | None = None,
+    ) -> None:
+        """See L{HTTPForwarding}."""
+        super().__init__(request, route, session, cooperator, clock, responseTimeout)
         upgrade = request.requestHeaders.getRawHeaders(b"upgrade", [b""])[0]
         if upgrade.strip().lower() == b"websocket":
             self.transportProtocol = TransportProtocol.WEBSOCKET
 
     def streamProtocol(self) -> Protocol:
-        """One end of a pipe."""
-        return PipeEnd()
+        """An HTTP/1.1 client that may become one end of a pipe."""
+        return _UpgradeStreamClient(self)
 
     def streamConnected(self, protocol: Protocol) -> None:
-        """Write the request, take the public connection over, pipe."""
-        request = self.request
+        """Write the request head, upgrade headers kept; the response follows."""
         dropped = (HOP_BY_HOP - _UPGRADE) | _CONSUMED
-        protocol.transport.write(requestHead(request, dropped))
+        self._awaitingResponse = True
+        protocol.transport.write(requestHead(self.request, dropped))
+        self._sent()
+
+    def headReceived(self, head: ResponseHead) -> None:
+        """
+        Relay a C{101} and pipe the two connections together; relay any
+        other head as plain HTTP.
+        """
+        if head.code != 101:
+            super().headReceived(head)
+            return
+        self._awaitingResponse = False
+        self._stopResponseTimer()
+        if self._publicGone or self.request.finished:
+            self._resetStream()
+            return
         public = PipeEnd()
-        takeOverConnection(request, public)
-        public.join(protocol)
+        takeOverConnection(self.request, public)
+        public.transport.write(switchingHead(head))
+        public.join(self._stream.switch())

@@ -38,7 +38,10 @@ class Route:
     Where a public request goes.
 
     @ivar host: the virtual host that matched.
-    @ivar port: the port of the request's Host header, 0 if it had none.
+    @ivar port: the port to forward the request with (the control message's
+        C{localPort}): one the server's operator exposed, never merely one
+        the public wrote into its Host header (see L{Registry.route}); 0
+        for none.
     @ivar session: the connected session of the host's client, or L{None}.
     """
 
@@ -200,18 +203,27 @@ class Registry:
         tunnel = self._lookup(identifier)
         return None if tunnel is None else tunnel.session
 
-    def route(self, hostHeader: bytes) -> Route | None:
+    def route(self, hostHeader: bytes, listenerPort: int | None = None) -> Route | None:
         """
         Find where a public request with this Host header goes: the full
         C{host:port} first, then the host alone.
 
+        The route's port is the Host header's port only where the server's
+        operator exposed it: when the full C{host:port} is a virtual host,
+        or when it is the port of the public listener that accepted the
+        request (C{listenerPort}); any other port is the public's choice
+        alone, and the route's port is 0 (the client's default).
+
+        @param listenerPort: the port of the listener that accepted the
+            request, if it has one.
         @return: the route, or L{None} if no virtual host matches.
         """
         names, port = parseHost(hostHeader)
-        for name in names:
+        for index, name in enumerate(names):
             tunnel = self._hosts.get(name)
             if tunnel is not None:
-                return Route(name, port, tunnel.session)
+                exposed = (index == 0 and len(names) > 1) or port == listenerPort
+                return Route(name, port if exposed else 0, tunnel.session)
         return None
 
     def hosts(self) -> list[HostStatus]:

@@ -18,7 +18,6 @@ from tunnel._hijack import takeOverConnection
 from tunnel.protocol import (
     CONNECTED_RESPONSE,
     CONNECTED_WITH_SERVER_STREAMS,
-    CONTROL_PATH,
     FEATURES_HEADER,
     IDENTIFIER_HEADER,
     SERVER_STREAMS,
@@ -35,12 +34,22 @@ from tunnel.server.forwarding import (
 from tunnel.server.limits import FailureLimiter
 from tunnel.server.registry import Registry, isValidHost
 from tunnel.server.session import ClientSession, SessionSettings
+from tunnel.server.target import RequestTarget, TargetError, TargetForm, parseTarget
 
 
 class TunnelResource(Resource):
     """
     Serves every path: C{CONNECT /_controlPath/} from clients, and public
     requests, forwarded to the client of their Host.
+
+    Request targets follow the rules of L{tunnel.server.target}: a target
+    that could be read as the control path without being it exactly gets
+    C{400}; an absolute-form target is forwarded in origin form, routed
+    by (and with a Host of) its authority.
+
+    The port a request is forwarded with (the control message's
+    C{localPort}) is one the server's operator exposed: see
+    L{Registry.route}.
 
     Use it as the root of a L{tunnel.server.site.TunnelSite}, which streams
     request bodies, or anywhere in an ordinary L{Site}, which buffers them.
@@ -75,10 +84,15 @@ class TunnelResource(Resource):
     def render(self, request: Request) -> object:
         """Handle the control path, or forward by Host."""
         request.defaultContentType = None
-        if request.path == CONTROL_PATH:
+        try:
+            target = parseTarget(request.uri)
+        except TargetError as e:
+            writeError(request, 400, str(e).encode("ascii"))
+            return NOT_DONE_YET
+        if target.isControlPath:
             self._control(request)
         else:
-            self._forward(request)
+            self._forward(request, target)
         return NOT_DONE_YET
 
     def _control(self, request: Request) -> None:
@@ -120,7 +134,7 @@ class TunnelResource(Resource):
         )
         takeOverConnection(request, session.protocol)
 
-    def _forward(self, request: Request) -> None:
+    def _forward(self, request: Request, target: RequestTarget) -> None:
         hosts = request.requestHeaders.getRawHeaders(b"host", [])
         if not hosts:
             writeError(request, 400, b"the request has no Host header")
@@ -132,7 +146,13 @@ class TunnelResource(Resource):
         if not isValidHost(host):
             writeError(request, 400, b"the request's Host header is malformed")
             return
-        route = self.registry.route(host)
+        if target.form is TargetForm.ABSOLUTE:
+            host = target.authority
+            if not isValidHost(host):
+                writeError(request, 400, b"the request target's authority is malformed")
+                return
+            toOriginForm(request, target)
+        route = self.registry.route(host, getattr(request.getHost(), "port", None))
         if route is None:
             writeError(request, 404, b"no tunnel for host %s" % (host,))
             return
@@ -144,14 +164,23 @@ class TunnelResource(Resource):
                 b"the tunnel client for host %s is not connected" % (host,),
             )
             return
-        if isUpgrade(request):
-            UpgradeForwarding(request, route, session).start()
-        else:
-            HTTPForwarding(
-                request,
-                route,
-                session,
-                self._cooperator,
-                self._clock,
-                self._settings.responseTimeout,
-            ).start()
+        forwarding = UpgradeForwarding if isUpgrade(request) else HTTPForwarding
+        forwarding(
+            request,
+            route,
+            session,
+            self._cooperator,
+            self._clock,
+            self._settings.responseTimeout,
+        ).start()
+
+
+def toOriginForm(request: Request, target: RequestTarget) -> None:
+    """
+    Make C{request}, whose target is C{target} in absolute form, the
+    request it stands for: its target in origin form, its Host the
+    target's authority.
+    """
+    request.uri = target.origin
+    request.path = target.path
+    request.requestHeaders.setRawHeaders(b"host", [target.authority])

@@ -15,7 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial.unittest import SkipTest
 
-from tunnel.test.test_e2e_plugins import Collector, MiB, PluginsTestCase
+from tunnel.test.test_e2e_plugins import IDENTIFIER, Collector, MiB, PluginsTestCase
 from tunnel.test.twistdprocess import TwistdProcess, processMetricsAvailable
 
 #: How soon the public side must learn of a dead client.
@@ -330,6 +330,9 @@ class SlowLocalServiceTests(FaultTestCase):
 
     serverArguments = ["--response-timeout", "2"]
     mutePort = 7
+    #: Public port 7 is exposed by the operator for this one host, so the
+    #: server forwards its requests with local port 7.
+    extraHosts = {f"demo.localhost:{mutePort}": IDENTIFIER}
 
     @defer.inlineCallbacks
     def setUp(self):

@@ -108,11 +108,13 @@ class PluginsTestCase(TestCase):
 
     @ivar serverArguments: more command-line options of the server.
     @ivar clientArguments: more command-line options of the client.
+    @ivar extraHosts: more entries of the hosts file, host to identifier.
     """
 
     timeout = 120
     serverArguments: list[str] = []
     clientArguments: list[str] = []
+    extraHosts: dict[str, str] = {}
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -130,7 +132,8 @@ class PluginsTestCase(TestCase):
         self.hostsFile = self.mktemp()
         writeHostsFile(self.hostsFile, {"demo.localhost": IDENTIFIER,
                                         "silent.localhost": SILENT_IDENTIFIER,
-                                        "nobody.localhost": "not-connected-identifier"})
+                                        "nobody.localhost": "not-connected-identifier",
+                                        **self.extraHosts})
         self.server = yield self.startServer("tcp:0:interface=127.0.0.1")
         match = yield self.server.waitFor(r"TunnelSite starting on (\d+)")
         self.port = int(match.group(1))
@@ -320,14 +323,13 @@ class TunnelPluginsTests(PluginsTestCase):
         """A host whose client is not connected gets a 502 naming it."""
         return self.assertErrorStatus("nobody.localhost", 502, b"nobody.localhost")
 
-    def test_unexposedLocalPortIs502(self):
+    def test_localServerUnreachableIs503(self):
         """
-        A request for a local port the client's user did not configure is
-        refused by the client, with a 502 that names the port.
+        A Host port the server's operator did not expose is not forwarded:
+        the client dials its default port, and where nothing listens there
+        the public gets the client's 503.
         """
-        return self.assertErrorStatus(
-            "demo.localhost:1", 502, b"this client does not expose local port 1"
-        )
+        return self.assertErrorStatus("demo.localhost:1", 503, b"127.0.0.1:80")
 
     @defer.inlineCallbacks
     def test_clientNeverOpeningStreamIs504(self):

@@ -737,8 +737,10 @@ class LimitTests(ForwardingTestCase):
 
 class UpgradeTests(ForwardingTestCase):
     """
-    Requests that switch protocols are written raw into the stream and the
-    connection is then piped raw both ways.
+    Requests that switch protocols are written into the stream with their
+    upgrade headers; once the local service answered C{101}, the connection
+    is piped raw both ways. Any other answer is relayed as HTTP, and the
+    public connection stays HTTP.
     """
 
     upgrade = (
@@ -808,3 +810,198 @@ class UpgradeTests(ForwardingTestCase):
         public.transport.loseConnection()
         self.harness.flush()
         self.assertIsNotNone(local.lost)
+
+    def test_bytesSentBeforeTheSwitchWaitForIt(self) -> None:
+        """
+        Bytes the public client sends after its upgrade request wait until
+        the local service answered 101; then they reach it, in order, and
+        the local service's first bytes after its 101 head reach the
+        public client after it.
+        """
+        local = RawLocal()
+        self.streams.append(local)
+        public = self.raw(self.upgrade + b"early")
+        public.transport.write(b" bytes")
+        self.harness.flush()
+        self.assertTrue(local.received.endswith(FORWARDED))
+        self.assertEqual(public.received, b"")
+        local.transport.write(self.switched + b"server first")
+        self.harness.flush()
+        self.assertEqual(public.received, self.switched + b"server first")
+        self.assertTrue(local.received.endswith(FORWARDED + b"early bytes"))
+        public.transport.write(b" later")
+        local.transport.write(b" and more")
+        self.harness.flush()
+        self.assertTrue(local.received.endswith(FORWARDED + b"early bytes later"))
+        self.assertEqual(public.received, self.switched + b"server first and more")
+
+    def test_switchingHeadSplitAcrossReads(self) -> None:
+        """A 101 head that arrives a byte at a time is relayed whole, then piped."""
+        local = RawLocal()
+        self.streams.append(local)
+        public = self.raw(self.upgrade)
+        for index in range(len(self.switched)):
+            local.transport.write(self.switched[index : index + 1])
+            self.harness.flush()
+        local.transport.write(b"\x81\x02hi")
+        self.harness.flush()
+        self.assertEqual(public.received, self.switched + b"\x81\x02hi")
+
+    def test_refusedUpgradeStaysHTTP(self) -> None:
+        """
+        An upgrade the local service refuses (200) is relayed as an HTTP
+        response; the request the public client sent right after it on the
+        same connection is then read as HTTP: forwarded with its own control
+        message and stream, its X-Forwarded-For appended to, not written
+        into the refused upgrade's stream.
+        """
+        refusing = RawLocal(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno", close=True)
+        self.streams.append(refusing)
+        public = self.raw(
+            self.upgrade
+            + b"GET /next HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 192.0.2.66\r\n\r\n"
+        )
+        self.assertTrue(refusing.received.endswith(FORWARDED))
+        self.assertNotIn(b"/next", refusing.received)
+        self.assertEqual(
+            [message.transportProtocol for message in self.client.messages],
+            [TransportProtocol.WEBSOCKET, TransportProtocol.HTTP],
+        )
+        [request] = self.app.requests
+        self.assertEqual(request.uri, b"/next")
+        self.assertEqual(
+            request.requestHeaders.getRawHeaders(b"x-forwarded-for"),
+            [b"192.0.2.66, 203.0.113.7"],
+        )
+        first, _, second = bytes(public.received).partition(b"\r\n\r\nno")
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertNotIn(b"Upgrade", first)
+        self.assertTrue(second.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(second.endswith(b"\r\n\r\nhello"))
+        self.assertIsNone(public.lost)
+
+    def test_requestAfterARefusedUpgradeIsReadAsHTTP(self) -> None:
+        """
+        After a refused upgrade (here 426, with a chunked body), a request
+        sent later on the same connection is parsed and routed as any other:
+        one for the control path is the control request, not forwarded.
+        """
+        refusing = RawLocal(
+            b"HTTP/1.1 426 Upgrade Required\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4\r\nnope\r\n0\r\n\r\n",
+            close=True,
+        )
+        self.streams.append(refusing)
+        public = self.raw(self.upgrade)
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 426 Upgrade Required\r\n"))
+        self.assertTrue(public.received.endswith(b"4\r\nnope\r\n0\r\n\r\n"))
+        public.received.clear()
+        public.transport.write(b"GET /_controlPath/ HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.harness.flush()
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n"))
+        public.received.clear()
+        public.transport.write(b"GET /after HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.harness.flush()
+        self.assertEqual([request.uri for request in self.app.requests], [b"/after"])
+        self.assertTrue(public.received.endswith(b"\r\n\r\nhello"))
+        self.assertEqual(len(self.client.messages), 2)
+
+    def test_unansweredUpgradeTimesOut(self) -> None:
+        """
+        An upgrade the local service never answers gets a 504 after the
+        response timeout, and the connection stays HTTP.
+        """
+        local = RawLocal()
+        self.streams.append(local)
+        public = self.raw(self.upgrade)
+        self.harness.advance(59.9)
+        self.assertEqual(public.received, b"")
+        self.harness.advance(0.1)
+        ResponseTimeoutTests.assertTimedOut(self, public)
+        self.assertTrue(local.lost.check(StreamResetError))
+        self.assertIsNone(public.lost)
+
+    def test_malformedAnswerToAnUpgradeIsBadGateway(self) -> None:
+        """An answer to an upgrade that is not HTTP gets a 502, nothing piped."""
+        local = RawLocal(b"SSH-2.0-OpenSSH\r\n\r\n")
+        self.streams.append(local)
+        public = self.raw(self.upgrade)
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"))
+        self.assertNotIn(b"SSH", public.received)
+        public.transport.write(b"stats\r\n")
+        self.harness.flush()
+        self.assertNotIn(b"stats", local.received)
+
+
+#: How the head of a forwarded upgrade ends.
+FORWARDED = (
+    b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: http\r\n"
+    b"X-Forwarded-Host: app.example\r\n\r\n"
+)
+
+
+class ResponseCheckTests(ForwardingTestCase):
+    """What the local service answers is checked before it reaches the public."""
+
+    def test_controlCharactersInTheReasonAreReplaced(self) -> None:
+        """
+        A reason phrase with a bare CR reaches the public client as the
+        standard phrase of its code: nothing it held becomes a header.
+        """
+        self.streams.append(
+            RawLocal(
+                b"HTTP/1.1 200 OK\rSet-Cookie: stolen=1\r\nContent-Length: 2\r\n\r\nok",
+                close=True,
+            )
+        )
+        public = self.raw(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.assertTrue(public.received.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertNotIn(b"stolen", public.received)
+        self.assertTrue(public.received.endswith(b"\r\n\r\nok"))
+
+    def test_ambiguousFramingIsBadGateway(self) -> None:
+        """
+        A response with conflicting Content-Lengths, a malformed one, or
+        both Content-Length and Transfer-Encoding gets the public client a
+        502 (none of its head relayed), and the public connection goes on.
+        """
+        for framing in (
+            b"Content-Length: 2\r\nContent-Length: 3\r\n",
+            b"Content-Length: two\r\n",
+            b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+        ):
+            self.streams.append(
+                RawLocal(b"HTTP/1.1 200 OK\r\nX-Local: 1\r\n" + framing + b"\r\nok", close=True)
+            )
+            client = self.harness.httpClient()
+            response = self.successResultOf(
+                self.harness.request(client, b"GET", b"/", {b"host": [b"app.example"]})
+            )
+            body = readBody(response)
+            self.harness.flush()
+            self.assertEqual(response.code, 502, framing)
+            self.assertFalse(response.headers.hasHeader(b"x-local"))
+            self.assertEqual(
+                self.successResultOf(body),
+                b"no valid response from the tunnel client for host app.example\n",
+            )
+            response = self.successResultOf(
+                self.harness.request(client, b"GET", b"/", {b"host": [b"app.example"]})
+            )
+            body = readBody(response)
+            self.harness.flush()
+            self.assertEqual(self.successResultOf(body), b"hello")
+
+    def test_repeatedContentLengthIsRelayedOnce(self) -> None:
+        """Content-Lengths that agree reach the public client as one."""
+        self.streams.append(
+            RawLocal(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nok",
+                close=True,
+            )
+        )
+        public = self.raw(b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        head, _, body = bytes(public.received).partition(b"\r\n\r\n")
+        self.assertEqual(body, b"ok")
+        self.assertEqual(head.lower().count(b"content-length"), 1)
+        self.assertIn(b"\r\nContent-Length: 2", head)

@@ -198,6 +198,8 @@ class LoopbackTests(TestCase):
     def setUp(self):
         self.server = TunnelServer()
         self.server.addHost("app.example", IDENTIFIER)
+        # The operator exposes the sink's port: forwarded with that port.
+        self.server.addHost(f"app.example:{SINK_PORT}", IDENTIFIER)
         self.site = self.server.site()
         self.publicPort = yield self.listen(self.site)
         self.app = LocalApp()

@@ -49,9 +49,31 @@ class RegistryTests(SynchronousTestCase):
         self.registry.addHost("app.example:8443", b"second")
         self.assertEqual(self.registry.route(b"APP.EXAMPLE:8443").host, "app.example:8443")
         self.assertEqual(self.registry.route(b"app.example:9000").host, "app.example")
-        self.assertEqual(self.registry.route(b"app.example:9000").port, 9000)
         self.assertIsNone(self.registry.route(b"other.example"))
         self.assertIsNone(self.registry.route(b""))
+
+    def test_routePortIsOneTheOperatorExposed(self) -> None:
+        """
+        A route's port is the Host's port when the full C{host:port} is a
+        virtual host, or when it is the port of the listener that accepted
+        the request; any other port the public wrote is 0, as is no port.
+        """
+        self.registry.addHost("app.example", b"first")
+        self.registry.addHost("app.example:8443", b"second")
+        self.registry.addHost("[::1]:81", b"third")
+        for header, listener, port in (
+            (b"app.example:8443", None, 8443),
+            (b"app.example:8443", 80, 8443),
+            (b"[::1]:81", 443, 81),
+            (b"app.example:9000", None, 0),
+            (b"app.example:9000", 8080, 0),
+            (b"app.example:11211", 443, 0),
+            (b"app.example:8080", 8080, 8080),
+            (b"App.Example:443", 443, 443),
+            (b"app.example", 80, 0),
+            (b"app.example:", 80, 0),
+        ):
+            self.assertEqual(self.registry.route(header, listener).port, port, header)
 
     def test_knownIdentifiersAreRecognised(self) -> None:
         """

@@ -319,7 +319,7 @@ class RoutingTests(ResourceTestCase):
     def test_hostWithPortIsMatchedBeforeTheHostAlone(self) -> None:
         """
         C{host:port} routes are tried before C{host}, whatever the case; the
-        Host header's port is sent as the local port.
+        port of a matched C{host:port} route is sent as the local port.
         """
         self.server.addHost("APP.example:8443", b"secret-identifier-2")
         plain = self.connectClient(name=b"plain")
@@ -328,7 +328,44 @@ class RoutingTests(ResourceTestCase):
         self.assertEqual(self.get(b"app.EXAMPLE:9000")[1], b"plain")
         self.assertEqual(self.get(b"app.example")[1], b"plain")
         self.assertEqual([m.localPort for m in ported.messages], [8443])
-        self.assertEqual([m.localPort for m in plain.messages], [9000, 0])
+        self.assertEqual([m.localPort for m in plain.messages], [0, 0])
+
+    def test_portsThePublicChoosesAreNotForwarded(self) -> None:
+        """
+        A Host naming an arbitrary port (a memcached on the client's
+        machine, say) is routed to its host, but forwarded with local port
+        0, the client's default, for plain and upgrade requests alike: the
+        public does not choose the local port.
+        """
+        client = self.connectClient()
+        for port in (b"11211", b"22", b"1", b"65535", b"8081"):
+            self.get(b"app.example:" + port)
+        self.raw(
+            b"GET /ws HTTP/1.1\r\nHost: app.example:11211\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n"
+        )
+        self.assertEqual([m.localPort for m in client.messages], [0] * 6)
+        self.assertEqual(client.messages[-1].transportProtocol, TransportProtocol.WEBSOCKET)
+
+    def test_portOfTheListenerIsForwarded(self) -> None:
+        """
+        A Host naming the port of the public listener that accepted the
+        request (8080 here) is forwarded with that port, as the Go server
+        does.
+        """
+        client = self.connectClient()
+        self.assertEqual(self.get(b"app.example:8080")[1], b"hello from the app")
+        self.assertEqual([m.localPort for m in client.messages], [8080])
+
+    def test_absoluteFormPortsFollowTheSameRule(self) -> None:
+        """
+        The port of an absolute-form target's authority, which replaces the
+        Host, is forwarded only under the same rule.
+        """
+        client = self.connectClient()
+        self.raw(b"GET http://app.example:11211/x HTTP/1.1\r\nHost: app.example:8080\r\n\r\n")
+        self.raw(b"GET http://app.example:8080/x HTTP/1.1\r\nHost: app.example:11211\r\n\r\n")
+        self.assertEqual([m.localPort for m in client.messages], [0, 8080])
 
     def test_unknownHostIsNotFound(self) -> None:
         """An unknown host gets a 404 naming it."""
@@ -363,6 +400,158 @@ class RoutingTests(ResourceTestCase):
             self.successResultOf(body),
             b"the tunnel client for host app.example did not open a stream in time\n",
         )
+
+
+class Recorder(Resource):
+    """Records the target and hosts of each request it answers."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bytes, bytes, bytes, bytes]] = []
+
+    def render(self, request: object) -> bytes:
+        headers = request.requestHeaders
+        self.seen.append(
+            (
+                request.method,
+                request.uri,
+                b",".join(headers.getRawHeaders(b"host", [])),
+                b",".join(headers.getRawHeaders(b"x-forwarded-host", [])),
+            )
+        )
+        return b"recorded"
+
+
+class TargetTests(ResourceTestCase):
+    """
+    Request targets: only C{/_controlPath/} exactly is the control path,
+    anything that could be read as it is refused; absolute-form targets are
+    forwarded in origin form, routed by their authority.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server.addHost("other.example", b"secret-identifier-2")
+        self.recorder = Recorder()
+        self.local = Site(self.recorder, reactor=self.harness.clock)
+        self.client = self.connectClient()
+
+    def assertRefused(self, data: bytes, message: bytes) -> None:
+        client = self.raw(data)
+        head, _, body = client.received.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), data)
+        self.assertEqual(body, message + b"\n", data)
+
+    def test_formsOfTheControlPathAreRefused(self) -> None:
+        """
+        Targets a local service could read as the control path, or a path
+        under it, get a 400, CONNECT with a known identifier included: no
+        session, nothing forwarded.
+        """
+        for target in (
+            b"/%5FcontrolPath/",
+            b"/%5fcontrolPath/",
+            b"//_controlPath/",
+            b"/_controlPath//",
+            b"/_controlPath",
+            b"/_controlPath/x",
+            b"/_CONTROLPATH/",
+            b"/./_controlPath/",
+            b"/x/../_controlPath/",
+            b"/%2e%2e/_controlPath/",
+            b"/%2F_controlPath/",
+            b"/\\_controlPath/",
+            b"/_controlPath\\",
+            b"/%255FcontrolPath/",
+            b"/%25255FcontrolPath/",
+            b"/_controlPath;a=b/",
+            b"/_controlPath./",
+            b"http://app.example/_controlPath/",
+            b"HTTP://tunnel/_controlPath/?x",
+        ):
+            for method in (b"GET", b"CONNECT"):
+                self.assertRefused(
+                    method + b" " + target + b" HTTP/1.1\r\nHost: app.example\r\n"
+                    b"X-KTunnel-Identifier: " + IDENTIFIER + b"\r\n\r\n",
+                    b"the request target could be read as the control path",
+                )
+        self.assertEqual((self.client.messages, self.recorder.seen), ([], []))
+        self.assertEqual(len(self.server.clients()), 1)
+
+    def test_neighboursOfTheControlPathAreForwarded(self) -> None:
+        """Paths that merely resemble it are ordinary paths."""
+        for target in (b"/_controlPathX/", b"/x/_controlPath/", b"/_control/Path/", b"/?/_controlPath/"):
+            self.raw(b"GET " + target + b" HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.assertEqual(
+            [uri for _, uri, _, _ in self.recorder.seen],
+            [b"/_controlPathX/", b"/x/_controlPath/", b"/_control/Path/", b"/?/_controlPath/"],
+        )
+
+    def test_absoluteFormIsForwardedInOriginForm(self) -> None:
+        """
+        An absolute-form target reaches the local service in origin form,
+        with the target's authority as Host and X-Forwarded-Host, whatever
+        the Host header said.
+        """
+        self.raw(b"GET http://App.Example/x/y?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n")
+        self.raw(b"GET https://app.example HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.raw(b"GET http://app.example?q HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.assertEqual(
+            self.recorder.seen,
+            [
+                (b"GET", b"/x/y?q=1", b"App.Example", b"App.Example"),
+                (b"GET", b"/", b"app.example", b"app.example"),
+                (b"GET", b"/?q", b"app.example", b"app.example"),
+            ],
+        )
+
+    def test_absoluteFormIsRoutedByItsAuthority(self) -> None:
+        """
+        An absolute-form target naming another host is routed to that
+        host's client (none connected here: 502), not to the Host header's.
+        """
+        client = self.raw(b"GET http://other.example/x HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 502 "))
+        self.assertIn(b"for host other.example is not connected", client.received)
+        client = self.raw(b"GET http://nowhere.example/ HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 404 "))
+        self.assertEqual((self.client.messages, self.recorder.seen), ([], []))
+
+    def test_refusedTargets(self) -> None:
+        """
+        Targets the server does not take get a 400 saying why: other
+        schemes, user information, no authority, a malformed one, fragments,
+        and the authority form.
+        """
+        for target, message in (
+            (b"ftp://app.example/x", b"the request target's scheme is not http or https"),
+            (b"http://user@app.example/x", b"the request target has user information"),
+            (b"http:///x", b"the request target has no authority"),
+            (b"http://app.example/x#frag", b"the request target has a fragment"),
+            (b"app.example:80", b"the request target is neither a path nor an absolute URI"),
+            (b"_controlPath/", b"the request target is neither a path nor an absolute URI"),
+        ):
+            self.assertRefused(
+                b"GET " + target + b" HTTP/1.1\r\nHost: app.example\r\n\r\n", message
+            )
+        self.assertRefused(
+            b"GET http://app.example:99999/ HTTP/1.1\r\nHost: app.example\r\n\r\n",
+            b"the request target's authority is malformed",
+        )
+        self.assertEqual(self.recorder.seen, [])
+
+    def test_asteriskIsAnsweredByTheServer(self) -> None:
+        """
+        The asterisk form is twisted.web's to answer (C{OPTIONS *} with 200,
+        anything else 405): it reaches no local service.
+        """
+        options = self.raw(b"OPTIONS * HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        other = self.raw(b"GET * HTTP/1.1\r\nHost: app.example\r\n\r\n")
+        self.assertTrue(options.received.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(other.received.startswith(b"HTTP/1.1 405 "))
+        self.assertEqual((self.client.messages, self.recorder.seen), ([], []))
 
 
 class PublicHostTests(ResourceTestCase):

@@ -4,10 +4,14 @@ Tests for L{tunnel.server.response}: the response parser, fed in memory.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from tunnel.server import response
 from tunnel.server.response import (
     MAX_HEAD_BYTES,
     MAX_LINE_BYTES,
@@ -108,12 +112,215 @@ class HeadTests(SynchronousTestCase):
         ):
             self.assertRaises(ResponseError, parse, head)
 
+    def test_controlCharactersInTheReasonAreReplaced(self) -> None:
+        """
+        A reason phrase holding a bare CR or another control character is
+        replaced with the standard phrase of its code (none for a code
+        without one); tabs and non-ASCII bytes are kept.
+        """
+        for line, phrase in (
+            (b"HTTP/1.1 200 OK\rSet-Cookie: evil=1", b"OK"),
+            (b"HTTP/1.1 404 Gone\x00away", b"Not Found"),
+            (b"HTTP/1.1 502 \x1b[31mred", b"Bad Gateway"),
+            (b"HTTP/1.1 299 odd\x7f", b""),
+            (b"HTTP/1.1 200 All\tfine \xc3\xa9", b"All\tfine \xc3\xa9"),
+        ):
+            _, receiver = parse(line + b"\r\nContent-Length: 0\r\n\r\n")
+            self.assertEqual(receiver.heads[0].phrase, phrase, line)
+
+    def test_carriageReturnsAndNulsInValuesBecomeSpaces(self) -> None:
+        """CR and NUL in a field value are replaced with spaces (RFC 9110, 5.5)."""
+        _, receiver = parse(
+            b"HTTP/1.1 200 OK\r\nX-A: one\rX-B: two\r\nX-C: a\x00b\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        head = receiver.heads[0]
+        self.assertEqual(head.values(b"x-a"), [b"one X-B: two"])
+        self.assertEqual(head.values(b"x-c"), [b"a b"])
+
+    def test_ambiguousFramingIsAnErrorBeforeTheHead(self) -> None:
+        """
+        Content-Lengths that disagree or are malformed, a Content-Length
+        with a Transfer-Encoding, or a transfer coding other than chunked
+        raise ResponseError before the head is reported, whatever the
+        method or status: the head must not be relayed.
+        """
+        for method, framing in (
+            (b"GET", b"Content-Length: 1\r\nContent-Length: 2\r\n"),
+            (b"GET", b"Content-Length: 1, 2\r\n"),
+            (b"GET", b"Content-Length: -1\r\n"),
+            (b"GET", b"Content-Length: 0x10\r\n"),
+            (b"GET", b"Content-Length: \r\n"),
+            (b"GET", b"Content-Length: " + b"9" * 5000 + b"\r\n"),
+            (b"GET", b"Content-Length: 100\r\nTransfer-Encoding: chunked\r\n"),
+            (b"GET", b"Transfer-Encoding: gzip, chunked\r\n"),
+            (b"GET", b"Transfer-Encoding: chunked, identity\r\n"),
+            (b"HEAD", b"Content-Length: 1\r\nContent-Length: 2\r\n"),
+        ):
+            receiver = Receiver()
+            parser = ResponseParser(receiver, method)
+            with self.assertRaises(ResponseError, msg=framing[:40]):
+                parser.dataReceived(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\n")
+            self.assertEqual((receiver.heads, parser.head), ([], None))
+
+    def test_repeatedEqualContentLengthsAreOne(self) -> None:
+        """Content-Lengths that agree give that length."""
+        _, receiver = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nok"
+        )
+        self.assertEqual((receiver.body, receiver.completed), (b"ok", 1))
+
     def test_headIsBounded(self) -> None:
         """A head that grows past 64 KiB without ending raises, holding no more."""
         parser, _ = parse(b"HTTP/1.1 200 OK\r\n")
         with self.assertRaises(ResponseError):
             for _ in range(MAX_HEAD_BYTES // 1024 + 2):
                 parser.dataReceived(b"X: " + b"a" * 1021 + b"\r\n")
+
+
+class UpgradeTests(SynchronousTestCase):
+    """
+    A parser for a request that asked to switch protocols takes a C{101}
+    as the final head, and keeps what follows for the new protocol.
+    """
+
+    def test_switchingHeadIsFinal(self) -> None:
+        """
+        The 101 head is reported (after any informational head), the
+        parser is switched, and the bytes after the head, however they
+        came, are the new protocol's, in order.
+        """
+        receiver = Receiver()
+        parser = ResponseParser(receiver, b"GET", upgrade=True)
+        parser.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching")
+        parser.dataReceived(b" Protocols\r\nUpgrade: websocket\r\n\r\nfirst ")
+        parser.dataReceived(b"frames")
+        [head] = receiver.heads
+        self.assertEqual((head.code, head.values(b"upgrade")), (101, [b"websocket"]))
+        self.assertTrue(parser.switched)
+        self.assertFalse(parser.complete)
+        self.assertEqual((receiver.body, receiver.completed), (b"", 0))
+        self.assertEqual(parser.unparsed(), b"first frames")
+        self.assertEqual(parser.unparsed(), b"")
+        parser.connectionLost()
+
+    def test_refusalIsAnOrdinaryResponse(self) -> None:
+        """Any other final status is read as an ordinary response."""
+        receiver = Receiver()
+        parser = ResponseParser(receiver, b"GET", upgrade=True)
+        parser.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nnoGET /")
+        self.assertEqual((receiver.body, receiver.completed), (b"no", 1))
+        self.assertFalse(parser.switched)
+
+    def test_switchingAnsweringAPlainRequestIsAnError(self) -> None:
+        """Without an upgrade asked for, a 101 is an error."""
+        self.assertRaises(ResponseError, parse, b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+
+
+class CountingPattern:
+    """
+    A compiled pattern that counts the bytes its searches look at (from
+    where each starts to the end of its match, or of the buffer), and fails
+    as soon as they pass a budget.
+    """
+
+    def __init__(self, pattern: re.Pattern[bytes], budget: int) -> None:
+        self.pattern = pattern
+        self.budget = budget
+        self.scanned = 0
+        self.searches = 0
+
+    def search(self, string: Any, pos: int = 0) -> re.Match[bytes] | None:
+        match = self.pattern.search(string, pos)
+        self.searches += 1
+        self.scanned += (len(string) if match is None else match.end()) - pos
+        if self.scanned > self.budget:
+            raise AssertionError(f"searched {self.scanned} bytes, more than {self.budget}")
+        return match
+
+
+class LinearWorkTests(SynchronousTestCase):
+    """
+    However a response is split, down to one byte per read, every byte is
+    searched a bounded number of times: the work is linear in its size.
+    """
+
+    def countSearches(self, budget: int) -> tuple[CountingPattern, CountingPattern]:
+        """Count the searches for the end of a head and of a line."""
+        head = CountingPattern(response._END_OF_HEAD, budget)
+        line = CountingPattern(response._END_OF_LINE, budget)
+        self.patch(response, "_END_OF_HEAD", head)
+        self.patch(response, "_END_OF_LINE", line)
+        return head, line
+
+    def feedByteByByte(self, parser: ResponseParser, data: bytes) -> None:
+        for index in range(len(data)):
+            parser.dataReceived(data[index : index + 1])
+
+    def test_maximalHeadByteByByte(self) -> None:
+        """
+        A head of the largest size allowed, sent one byte per read, is
+        searched at most four bytes per byte (once, plus the three an end
+        of head may start before a new byte), and is read.
+        """
+        start = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Filler: "
+        head = start + b"f" * (MAX_HEAD_BYTES - len(start)) + b"\r\n\r\n"
+        size = len(head)
+        searches, _ = self.countSearches(4 * size)
+        receiver = Receiver()
+        parser = ResponseParser(receiver, b"GET")
+        self.feedByteByByte(parser, head)
+        self.assertEqual((len(receiver.heads), receiver.completed), (1, 1))
+        self.assertEqual(searches.searches, size)
+        self.assertLessEqual(searches.scanned, 4 * size)
+
+    def test_overlongHeadByteByByteIsRefusedInLinearWork(self) -> None:
+        """
+        A head that never ends, sent one byte per read, is refused with its
+        clear error once past the limit, having cost linear work.
+        """
+        data = b"HTTP/1.1 200 OK\r\nX: " + b"a" * MAX_HEAD_BYTES
+        searches, _ = self.countSearches(4 * len(data))
+        parser = ResponseParser(Receiver(), b"GET")
+        with self.assertRaises(ResponseError) as caught:
+            self.feedByteByByte(parser, data)
+        self.assertEqual(
+            str(caught.exception), f"response head longer than {MAX_HEAD_BYTES} bytes"
+        )
+        self.assertLessEqual(searches.scanned, 4 * len(data))
+
+    def test_chunkFramingByteByByte(self) -> None:
+        """
+        Chunk-size lines as long as allowed, chunk data and its terminator,
+        and trailers up to their limit, sent one byte per read, cost one
+        search per byte over at most the new byte.
+        """
+        chunk = b"1;" + b"e" * (MAX_LINE_BYTES - 4) + b"\r\nx\r\n"
+        trailer = b"X-T: " + b"t" * (MAX_LINE_BYTES - 7) + b"\r\n"
+        body = chunk * 16 + b"0\r\n" + trailer * (MAX_HEAD_BYTES // len(trailer)) + b"\r\n"
+        _, searches = self.countSearches(2 * len(body))
+        receiver = Receiver()
+        parser = ResponseParser(receiver, b"GET")
+        parser.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.feedByteByByte(parser, body)
+        self.assertEqual((receiver.body, receiver.completed), (b"x" * 16, 1))
+        self.assertLessEqual(searches.scanned, len(body))
+
+    def test_manyShortHeadsAndChunksInOneRead(self) -> None:
+        """
+        Many informational heads and many small chunks in one read are
+        each searched from where the one before ended, not from the start.
+        """
+        data = (
+            b"HTTP/1.1 100 Continue\r\n\r\n" * 1000
+            + b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1\r\nx\r\n" * 5000
+            + b"0\r\n\r\n"
+        )
+        head, line = self.countSearches(10 * len(data))
+        _, receiver = parse(data)
+        self.assertEqual((len(receiver.body), receiver.completed), (5000, 1))
+        self.assertLessEqual(head.scanned + line.scanned, 2 * len(data))
 
 
 class BodyTests(SynchronousTestCase):
@@ -142,13 +349,6 @@ class BodyTests(SynchronousTestCase):
         self.assertEqual((receiver.body, receiver.completed), (b"hello, world", 1))
         self.assertEqual(receiver.heads[0].values(b"transfer-encoding"), [b"chunked"])
 
-    def test_chunkedWinsOverContentLength(self) -> None:
-        """With both, the body is framed by its chunks."""
-        _, receiver = parse(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"2\r\nok\r\n0\r\n\r\n"
-        )
-        self.assertEqual((receiver.body, receiver.completed), (b"ok", 1))
 
     def test_bodyWithoutLengthEndsWithTheStream(self) -> None:
         """Without Content-Length or chunks, the body runs to the end of the stream."""
@@ -183,7 +383,7 @@ class BodyTests(SynchronousTestCase):
     def test_malformedChunksAreErrors(self) -> None:
         """Bad chunk sizes, chunks longer than said, endless size lines raise."""
         head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-        for body in (b"zz\r\n", b"2\r\nabc\r\n", b"1" * (MAX_LINE_BYTES + 1)):
+        for body in (b"zz\r\n", b"2\r\nabc\r\n", b"1" * (MAX_LINE_BYTES + 2)):
             self.assertRaises(ResponseError, parse, head + body)
 
     @given(st.lists(st.integers(min_value=0, max_value=len(CHUNKED)), max_size=10))
