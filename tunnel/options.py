@@ -19,12 +19,25 @@ IDENTIFIER_ENVIRONMENT = "TUNNEL_IDENTIFIER"
 
 #: The keep-alive options, the same on both sides; the defaults are those of
 #: the Go yamux library.
-KEEPALIVE_PARAMETERS = [
+_SESSION_DEFAULTS = SessionConfig()
+
+#: The options of the tunnel session, the same on both sides.
+SESSION_PARAMETERS = [
     ["keepalive-interval", None, 30.0,
      "Seconds between the keep-alive pings sent to the other side.", float],
     ["keepalive-timeout", None, 10.0,
      "Seconds a keep-alive ping may go unanswered before the connection is "
      "considered dead and dropped.", float],
+    ["write-stall-timeout", None, _SESSION_DEFAULTS.writeStallTimeout,
+     "Seconds the other side may read nothing of what is queued for it "
+     "before the session is closed.", float],
+]
+
+#: The server's option bounding what a client's session holds for it.
+SESSION_BUFFER_PARAMETER = [
+    "max-session-buffer", None, _SESSION_DEFAULTS.maxSessionBuffer,
+    "Bytes a client's session may hold for it while it reads nothing; "
+    "beyond them its new requests get 503.", int,
 ]
 
 
@@ -63,20 +76,27 @@ def withListenBacklog(description: str) -> str:
     return description
 
 
-def keepAliveConfig(options: usage.Options) -> SessionConfig:
+def sessionConfig(options: usage.Options) -> SessionConfig:
     """
-    The yamux settings with the keep-alive of C{--keepalive-interval} and
-    C{--keepalive-timeout}.
+    The yamux settings of the L{SESSION_PARAMETERS} (keep-alive, how long
+    the peer may not read) and, if the options have it, of the
+    L{SESSION_BUFFER_PARAMETER}.
 
-    @raise usage.UsageError: if either is not positive.
+    @raise usage.UsageError: if one is not positive.
     """
-    for name in ("keepalive-interval", "keepalive-timeout"):
-        if options[name] <= 0:
-            raise usage.UsageError(f"--{name} must be positive")
-    return SessionConfig(
-        keepAliveInterval=options["keepalive-interval"],
-        keepAliveTimeout=options["keepalive-timeout"],
-    )
+    names = {
+        "keepalive-interval": "keepAliveInterval",
+        "keepalive-timeout": "keepAliveTimeout",
+        "write-stall-timeout": "writeStallTimeout",
+        "max-session-buffer": "maxSessionBuffer",
+    }
+    settings = {}
+    for option, setting in names.items():
+        if option in options:
+            if options[option] <= 0:
+                raise usage.UsageError(f"--{option} must be positive")
+            settings[setting] = options[option]
+    return SessionConfig(**settings)
 
 
 def readSecretFile(path: str, what: str) -> str:
@@ -137,7 +157,8 @@ class ServerOptions(usage.Options):
          "Seconds a local service may keep a request waiting (for its response "
          "head once the request is sent, or reading none of its body) before the "
          "request gets 504 (0: no limit).", float],
-        *KEEPALIVE_PARAMETERS,
+        *SESSION_PARAMETERS,
+        SESSION_BUFFER_PARAMETER,
     ]
 
     def __init__(self) -> None:
@@ -188,7 +209,7 @@ class ServerOptions(usage.Options):
             raise usage.UsageError("--failed-connect-window must be positive")
         if self["response-timeout"] < 0:
             raise usage.UsageError("--response-timeout must not be negative")
-        self["yamuxConfig"] = keepAliveConfig(self)
+        self["yamuxConfig"] = sessionConfig(self)
         self["adminToken"] = None
         if self["admin"]:
             if not self["admin-token-file"]:
@@ -227,7 +248,7 @@ class ClientOptions(usage.Options):
         ["max-local-connections", None, DEFAULT_MAX_LOCAL_CONNECTIONS,
          "The most local connections open at once; a request beyond it gets 503 "
          "(a TCP connection is closed) without a dial.", int],
-        *KEEPALIVE_PARAMETERS,
+        *SESSION_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -277,14 +298,14 @@ class ClientOptions(usage.Options):
             )
         if self["stop-timeout"] < 0:
             raise usage.UsageError("--stop-timeout must not be negative")
-        sessionConfig = keepAliveConfig(self)
+        config = sessionConfig(self)
         try:
             self["settings"] = TunnelSettings(
                 self["identifier"],
                 routes=self["routes"],
                 host=self["serverAddress"].host,
                 shutdownTimeout=self["stop-timeout"],
-                sessionConfig=sessionConfig,
+                sessionConfig=config,
                 maxLocalConnections=self["max-local-connections"],
             )
         except ValueError as e:

@@ -68,6 +68,16 @@ class YamuxProtocol(Protocol):
     that makes the session queue more than the config's C{maxUnsentReplies}
     of them during one pause is dropped.
 
+    What the session holds for the peer is bounded whatever window the peer
+    grants: while the transport is paused (it is a push producer of its
+    transport) the streams' data is held back in the session, not written,
+    and every write made meanwhile pauses its stream's producer again, so
+    that only what writers write after being told to pause is held
+    (L{bufferedBytes}). Once that reaches the config's C{maxSessionBuffer},
+    L{bufferFull} tells whoever would add streams (a tunnel server refuses
+    requests then); a transport that stays paused for
+    C{writeStallTimeout} seconds ends the session (L{writeStalled}).
+
     @ivar session: the sans-IO L{Session}.
     @ivar streamFactory: builds the protocols of incoming streams, or L{None}
         to refuse every incoming stream.
@@ -96,6 +106,8 @@ class YamuxProtocol(Protocol):
         self._keepAlivePing: int | None = None
         self._transportPaused = False
         self._repliesAtPause = 0
+        self._writtenWhilePaused = 0
+        self._stallTimer: IDelayedCall | None = None
         self._dropped = False
         self._dispatching = False
         self._producingStreams: dict[StreamTransport, None] = {}
@@ -128,6 +140,30 @@ class YamuxProtocol(Protocol):
         """How many streams this side opened that the peer has not acknowledged yet."""
         return len(self._opening)
 
+    @property
+    def bufferedBytes(self) -> int:
+        """
+        How many bytes the session holds for the peer because it does not
+        read: while the transport is paused, the data written to streams and
+        held back since, and what was written to the transport since (with
+        the write that paused it). What the transport held when it paused,
+        about its own buffer size, is not counted, nor the data waiting for
+        the peer's window: each stream's producer is paused as soon as its
+        window is used up.
+        """
+        if not self._transportPaused:
+            return 0
+        return self.session.heldWhilePaused + self._writtenWhilePaused
+
+    @property
+    def bufferFull(self) -> bool:
+        """
+        Whether the session holds the config's C{maxSessionBuffer} bytes or
+        more for the peer (see L{bufferedBytes}): whoever would add streams
+        should not.
+        """
+        return self.bufferedBytes >= self.config.maxSessionBuffer
+
     def describe(self) -> str:
         """A short description of the session for logs."""
         return self._description
@@ -140,7 +176,9 @@ class YamuxProtocol(Protocol):
         acknowledges the stream); the returned L{Deferred} fires with it once
         the peer acknowledges the stream, or fails with L{StreamRefusedError}
         or L{StreamOpenTimeoutError} (the protocol then loses its connection
-        too). Cancelling the L{Deferred} resets the stream.
+        too). Cancelling the L{Deferred} resets the stream. Streams are
+        opened even while the session's buffer is full (L{bufferFull}): the
+        caller decides whether to open more.
 
         @param protocolOrFactory: the protocol, or a factory to build it with
             the stream's address.
@@ -308,6 +346,7 @@ class YamuxProtocol(Protocol):
         why = terminated.reason if terminated else reason.getErrorMessage()
         self.session.connectionLost(why)
         self._stopKeepAlive()
+        self._stopStallTimer()
         if self._closingDeadline is not None and self._closingDeadline.active():
             self._closingDeadline.cancel()
         self._log.info("{session} ended: {why}", session=self._description, why=why)
@@ -332,11 +371,19 @@ class YamuxProtocol(Protocol):
 
     def pauseProducing(self) -> None:
         """
-        The connection's buffer is full: pause every stream's producer, and
-        start counting the answers the peer makes us queue meanwhile.
+        The connection's buffer is full: pause every stream's producer, hold
+        the data written to streams back, start counting the answers the
+        peer makes us queue and the bytes we write meanwhile, and give the
+        peer C{writeStallTimeout} seconds to read.
         """
         if not self._transportPaused:
             self._repliesAtPause = self.session.repliesQueued
+            self._writtenWhilePaused = 0
+            self.session.pauseSending()
+            if self._stallTimer is None and not self._connectionDone:
+                self._stallTimer = self._clock.callLater(
+                    self.config.writeStallTimeout, self._writeStallTimedOut
+                )
         self._transportPaused = True
         for transport in list(self._producingStreams):
             transport._updateProducer()
@@ -345,9 +392,20 @@ class YamuxProtocol(Protocol):
         """
         The connection's buffer drained: resume the streams' producers, a
         different stream first each time so that none is favoured, and stop
-        as soon as one of them has filled the buffer again.
+        as soon as one of them has filled the buffer again. What was held
+        back is written first.
         """
         self._transportPaused = False
+        self._writtenWhilePaused = 0
+        self._stopStallTimer()
+        if self._connectionDone:
+            return
+        drained = self.session.resumeSending()
+        self._flush()
+        for event in drained:
+            self._dispatch(event)
+        if self._transportPaused:
+            return
         transports = list(self._producingStreams)
         if not transports:
             return
@@ -547,6 +605,9 @@ class YamuxProtocol(Protocol):
         chunks = self.session.chunksToSend()
         if chunks:
             self.transport.writeSequence(chunks)
+            # Counted once the transport paused: this write may have done it.
+            if self._transportPaused:
+                self._writtenWhilePaused += sum(map(len, chunks))
 
     def _openTimedOut(self, streamID: int) -> None:
         pending = self._opening.pop(streamID, None)
@@ -610,6 +671,33 @@ class YamuxProtocol(Protocol):
 
         self.ping().addCallbacks(answered, failed)
 
+    def writeStalled(self, seconds: float, queued: int) -> None:
+        """
+        The transport stayed paused for C{seconds} (the config's
+        C{writeStallTimeout}): the peer read nothing of the C{queued} bytes
+        held for it meanwhile. Log it and drop the session; override to say
+        more, but drop it all the same.
+        """
+        self._log.error(
+            "{session}: the peer did not read for {timeout} s with {queued} bytes "
+            "queued; closing the session",
+            session=self._description,
+            timeout=seconds,
+            queued=queued,
+        )
+        self.transport.abortConnection()
+
+    def _writeStallTimedOut(self) -> None:
+        self._stallTimer = None
+        if not self._connectionDone:
+            self.writeStalled(self.config.writeStallTimeout, self.bufferedBytes)
+
+    def _stopStallTimer(self) -> None:
+        if self._stallTimer is not None:
+            if self._stallTimer.active():
+                self._stallTimer.cancel()
+            self._stallTimer = None
+
     def _checkUnsentReplies(self) -> None:
         unsent = self.session.repliesQueued - self._repliesAtPause
         if unsent > self.config.maxUnsentReplies and not self._dropped:
@@ -629,7 +717,11 @@ class YamuxProtocol(Protocol):
     def _loseConnection(self) -> None:
         # What is queued (a Go Away) goes first, even in the middle of
         # dispatching events: a TLS transport drops what is written after
-        # loseConnection.
+        # loseConnection. Data held back while the transport was paused goes
+        # too; the streams end with the connection.
+        self._stopStallTimer()
+        if self.session.sendingPaused:
+            self.session.resumeSending()
         self._flush(now=True)
         # A transport is not closed while a producer is registered on it
         # (a TLS transport waits for it to unregister).

@@ -32,7 +32,9 @@ class StreamTransport:
 
     It is an L{ITransport} (with C{loseWriteConnection} for half-closes), an
     L{IConsumer} (a producer registered on it is paused while the peer's
-    window is used up, or while the session's own connection is paused) and
+    window is used up, or while the session's own connection is paused; what
+    is written meanwhile is held back in the session, whatever window the
+    peer granted, and pauses the producer again) and
     an L{IPushProducer} (pausing it stops delivery, and so stops the stream
     from granting the peer more window).
 
@@ -238,9 +240,10 @@ class StreamTransport:
         self._schedulePull()
 
     def _blocked(self) -> None:
-        # Pause on every write that could not be sent, even if the producer
-        # is paused already: producers that resume themselves must be told
-        # again, as Twisted's own transports do.
+        # Pause on every write that could not be sent (no window, or the
+        # session's connection is paused), even if the producer is paused
+        # already: producers that resume themselves must be told again, as
+        # Twisted's own transports do.
         self._windowBlocked = True
         if self._producer is not None and self._producerStreaming:
             self._producerPaused = True

@@ -38,6 +38,18 @@ class TooManyPendingStreams(Exception):
     """The client already owes as many streams as it may."""
 
 
+class ClientNotReading(TooManyPendingStreams):
+    """
+    The client's session holds as many bytes for it as it may (the
+    C{maxSessionBuffer} of its yamux settings): it does not read what it is
+    sent, and no request may add to that.
+    """
+
+
+class ClientStalled(Exception):
+    """The client read nothing of what was queued for it for too long."""
+
+
 class ISessionObserver(Interface):
     """Is told when a L{ClientSession} becomes ready and when it ends."""
 
@@ -68,7 +80,10 @@ class SessionSettings:
         none of the request body; the public request then gets a C{504}.
         L{None} for no limit.
     @ivar yamux: the yamux settings of the sessions; an accept backlog
-        smaller than C{maxPendingStreams} is raised to it.
+        smaller than C{maxPendingStreams} is raised to it. Its
+        C{maxSessionBuffer} bounds what a session holds for a client that
+        does not read (requests beyond get a C{503}), and its
+        C{writeStallTimeout} how long such a client keeps its session.
     """
 
     streamTimeout: float = 10.0
@@ -171,6 +186,7 @@ class ClientSession:
         self._handshakeTimer: IDelayedCall | None = None
         self._endReason: Failure | None = None
         self._refusedStreams = 0
+        self._refusedForBuffer = 0
 
     @property
     def ready(self) -> bool:
@@ -185,12 +201,15 @@ class ClientSession:
 
         @return: a L{Deferred} that fires with C{protocol} once it is
             connected to the stream, or fails with L{StreamTimeout},
-            L{TooManyPendingStreams}, or L{SessionEndedError} if the session
-            ends or closes first. Cancelling it gives up the request; the
-            stream the client opens for it later is closed.
+            L{TooManyPendingStreams} (L{ClientNotReading} while the session
+            holds as much as it may for the client), or L{SessionEndedError}
+            if the session ends or closes first. Cancelling it gives up the
+            request; the stream the client opens for it later is closed.
         """
         if self._state is not _State.READY:
             return fail(SessionEndedError(f"the session of client {self.label} is not ready"))
+        if self.protocol.bufferFull:
+            return fail(self._notReading())
         owed = self.protocol.unacknowledgedStreams if self.serverStreams else len(self._pending)
         if owed >= self._settings.maxPendingStreams:
             return fail(
@@ -206,6 +225,26 @@ class ClientSession:
         self._pending.append(entry)
         self._control.transport.write(message.encode())
         return entry.connected
+
+    def _notReading(self) -> ClientNotReading:
+        """
+        The refusal of a request while the session's buffer is full, logged
+        for the 1st, 10th, 100th... of them.
+        """
+        queued = self.protocol.bufferedBytes
+        self._refusedForBuffer += 1
+        if str(self._refusedForBuffer).strip("0") == "1":
+            self._log.warn(
+                "Client {client} does not read: {queued} bytes are queued for it, "
+                "{cap} at most; refusing requests for it ({count} so far)",
+                client=self.label,
+                queued=queued,
+                cap=self.protocol.config.maxSessionBuffer,
+                count=self._refusedForBuffer,
+            )
+        return ClientNotReading(
+            f"client {self.label} does not read: {queued} bytes are queued for it"
+        )
 
     def _openStream(self, message: ControlMessage, protocol: Protocol) -> Deferred[Protocol]:
         """
@@ -324,6 +363,16 @@ class ClientSession:
         )
         self._drop(StreamTimeout("no handshake in time"))
 
+    def _stalled(self, seconds: float, queued: int) -> None:
+        self._log.error(
+            "Client {client} did not read for {timeout} s with {queued} bytes queued; "
+            "closing its session",
+            client=self.label,
+            timeout=seconds,
+            queued=queued,
+        )
+        self._drop(ClientStalled(f"the client did not read for {seconds} s"))
+
     def _streamTimedOut(self, entry: _PendingStream) -> None:
         entry.abandon()
         self._log.warn(
@@ -361,6 +410,10 @@ class _ServerProtocol(YamuxProtocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         super().connectionLost(reason)
         self._owner._ended(reason)
+
+    def writeStalled(self, seconds: float, queued: int) -> None:
+        """The client read nothing for too long: end its session, saying why."""
+        self._owner._stalled(seconds, queued)
 
 
 class _ControlStream(Protocol):

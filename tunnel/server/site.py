@@ -61,7 +61,9 @@ class StreamedBody:
     Until L{startProducing} the public connection is paused (what arrives
     meanwhile, at most a read's worth, is held); afterwards each chunk is
     written to the consumer at once, and the public connection is paused
-    whenever the consumer pauses this producer.
+    whenever the consumer pauses this producer, and read again only when it
+    resumes it: a consumer that paused the body before it started (the
+    tunnel's connection to the client is full) keeps it paused.
 
     While the tunnel holds the body back (see L{heldBack}) the public client
     sends nothing, through no fault of its own: its connection's idle timer
@@ -130,8 +132,10 @@ class StreamedBody:
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         """
-        Write the body to C{consumer} as it arrives. If the public client
-        waits for C{100 Continue}, tell it to go on now.
+        Write the body to C{consumer} as it arrives, reading the public
+        connection again unless the consumer paused this producer (before,
+        or while it took what was held). If the public client waits for
+        C{100 Continue}, tell it to go on now.
         """
         self._consumer = consumer
         self._done = Deferred()
@@ -143,7 +147,10 @@ class StreamedBody:
         if self._lost is not None:
             self._done.errback(self._lost)
         else:
-            self._release()
+            # A complete body holds nothing back: what follows is the next
+            # request's.
+            if self.complete or not self._consumerPaused:
+                self._release()
             if self.complete:
                 self._done.callback(None)
         return self._done

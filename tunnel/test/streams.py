@@ -10,6 +10,7 @@ import hashlib
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -94,3 +95,51 @@ class BulkStream(Protocol):
 def digest(payload: bytes) -> tuple[str, int]:
     """The (sha256 hex digest, size) of a payload, as L{BulkStream.done} gives."""
     return hashlib.sha256(payload).hexdigest(), len(payload)
+
+
+class TCPLikeTransport(StringTransport):
+    """
+    A L{StringTransport} whose streaming producer is paused as a TCP
+    transport's is: on every write while it holds more than L{bufferSize}
+    bytes the peer did not read, and resumed only once the peer read them
+    all (L{drain}).
+
+    @ivar pauses: how many times the producer was paused.
+    """
+
+    bufferSize = 64 * 1024
+
+    def __init__(self, *arguments: object, **keywords: object) -> None:
+        super().__init__(*arguments, **keywords)
+        self.pauses = 0
+        self.producerPaused = False
+
+    @property
+    def held(self) -> int:
+        """How many written bytes the peer did not read."""
+        return len(self.io.getbuffer())
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self._maybePause()
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        super().writeSequence(data)
+        self._maybePause()
+
+    def drain(self, size: int | None = None) -> bytes:
+        """The peer reads C{size} bytes (all by default)."""
+        value = self.value()
+        taken, rest = (value, b"") if size is None else (value[:size], value[size:])
+        self.clear()
+        self.io.write(rest)
+        if not rest and self.producerPaused and self.producer is not None:
+            self.producerPaused = False
+            self.producer.resumeProducing()
+        return taken
+
+    def _maybePause(self) -> None:
+        if self.producer is not None and self.streaming and self.held > self.bufferSize:
+            self.producerPaused = True
+            self.pauses += 1
+            self.producer.pauseProducing()

@@ -27,6 +27,7 @@ from tunnel.mux import (
     StreamResetError,
     YamuxProtocol,
 )
+from tunnel.test.streams import TCPLikeTransport
 from tunnel.yamux import (
     HEADER_SIZE,
     INITIAL_WINDOW,
@@ -1079,3 +1080,128 @@ class GoAwayDeliveryTests(SynchronousTestCase):
             ],
         )
         self.assertTrue(transport.disconnecting)
+
+
+class PausedConnectionTests(SynchronousTestCase):
+    """
+    While the session's connection is paused (the peer does not read), what
+    is written to its streams is held back in the session whatever window
+    the peer granted, every such write pauses the stream's producer again,
+    new streams are refused once the session holds its cap, and a peer that
+    reads nothing for too long is dropped.
+    """
+
+    def connected(
+        self, config: SessionConfig | None = None
+    ) -> tuple[YamuxProtocol, TCPLikeTransport, Recorder, Clock]:
+        """
+        A server session over a transport that pauses it as TCP does, with
+        a stream the peer opened granting itself the largest window.
+        """
+        clock = Clock()
+        factory = RecordingFactory()
+        server = YamuxProtocol(False, factory, config, clock)
+        transport = TCPLikeTransport()
+        server.makeConnection(transport)
+        server.dataReceived(
+            encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0xFFFFFFFF - INITIAL_WINDOW)
+        )
+        transport.clear()
+        self.logged: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            self.logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return server, transport, factory.built[0], clock
+
+    def test_writesWhilePausedAreHeldWhateverTheWindow(self) -> None:
+        """
+        Writes made while the connection is paused are not written to it,
+        however large the window; each pauses the producer again; resuming
+        writes them, in order, and resumes the producer.
+        """
+        server, transport, stream, clock = self.connected()
+        producer = PushProducer()
+        stream.transport.registerProducer(producer, True)
+        server.pauseProducing()
+        self.assertEqual(producer.calls, ["pause"])
+        stream.transport.write(b"x" * 1000)
+        stream.transport.write(b"y" * 1000)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(server.bufferedBytes, 2000)
+        self.assertEqual(producer.calls, ["pause"] * 3)
+        server.resumeProducing()
+        sent = b"".join(payload for kind, _, _, _, payload in frames(transport.value()))
+        self.assertEqual(sent, b"x" * 1000 + b"y" * 1000)
+        self.assertEqual(producer.calls[-1], "resume")
+        self.assertEqual(server.bufferedBytes, 0)
+
+    def test_finWaitsForTheHeldData(self) -> None:
+        """
+        A stream closed while its data is held back sends its FIN after the
+        data, once the connection resumes; its protocol is told then.
+        """
+        server, transport, stream, clock = self.connected()
+        server.pauseProducing()
+        stream.transport.write(b"data")
+        stream.transport.loseConnection()
+        self.assertEqual(transport.value(), b"")
+        self.assertIsNone(stream.lost)
+        server.resumeProducing()
+        [data, fin] = frames(transport.value())
+        self.assertEqual((data[0], data[4]), (FrameType.DATA, b"data"))
+        self.assertEqual((fin[0], fin[1]), (FrameType.WINDOW_UPDATE, Flag.FIN))
+        stream.lost.trap(ConnectionDone)
+
+    def test_bytesWrittenWhilePausedCount(self) -> None:
+        """
+        What the session wrote to its connection since it paused counts as
+        held: the write that paused it and every frame after.
+        """
+        server, transport, stream, clock = self.connected()
+        stream.transport.write(b"z" * (TCPLikeTransport.bufferSize + 1))
+        self.assertTrue(transport.producerPaused)
+        self.assertEqual(server.bufferedBytes, TCPLikeTransport.bufferSize + 1 + HEADER_SIZE)
+        transport.drain()
+        self.assertEqual(server.bufferedBytes, 0)
+
+    def test_bufferIsFullAtTheCap(self) -> None:
+        """
+        The session says its buffer is full once it holds
+        C{maxSessionBuffer} bytes for a peer that does not read, and no
+        longer once the peer read them.
+        """
+        server, transport, stream, clock = self.connected(SessionConfig(maxSessionBuffer=1000))
+        server.pauseProducing()
+        stream.transport.write(b"x" * 999)
+        self.assertFalse(server.bufferFull)
+        stream.transport.write(b"x")
+        self.assertTrue(server.bufferFull)
+        server.resumeProducing()
+        self.assertFalse(server.bufferFull)
+
+    def test_peerThatDoesNotReadIsDropped(self) -> None:
+        """
+        A connection that stays paused for C{writeStallTimeout} seconds is
+        aborted, with a log line saying why; one that resumes in time is not.
+        """
+        config = SessionConfig(writeStallTimeout=5.0, enableKeepAlive=False)
+        server, transport, stream, clock = self.connected(config)
+        server.pauseProducing()
+        clock.advance(4)
+        server.resumeProducing()
+        server.pauseProducing()
+        stream.transport.write(b"x" * 2000)
+        clock.advance(4)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(
+            any(
+                "the peer did not read for 5.0 s with 2000 bytes queued; closing the session"
+                in line
+                for line in self.logged
+            )
+        )

@@ -164,6 +164,30 @@ class ServerOptionsTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
             self.assertIn(argv[0], str(error))
 
+    def test_sessionBufferReachesTheSessions(self) -> None:
+        """
+        --max-session-buffer and --write-stall-timeout bound what a client's
+        session holds for it while it reads nothing, and for how long; they
+        default to the yamux settings' and must be positive.
+        """
+        from tunnel.tap import makeServerService
+
+        settings = makeServerService(parsed(ServerOptions())).server.resource._settings
+        self.assertEqual(
+            (settings.yamux.maxSessionBuffer, settings.yamux.writeStallTimeout),
+            (SessionConfig().maxSessionBuffer, SessionConfig().writeStallTimeout),
+        )
+        options = parsed(
+            ServerOptions(), "--max-session-buffer", "65536", "--write-stall-timeout", "5"
+        )
+        settings = makeServerService(options).server.resource._settings
+        self.assertEqual(
+            (settings.yamux.maxSessionBuffer, settings.yamux.writeStallTimeout), (65536, 5.0)
+        )
+        for argv in (["--max-session-buffer", "0"], ["--write-stall-timeout", "-1"]):
+            error = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
+            self.assertIn(argv[0], str(error))
+
     def test_accessLog(self) -> None:
         """--access-log gives the public site its log file; there is none by default."""
         from tunnel.server.site import TunnelSite
@@ -314,6 +338,12 @@ class ClientOptionsTests(SynchronousTestCase):
                 ["--server", "h:1", "--identifier", "x", *argv],
             )
             self.assertIn(argv[0], str(error))
+
+    def test_writeStallTimeoutReachesTheSession(self) -> None:
+        """--write-stall-timeout reaches the client's session too."""
+        options = parsed(ClientOptions(), "--server", "h:1", "--identifier", "x",
+                         "--write-stall-timeout", "5")
+        self.assertEqual(options["settings"].sessionConfig.writeStallTimeout, 5.0)
 
     def test_twoFixedLocalAddressesAreUsageError(self) -> None:
         """Only one fixed local address may be given."""

@@ -53,6 +53,18 @@ class SessionConfig:
         we send: a peer that asks for more is dropped, so that it cannot
         make the session buffer without bound. The core counts the answers
         (L{Session.repliesQueued}); the Twisted adapter enforces the limit.
+    @ivar maxSessionBuffer: the most bytes the session may hold for a peer
+        that does not read (written to streams while the connection is
+        paused, and written to the connection since it paused) before the
+        Twisted adapter says it is full (a tunnel server then refuses the
+        requests for that peer). It does not depend
+        on the windows the peer grants: while the connection is paused,
+        streams' producers are paused and their data is held back, so that
+        what the session holds grows only by what writers write after being
+        told to pause. Enforced by the Twisted adapter.
+    @ivar writeStallTimeout: seconds the connection may stay paused, the
+        peer reading nothing of what is queued for it, before the Twisted
+        adapter drops the session.
     """
 
     acceptBacklog: int = attrs.field(default=256, validator=_positive)
@@ -66,3 +78,5 @@ class SessionConfig:
     streamCloseTimeout: float = attrs.field(default=300.0, validator=_positive)
     maxInboundStreams: int = attrs.field(default=65536, validator=_positive)
     maxUnsentReplies: int = attrs.field(default=1000, validator=_positive)
+    maxSessionBuffer: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
+    writeStallTimeout: float = attrs.field(default=60.0, validator=_positive)

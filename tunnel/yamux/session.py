@@ -95,6 +95,8 @@ class Session:
         RSTs refusing the streams it opened. The peer decides how many it
         asks for; a caller that cannot send them (the peer does not read)
         compares this count over time to bound what it buffers.
+    @ivar sendingPaused: whether streams' data is held back whatever the
+        windows allow (see L{pauseSending}).
     """
 
     def __init__(self, config: SessionConfig | None = None, isClient: bool = True):
@@ -104,7 +106,15 @@ class Session:
         self.remoteGoAway = False
         self.terminated: SessionTerminated | None = None
         self.repliesQueued = 0
+        self.sendingPaused = False
         self._streams: dict[int, StreamState] = {}
+        # The streams with data in their send buffers, and its total size.
+        self._buffering: dict[int, StreamState] = {}
+        self._bufferedTotal = 0
+        self._pausedTotal = 0
+        # Our streams opened while sending was paused: their SYN goes out
+        # with their data, so that data never lags far behind its SYN.
+        self._synPending: dict[int, StreamState] = {}
         self._nextStreamID = 1 if isClient else 2
         self._peerParity = 0 if isClient else 1
         self._windowBonus = self.config.maxStreamWindow - INITIAL_WINDOW
@@ -168,6 +178,23 @@ class Session:
         """
         return self._stream(streamID).sendBuffered
 
+    @property
+    def bufferedTotal(self) -> int:
+        """
+        How many bytes written to streams wait to be sent, on all streams
+        together: for the peer to grant window, or for L{resumeSending}.
+        """
+        return self._bufferedTotal
+
+    @property
+    def heldWhilePaused(self) -> int:
+        """
+        How many of those bytes were written while sending was paused (see
+        L{pauseSending}), since it last resumed: what the session holds
+        because the peer does not read, not because of its windows.
+        """
+        return self._pausedTotal
+
     def sendWindow(self, streamID: int) -> int:
         """
         How many bytes may be sent on a stream before the peer grants more.
@@ -211,9 +238,12 @@ class Session:
             streamID, False, INITIAL_WINDOW, self.config.maxStreamWindow
         )
         self._streams[streamID] = stream
-        self._outbound.append(
-            _pack(PROTOCOL_VERSION, _WINDOW_UPDATE, _SYN, streamID, self._windowBonus)
-        )
+        if self.sendingPaused:
+            self._synPending[streamID] = stream
+        else:
+            self._outbound.append(
+                _pack(PROTOCOL_VERSION, _WINDOW_UPDATE, _SYN, streamID, self._windowBonus)
+            )
         return streamID
 
     def acceptStream(self, streamID: int) -> None:
@@ -238,9 +268,10 @@ class Session:
 
     def sendData(self, streamID: int, data: bytes) -> None:
         """
-        Send bytes on a stream. What the peer's window does not allow yet is
-        buffered and sent as the peer grants window (see L{bufferedAmount}
-        and L{SendBufferDrained}).
+        Send bytes on a stream. What the peer's window does not allow yet,
+        and all of it while sending is paused (L{pauseSending}), is buffered
+        and sent as the peer grants window and sending resumes (see
+        L{bufferedAmount} and L{SendBufferDrained}).
 
         @raise SessionClosedError: if the session has ended.
         @raise UnknownStreamError: if the stream is gone.
@@ -253,14 +284,20 @@ class Session:
         size = len(data)
         if not size:
             return
-        if not stream.sendBuffer and size <= stream.sendWindow:
+        if not stream.sendBuffer and size <= stream.sendWindow and not self.sendingPaused:
             stream.sendWindow -= size
             self._outbound.append(_pack(PROTOCOL_VERSION, _DATA, 0, streamID, size))
             self._outbound.append(data)
             return
         stream.sendBuffer.append(data)
         stream.sendBuffered += size
-        self._sendBuffered(stream)
+        self._bufferedTotal += size
+        self._buffering[streamID] = stream
+        if self.sendingPaused:
+            stream.pausedBuffered += size
+            self._pausedTotal += size
+        else:
+            self._sendBuffered(stream)
 
     def closeStream(self, streamID: int) -> list[Event]:
         """
@@ -277,6 +314,8 @@ class Session:
         if not stream.writable:
             return []
         stream.finPending = True
+        if streamID in self._synPending:
+            return []
         return self._sendFinIfDrained(stream)
 
     def resetStream(self, streamID: int) -> None:
@@ -289,7 +328,11 @@ class Session:
             return
         if stream.inbound and not stream.established:
             self.repliesQueued += 1
-        self._outbound.append(_pack(PROTOCOL_VERSION, _WINDOW_UPDATE, _RST, streamID, 0))
+        if self._synPending.pop(streamID, None) is None:
+            # A stream the peer never heard of goes without a word.
+            self._outbound.append(
+                _pack(PROTOCOL_VERSION, _WINDOW_UPDATE, _RST, streamID, 0)
+            )
         self._forget(stream)
 
     def acknowledgeReceivedData(self, streamID: int, size: int) -> None:
@@ -313,6 +356,56 @@ class Session:
             )
 
     # -- API: session ------------------------------------------------------
+
+    def pauseSending(self) -> None:
+        """
+        Hold back the data written to streams from now on, whatever the
+        windows allow, until L{resumeSending}: the connection under the
+        session takes no more (the peer does not read). The peer's window
+        is no bound on what we buffer: only what is written while sending is
+        paused is, and L{bufferedTotal} counts it. Other frames (window
+        updates, pings and their answers, FIN and RST) are still queued.
+        """
+        self.sendingPaused = True
+
+    def resumeSending(self) -> list[Event]:
+        """
+        Send the data held back since L{pauseSending}, as far as the windows
+        allow.
+
+        @return: a L{SendBufferDrained} event for each stream whose send
+            buffer is now empty, and a L{StreamClosed} event for a stream
+            that this ended (its FIN waited for the data, and the peer had
+            half-closed it too).
+        """
+        self.sendingPaused = False
+        self._pausedTotal = 0
+        events: list[Event] = []
+        for stream in self._buffering.values():
+            stream.pausedBuffered = 0
+        opened, self._synPending = self._synPending, {}
+        if self.terminated is not None:
+            return events
+        order = list(opened.values()) + [
+            stream for streamID, stream in self._buffering.items() if streamID not in opened
+        ]
+        for stream in order:
+            if stream.streamID in opened:
+                self._outbound.append(
+                    _pack(
+                        PROTOCOL_VERSION, _WINDOW_UPDATE, _SYN, stream.streamID, self._windowBonus
+                    )
+                )
+            if stream.sendBuffered:
+                if not stream.sendWindow:
+                    continue
+                self._sendBuffered(stream)
+                if stream.sendBuffered:
+                    continue
+                events.append(SendBufferDrained(stream.streamID))
+            if stream.finPending:
+                events.extend(self._sendFinIfDrained(stream))
+        return events
 
     def ping(self) -> int:
         """
@@ -452,7 +545,7 @@ class Session:
                     f"stream {streamID}"
                 )
             stream.sendWindow = window
-            if length and stream.sendBuffered:
+            if length and stream.sendBuffered and not self.sendingPaused:
                 self._sendBuffered(stream)
                 if not stream.sendBuffered:
                     events.append(SendBufferDrained(streamID))
@@ -558,6 +651,9 @@ class Session:
     def _sendBuffered(self, stream: StreamState) -> None:
         size, pieces = stream.takeSendable()
         if size:
+            self._bufferedTotal -= size
+            if not stream.sendBuffered:
+                del self._buffering[stream.streamID]
             self._outbound.append(_pack(PROTOCOL_VERSION, _DATA, 0, stream.streamID, size))
             self._outbound.extend(pieces)
 
@@ -576,6 +672,11 @@ class Session:
 
     def _forget(self, stream: StreamState) -> None:
         del self._streams[stream.streamID]
+        if stream.sendBuffered:
+            self._bufferedTotal -= stream.sendBuffered
+            self._pausedTotal -= stream.pausedBuffered
+            stream.pausedBuffered = 0
+            del self._buffering[stream.streamID]
         stream.sendBuffer.clear()
         stream.sendBuffered = 0
         if stream.inbound:
@@ -585,6 +686,7 @@ class Session:
             self._goneInThisRead.add(stream.streamID)
         if self._payloadStream is stream:
             self._payloadStream = None
+        self._synPending.pop(stream.streamID, None)
 
     def _protocolError(self, reason: str, events: list[Event]) -> None:
         self._outbound.append(

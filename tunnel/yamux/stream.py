@@ -25,6 +25,8 @@ class StreamState:
     @ivar sendBuffer: data written but held back because the send window ran
         out, oldest first.
     @ivar sendBuffered: the total length of C{sendBuffer}.
+    @ivar pausedBuffered: how much of it was written while the session's
+        sending was paused, since it last resumed.
     @ivar finPending: a half-close was asked for while data was buffered; the
         FIN goes out once the buffer drains.
     @ivar localClosed: we sent FIN.
@@ -40,6 +42,7 @@ class StreamState:
         "recvConsumed",
         "sendBuffer",
         "sendBuffered",
+        "pausedBuffered",
         "finPending",
         "localClosed",
         "remoteClosed",
@@ -56,6 +59,7 @@ class StreamState:
         self.recvConsumed = 0
         self.sendBuffer: deque[bytes | memoryview] = deque()
         self.sendBuffered = 0
+        self.pausedBuffered = 0
         self.finPending = False
         self.localClosed = False
         self.remoteClosed = False
