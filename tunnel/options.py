@@ -12,6 +12,8 @@ from tunnel.client import LocalRoutes, PortRanges, TunnelSettings, parseServerAd
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
 from tunnel.protocol import normaliseHost
+from tunnel.server.connections import WRITE_TIMEOUT
+from tunnel.server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE
 from tunnel.yamux import SessionConfig
 
 #: The environment variable the client reads its identifier from.
@@ -157,6 +159,18 @@ class ServerOptions(usage.Options):
          "Seconds a local service may keep a request waiting (for its response "
          "head once the request is sent, or reading none of its body) before the "
          "request gets 504 (0: no limit).", float],
+        ["max-connections", None, MAX_CONNECTIONS,
+         "Public connections open at once (tunnel sessions apart); beyond that a "
+         "new one gets 503 at once. Lowered to fit the open-file limit (ulimit -n) "
+         "if need be (0: no limit).", int],
+        ["max-connections-per-source", None, MAX_CONNECTIONS_PER_SOURCE,
+         "Connections one source address (an IPv6 /64) may have open at once, "
+         "tunnel sessions included; beyond that a new one gets 503 at once (0: no "
+         "limit, e.g. behind a reverse proxy).", int],
+        ["write-timeout", None, WRITE_TIMEOUT,
+         "Seconds a public connection may leave its send buffer full (its client "
+         "reading nothing) before it is cut, and the request behind it with it "
+         "(0: no limit; tunnel sessions have --write-stall-timeout instead).", float],
         *SESSION_PARAMETERS,
         SESSION_BUFFER_PARAMETER,
     ]
@@ -209,6 +223,9 @@ class ServerOptions(usage.Options):
             raise usage.UsageError("--failed-connect-window must be positive")
         if self["response-timeout"] < 0:
             raise usage.UsageError("--response-timeout must not be negative")
+        for name in ("max-connections", "max-connections-per-source", "write-timeout"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} must not be negative")
         self["yamuxConfig"] = sessionConfig(self)
         self["adminToken"] = None
         if self["admin"]:

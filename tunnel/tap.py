@@ -10,13 +10,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from tunnel.client import TunnelClientService, TunnelEndpoint
 from tunnel.options import ClientOptions, ServerOptions
 from tunnel.protocol import redactIdentifier
 from tunnel.server import TunnelServer
-from tunnel.server.admin import AdminResource
+from tunnel.server.admin import AdminResource, AdminSite
+from tunnel.server.limits import connectionBudget
+
+_log = Logger()
 
 
 class TCPTunnelService(Service):
@@ -94,7 +96,12 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
     for host, identifier in options["hosts"].items():
         server.addHost(host, identifier)
     top = TunnelServerService(server)
-    site = server.site(logPath=options["access-log"])
+    site = server.site(
+        logPath=options["access-log"],
+        maxConnections=_fittedConnectionCap(options["max-connections"]),
+        maxConnectionsPerSource=options["max-connections-per-source"] or None,
+        writeTimeout=options["write-timeout"] or None,
+    )
     for description in options["listen"]:
         _listen(description, site, reactor).setServiceParent(top)
     for description, identifier in options["tcp"]:
@@ -103,8 +110,26 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         ).setServiceParent(top)
     if options["admin"]:
         admin = AdminResource(server, options["adminToken"], options["hosts-file"])
-        _listen(options["admin"], Site(admin), reactor).setServiceParent(top)
+        _listen(options["admin"], AdminSite(admin), reactor).setServiceParent(top)
     return top
+
+
+def _fittedConnectionCap(wanted: int) -> int | None:
+    """
+    The cap of C{--max-connections} (L{None} for none), lowered to what the
+    open-file limit allows, with a log line saying so.
+    """
+    if not wanted:
+        return None
+    fitted = connectionBudget(wanted)
+    if fitted < wanted:
+        _log.warn(
+            "--max-connections lowered from {wanted} to {fitted} to fit the open-file "
+            "limit (raise it with ulimit -n)",
+            wanted=wanted,
+            fitted=fitted,
+        )
+    return fitted
 
 
 def makeClientService(options: ClientOptions, reactor: object = None) -> IService:

@@ -8,27 +8,38 @@ JSON in and out, behind a bearer token::
                            -> 201 {"host": ..., "identifier": ...}
     DELETE /hosts/NAME     -> 200 {"deleted": NAME}; the host's session closes
 
-A request without the right C{Authorization: Bearer TOKEN} header gets 401.
-With a hosts file, registrations and deletions are saved there (atomically),
-so they survive a restart.
+A request without the right C{Authorization: Bearer TOKEN} header gets 401;
+a body larger than L{MAX_BODY} gets 413. Served by an L{AdminSite}, both
+are answered as soon as the request head is in, before any of the body is
+read. With a hosts file, registrations and deletions are saved there
+(atomically), so they survive a restart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import secrets
 from typing import Any, Callable, Protocol as TypingProtocol
 
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.interfaces import IProducer
 from twisted.logger import Logger
-from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.python.failure import Failure
+from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tunnel.hostsfile import readHostsFile, writeHostsFile
 from tunnel.protocol import normaliseHost, redactIdentifier
+from tunnel.server.limits import isSparse
+from tunnel.server.site import StreamingRequest, TunnelChannel
 
 #: The largest request body the admin API reads.
 MAX_BODY = 64 * 1024
+#: Seconds an admin connection may stay idle by default.
+ADMIN_IDLE_TIMEOUT = 60.0
 
 
 class HostRegistry(TypingProtocol):
@@ -55,10 +66,80 @@ class _Error(Exception):
         self.code = code
 
 
+def _tooLarge() -> _Error:
+    return _Error(413, f"the request body is larger than {MAX_BODY} bytes")
+
+
+class _BoundedBody:
+    """
+    Collects a streamed request body of at most C{maxBytes}; past that, it
+    stops the body and fails L{done} with a C{413}.
+
+    @ivar done: fires with the whole body.
+    """
+
+    def __init__(self, producer: IProducer, maxBytes: int) -> None:
+        self.done: Deferred[bytes] = Deferred()
+        self._producer = producer
+        self._maxBytes = maxBytes
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        """A chunk of the body."""
+        if self.done.called:
+            return
+        self._size += len(data)
+        if self._size > self._maxBytes:
+            self._chunks = []
+            self._producer.stopProducing()
+            self.done.errback(Failure(_tooLarge()))
+            return
+        self._chunks.append(data)
+
+    def finished(self, result: object) -> None:
+        """The whole body arrived."""
+        if not self.done.called:
+            self.done.callback(b"".join(self._chunks))
+
+    def failed(self, reason: Failure) -> None:
+        """The connection was lost before the whole body arrived."""
+        if not self.done.called:
+            self.done.errback(reason)
+
+
+def readBoundedBody(request: Request, maxBytes: int = MAX_BODY) -> Deferred[bytes]:
+    """
+    The body of C{request}, if it is no larger than C{maxBytes}: read as it
+    arrives from a L{StreamingRequest} (one that announces more is refused
+    before any of it is read), or from the body twisted.web buffered.
+
+    @return: a L{Deferred} firing with the body, or failing with a C{413}
+        L{_Error} (or with the reason the connection was lost).
+    """
+    if isinstance(request, StreamingRequest):
+        body = request.body
+        if body is None:
+            return succeed(b"")
+        if body.length is not UNKNOWN_LENGTH and body.length > maxBytes:
+            return fail(_tooLarge())
+        collected = _BoundedBody(body, maxBytes)
+        body.startProducing(collected).addCallbacks(collected.finished, collected.failed)
+        return collected.done
+    data = request.content.read(maxBytes + 1)
+    if len(data) > maxBytes:
+        return fail(_tooLarge())
+    return succeed(data)
+
+
 class AdminResource(Resource):
     """
-    The admin API as a twisted.web resource; put it at the root of a Site
-    on a private endpoint.
+    The admin API as a twisted.web resource; serve it with an L{AdminSite}
+    on a private endpoint. (In an ordinary L{Site} it works too, but
+    twisted.web then reads every request body, up to any size, before the
+    token is checked.)
+
+    The token is compared in constant time, and never logged.
     """
 
     isLeaf = True
@@ -71,34 +152,70 @@ class AdminResource(Resource):
         hostsFile: str | None = None,
         identifierFactory: Callable[[], str] = newIdentifier,
     ) -> None:
+        """
+        @raise ValueError: if C{token} is empty.
+        """
         super().__init__()
+        if not token:
+            raise ValueError("the admin token must not be empty")
         self._registry = registry
-        self._token = token.encode("utf-8")
+        # Digests of equal length, compared in constant time: neither the
+        # token's bytes nor its length show in how long a comparison takes.
+        self._tokenDigest = hashlib.sha256(token.encode("utf-8")).digest()
         self._hostsFile = hostsFile
         self._identifierFactory = identifierFactory
+        self._refusedRequests = 0
 
-    def render(self, request: Request) -> bytes:
-        """Authenticate, dispatch, and answer in JSON."""
-        try:
-            self._authenticate(request)
-            code, body = self._dispatch(request)
-        except _Error as e:
-            code, body = e.code, {"error": str(e)}
+    def render(self, request: Request) -> object:
+        """
+        Authenticate, dispatch, and answer in JSON. A request without the
+        token is answered at once, whatever body it announces.
+        """
+        gone: list[Failure] = []
+        request.notifyFinish().addErrback(gone.append)
+        answering = maybeDeferred(self._handle, request)
+        answering.addErrback(lambda reason: self._failed(reason, bool(gone)))
+        answering.addCallback(
+            lambda answer: None if gone else self._answer(request, *answer)
+        )
+        return NOT_DONE_YET
+
+    def _handle(self, request: Request) -> object:
+        self._authenticate(request)
+        return self._dispatch(request)
+
+    def _failed(self, reason: Failure, gone: bool) -> tuple[int, dict[str, Any]]:
+        if reason.check(_Error):
+            return reason.value.code, {"error": str(reason.value)}
+        if not gone:
+            self._log.failure("admin: request failed", reason)
+        return 500, {"error": "internal error"}
+
+    def _answer(self, request: Request, code: int, body: dict[str, Any]) -> None:
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(body).encode("utf-8") + b"\n"
+        request.write(json.dumps(body).encode("utf-8") + b"\n")
+        request.finish()
 
     def _authenticate(self, request: Request) -> None:
         header = request.getHeader(b"authorization") or b""
         scheme, _, presented = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(
-            presented.strip(), self._token
-        ):
+        presentedDigest = hashlib.sha256(presented.strip()).digest()
+        valid = hmac.compare_digest(presentedDigest, self._tokenDigest)
+        if scheme.lower() != b"bearer" or not valid:
+            self._refusedRequests += 1
+            if isSparse(self._refusedRequests):
+                self._log.info(
+                    "admin: refused a request from {peer} without a valid token "
+                    "({count} such requests so far)",
+                    peer=request.getClientAddress(),
+                    count=self._refusedRequests,
+                )
             request.setHeader(b"www-authenticate", b'Bearer realm="tunnel-admin"')
             raise _Error(401, "a valid bearer token is required")
 
-    def _dispatch(self, request: Request) -> tuple[int, dict[str, Any]]:
+    def _dispatch(self, request: Request) -> object:
         segments = [s for s in request.path.split(b"/") if s]
         method = request.method
         if segments == [b"hosts"]:
@@ -116,10 +233,10 @@ class AdminResource(Resource):
     def _hosts(self) -> list[dict[str, Any]]:
         return [{"host": h.host, "connected": h.connected} for h in self._registry.hosts()]
 
-    def _add(self, request: Request) -> tuple[int, dict[str, Any]]:
-        body = request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            raise _Error(413, "request body too large")
+    def _add(self, request: Request) -> Deferred[tuple[int, dict[str, Any]]]:
+        return readBoundedBody(request).addCallback(self._addFromBody)
+
+    def _addFromBody(self, body: bytes) -> tuple[int, dict[str, Any]]:
         try:
             fields = json.loads(body)
             host = normaliseHost(fields["host"])
@@ -167,3 +284,27 @@ class AdminResource(Resource):
                 error=e,
             )
             raise _Error(500, "the hosts file could not be saved; nothing was changed") from None
+
+
+class AdminSite(Site):
+    """
+    A L{Site} for an L{AdminResource}: its requests are rendered as soon as
+    their head is in (they are L{StreamingRequest}s), so that a request
+    without the token, or announcing a body larger than L{MAX_BODY}, is
+    answered before any of its body is read, and the connection closed;
+    its connections limit request heads as a tunnel server's public ones
+    do (L{TunnelChannel}).
+    """
+
+    requestFactory = StreamingRequest
+    protocol = TunnelChannel  # type: ignore[assignment]
+
+    def __init__(
+        self, resource: IResource, idleTimeout: float | None = ADMIN_IDLE_TIMEOUT, **arguments: Any
+    ) -> None:
+        """
+        @param resource: the L{AdminResource}.
+        @param idleTimeout: seconds a connection may stay idle.
+        @param arguments: more arguments of L{Site}.
+        """
+        super().__init__(resource, timeout=idleTimeout, **arguments)

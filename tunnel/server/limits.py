@@ -1,16 +1,57 @@
 """
-Limiting failed attempts per source address, so that nobody can try
-identifiers quickly: each address may fail a few times in a row, then only
-at a slow, steady rate (a token bucket).
+Limits per source address:
+
+  - failed attempts, so that nobody can try identifiers quickly: each
+    address may fail a few times in a row, then only at a slow, steady rate
+    (a token bucket: L{FailureLimiter});
+  - open connections, in all and per source (L{ConnectionLimit}).
 """
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from collections import OrderedDict
 
 import attrs
 from twisted.internet.interfaces import IAddress, IReactorTime
+
+#: The most public connections a tunnel server keeps open by default.
+MAX_CONNECTIONS = 10000
+#: The most public connections one source (see L{sourceOf}) may keep open by
+#: default.
+MAX_CONNECTIONS_PER_SOURCE = 256
+#: File descriptors a server keeps for itself, out of its open-file limit,
+#: when it fits its connection cap to that limit (see L{connectionBudget}):
+#: listeners, logs, the hosts file, the reactor's own.
+FILE_RESERVE = 64
+
+
+def isSparse(count: int) -> bool:
+    """
+    Whether the C{count}-th occurrence of a repeated event is one to log
+    when logging sparingly: the 1st, 10th, 100th, 1000th... An attacker
+    repeating it at will then cannot flood the log.
+    """
+    return str(count).strip("0") == "1"
+
+
+def connectionBudget(wanted: int) -> int:
+    """
+    C{wanted}, or fewer if the process's open-file limit (less
+    L{FILE_RESERVE}) does not let it hold that many connections: a
+    connection refused with a C{503} is better than one the kernel queues
+    while C{accept} fails for want of file descriptors.
+    """
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return wanted
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - FILE_RESERVE))
 
 
 def sourceOf(address: IAddress) -> str:
@@ -121,3 +162,128 @@ class FailureLimiter:
                 if refilled is None or refilled.tokens < self.maxFailures:
                     return
             del self._buckets[source]
+
+
+class TooManyConnections(Exception):
+    """A new connection would go past a L{ConnectionLimit}; the message says which."""
+
+
+class _SlotState(enum.Enum):
+    #: Counted in the total and in its source.
+    COUNTED = "counted"
+    #: A tunnel session: counted in its source only.
+    SESSION = "session"
+    #: No longer counted.
+    RELEASED = "released"
+
+
+@attrs.define(eq=False)
+class ConnectionSlot:
+    """
+    The place of one open connection in a L{ConnectionLimit}, from
+    L{ConnectionLimit.admit} until L{release}.
+
+    @ivar source: the source the connection counts for.
+    """
+
+    _limit: ConnectionLimit
+    source: str
+    _state: _SlotState = _SlotState.COUNTED
+
+    def becameSession(self) -> None:
+        """
+        The connection now carries a tunnel session: it no longer takes a
+        place in the total (still one of its source's), so that a public
+        flood that fills the total cannot push established tunnels out, nor
+        tunnels take public places.
+        """
+        if self._state is _SlotState.COUNTED:
+            self._state = _SlotState.SESSION
+            self._limit._total -= 1
+            self._limit._sessions += 1
+
+    def release(self) -> None:
+        """The connection is gone; releasing it again does nothing."""
+        if self._state is _SlotState.RELEASED:
+            return
+        if self._state is _SlotState.COUNTED:
+            self._limit._total -= 1
+        else:
+            self._limit._sessions -= 1
+        self._state = _SlotState.RELEASED
+        self._limit._releaseSource(self.source)
+
+
+class ConnectionLimit:
+    """
+    Counts open connections against two caps: C{maxConnections} in all,
+    and C{maxPerSource} per source address (see L{sourceOf}). Tunnel
+    sessions count for their source only (see
+    L{ConnectionSlot.becameSession}).
+
+    @ivar maxConnections: the most connections in all, or L{None} for no
+        limit.
+    @ivar maxPerSource: the most connections of one source, or L{None} for
+        no limit.
+    @ivar refused: how many connections were refused so far.
+    """
+
+    def __init__(
+        self,
+        maxConnections: int | None = MAX_CONNECTIONS,
+        maxPerSource: int | None = MAX_CONNECTIONS_PER_SOURCE,
+    ) -> None:
+        """
+        @raise ValueError: if a cap is not positive.
+        """
+        if (maxConnections is not None and maxConnections < 1) or (
+            maxPerSource is not None and maxPerSource < 1
+        ):
+            raise ValueError("the connection limits must be positive")
+        self.maxConnections = maxConnections
+        self.maxPerSource = maxPerSource
+        self.refused = 0
+        self._total = 0
+        self._sessions = 0
+        self._perSource: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        """The connections counted in the total: all but tunnel sessions."""
+        return self._total
+
+    @property
+    def sessions(self) -> int:
+        """The connections that carry tunnel sessions."""
+        return self._sessions
+
+    def openFrom(self, address: IAddress) -> int:
+        """How many connections the source of C{address} has open."""
+        return self._perSource.get(sourceOf(address), 0)
+
+    def admit(self, address: IAddress) -> ConnectionSlot:
+        """
+        Count a new connection from C{address}.
+
+        @return: its slot, to release once the connection is gone.
+        @raise TooManyConnections: if either cap is reached; nothing is
+            counted then but the refusal (L{refused}).
+        """
+        source = sourceOf(address)
+        opened = self._perSource.get(source, 0)
+        if self.maxConnections is not None and self._total >= self.maxConnections:
+            self.refused += 1
+            raise TooManyConnections("the server has as many connections open as it may")
+        if self.maxPerSource is not None and opened >= self.maxPerSource:
+            self.refused += 1
+            raise TooManyConnections("your address has as many connections open as it may")
+        self._perSource[source] = opened + 1
+        self._total += 1
+        return ConnectionSlot(self, source)
+
+    def _releaseSource(self, source: str) -> None:
+        remaining = self._perSource[source] - 1
+        if remaining:
+            self._perSource[source] = remaining
+        else:
+            del self._perSource[source]

@@ -18,7 +18,14 @@ from io import BytesIO
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IConsumer, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IDelayedCall,
+    IProtocol,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -29,6 +36,16 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
+
+from tunnel.mux import YamuxProtocol
+from tunnel.server.connections import WRITE_TIMEOUT, PublicConnection
+from tunnel.server.limits import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_SOURCE,
+    ConnectionLimit,
+    TooManyConnections,
+    isSparse,
+)
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -44,12 +61,28 @@ HEADER_TIMEOUT = 30.0
 #: or while a request body does not move).
 IDLE_TIMEOUT = 60.0
 
-# The reasons of the refusals of a TunnelChannel (twisted.web knows no 431).
+# The reasons of the refusals of a TunnelSite (twisted.web knows no 431).
 _REASONS = {
     408: b"Request Timeout",
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
 }
+
+
+def refusal(code: int, message: bytes) -> bytes:
+    """
+    A whole response refusing a request or a connection: C{code} with a
+    short text, after which the connection closes.
+    """
+    body = message + b"\n"
+    return (
+        b"HTTP/1.1 %d %s\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n"
+        b"X-Content-Type-Options: nosniff\r\n"
+        b"Connection: close\r\n\r\n%s" % (code, _REASONS[code], len(body), body)
+    )
 
 
 @implementer(IBodyProducer)
@@ -392,15 +425,24 @@ class TunnelChannel(HTTPChannel):
 
     def _refuse(self, code: int, message: bytes) -> None:
         """Answer C{code} with a short text, then close the connection."""
-        body = message + b"\n"
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\n"
-            b"X-Content-Type-Options: nosniff\r\n"
-            b"Connection: close\r\n\r\n%s" % (code, _REASONS[code], len(body), body)
-        )
+        self.transport.write(refusal(code, message))
         self.loseConnection()
+
+
+class ConnectionRefusal(Protocol):
+    """
+    A connection beyond a L{TunnelSite}'s caps: answered C{503} at once,
+    its request not read, then closed.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def connectionMade(self) -> None:
+        """Refuse and close."""
+        self.transport.pauseProducing()
+        self.transport.write(refusal(503, self.reason.encode("utf-8")))
+        self.transport.loseConnection()
 
 
 class TunnelSite(Site):
@@ -419,6 +461,19 @@ class TunnelSite(Site):
         beyond).
     @ivar maxHeaders: the most header lines a request may have (C{431}
         beyond).
+    @ivar connections: the L{ConnectionLimit} of its connections: one
+        beyond either of its caps (in all, and per source address) is
+        answered C{503} at once, its request unread, and closed. Every
+        connection counts from its acceptance until it is lost, whether
+        twisted.web still carries it or it was taken over (an upgraded
+        pipe, a tunnel session). A connection that carries a tunnel session
+        counts for its source only: a public flood cannot push established
+        tunnels out, nor can tunnels take the public's places.
+    @ivar writeTimeout: seconds a connection's send buffer may stay full,
+        its peer reading nothing, before it is aborted (see
+        L{PublicConnection}); L{None} for no limit. A tunnel session's
+        connection is bounded by the session's own write stall timeout
+        instead.
 
     Requests are logged, in the combined log format, only to a file given
     as C{logPath}: a busy tunnel would otherwise spend a good part of its
@@ -427,6 +482,7 @@ class TunnelSite(Site):
 
     requestFactory = StreamingRequest
     protocol = TunnelChannel  # type: ignore[assignment]
+    _log = Logger()
 
     def __init__(
         self,
@@ -436,6 +492,9 @@ class TunnelSite(Site):
         headerTimeout: float | None = HEADER_TIMEOUT,
         maxHeaderBytes: int = MAX_HEADER_BYTES,
         maxHeaders: int = MAX_HEADERS,
+        maxConnections: int | None = MAX_CONNECTIONS,
+        maxConnectionsPerSource: int | None = MAX_CONNECTIONS_PER_SOURCE,
+        writeTimeout: float | None = WRITE_TIMEOUT,
         **siteArguments: Any,
     ) -> None:
         """
@@ -448,26 +507,67 @@ class TunnelSite(Site):
         @param headerTimeout: see L{headerTimeout}; L{None} for none.
         @param maxHeaderBytes: see L{maxHeaderBytes}.
         @param maxHeaders: see L{maxHeaders}.
+        @param maxConnections: the most connections open at once, or
+            L{None} for no limit.
+        @param maxConnectionsPerSource: the most connections one source
+            address (an IPv6 /64) may have open at once, or L{None} for no
+            limit (behind a reverse proxy, every connection has the proxy's
+            address).
+        @param writeTimeout: see L{writeTimeout}.
         @param siteArguments: more arguments of L{Site}, such as
             C{logPath}.
+        @raise ValueError: if a connection cap is not positive.
         """
         super().__init__(resource, timeout=idleTimeout, reactor=reactor, **siteArguments)
         self.headerTimeout = headerTimeout
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaders = maxHeaders
+        self.connections = ConnectionLimit(maxConnections, maxConnectionsPerSource)
+        self.writeTimeout = writeTimeout
 
     def log(self, request: Request) -> None:
         """Write a line for C{request} to the access log file, if there is one."""
         if self.logPath is not None:
             super().log(request)
 
-    def buildProtocol(self, addr: IAddress) -> TunnelChannel:
-        """A channel with the site's limits."""
+    def buildProtocol(self, addr: IAddress) -> IProtocol:
+        """
+        A L{TunnelChannel} with the site's limits, counted and watched by a
+        L{PublicConnection}; or, beyond the caps, a L{ConnectionRefusal}.
+        """
+        try:
+            slot = self.connections.admit(addr)
+        except TooManyConnections as e:
+            refused = self.connections.refused
+            if isSparse(refused):
+                self._log.warn(
+                    "Refused a connection from {peer}: {reason} "
+                    "({count} connections refused so far)",
+                    peer=addr,
+                    reason=str(e),
+                    count=refused,
+                )
+            return ConnectionRefusal(str(e))
         channel = super().buildProtocol(addr)
         channel.headerTimeout = self.headerTimeout
         channel.totalHeadersSize = channel.MAX_LENGTH = self.maxHeaderBytes
         channel.maxHeaders = self.maxHeaders
-        return channel
+        return PublicConnection(
+            channel, slot, self.reactor, self.writeTimeout, _tunnelSessionsApart
+        )
+
+
+def _tunnelSessionsApart(connection: PublicConnection, protocol: IProtocol) -> None:
+    """
+    A connection taken over by a tunnel session counts for its source only,
+    and its session's own write stall timeout (the yamux settings'
+    C{writeStallTimeout}) bounds how long its client may read nothing, not
+    the site's write timeout.
+    """
+    if isinstance(protocol, YamuxProtocol):
+        if connection.slot is not None:
+            connection.slot.becameSession()
+        connection.stopWatchingWrites()
 
 
 def requestBody(request: Request, cooperator: Cooperator) -> IBodyProducer | None:

@@ -95,8 +95,10 @@ class LoopbackTunnel:
         listen = "tcp:0:interface=127.0.0.1"
         if self.listenBacklog is not None:
             listen += f":backlog={self.listenBacklog}"
+        # Every public connection comes from 127.0.0.1 here, standing for
+        # many users: no cap per source address.
         self.server = spawnTwistd(self.reactor, "tunnel-server", [
-            "--listen", listen, "--hosts-file", hostsFile,
+            "--listen", listen, "--hosts-file", hostsFile, "--max-connections-per-source", "0",
         ])
         self.server.maxOutput = KEPT_OUTPUT
         match = yield self.server.waitFor(r"TunnelSite starting on (\d+)")

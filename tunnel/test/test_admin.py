@@ -1,5 +1,6 @@
 """
-Tests for L{tunnel.server.admin}, through treq's in-memory stub.
+Tests for L{tunnel.server.admin}, through treq's in-memory stub, and
+through an L{AdminSite} over an in-memory connection.
 """
 
 from __future__ import annotations
@@ -9,10 +10,14 @@ from typing import Any
 
 import attrs
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransportWithDisconnection
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.hostsfile import readHostsFile, writeHostsFile
-from tunnel.server.admin import AdminResource, newIdentifier
+from tunnel.server.admin import MAX_BODY, AdminResource, AdminSite, newIdentifier
 
 TOKEN = "admin-token"
 AUTH = {b"Authorization": [b"Bearer " + TOKEN.encode()]}
@@ -162,3 +167,127 @@ class AdminTests(SynchronousTestCase):
         identifiers = {newIdentifier() for _ in range(100)}
         self.assertEqual(len(identifiers), 100)
         self.assertTrue(all(len(i) >= 43 for i in identifiers))
+
+
+#: The address of an admin client.
+ADMIN_PEER = IPv4Address("TCP", "192.0.2.10", 40000)
+#: A token that is not the admin token.
+WRONG_TOKEN = b"wrong-token-that-must-not-be-logged"
+
+
+def postHead(headers: bytes, authorization: bytes | None = b"Bearer " + TOKEN.encode()) -> bytes:
+    """The head of a POST /hosts with C{headers} (complete lines) and C{authorization}."""
+    if authorization is not None:
+        headers += b"Authorization: " + authorization + b"\r\n"
+    return b"POST /hosts HTTP/1.1\r\nHost: admin\r\n" + headers + b"\r\n"
+
+
+#: A valid body of POST /hosts.
+HOST_BODY = json.dumps({"host": "a.example"}).encode()
+
+
+def dechunked(data: bytes) -> bytes:
+    """The body of a response sent in chunks, C{data}."""
+    body = b""
+    while True:
+        size, _, data = data.partition(b"\r\n")
+        if not int(size, 16):
+            return body
+        body += data[: int(size, 16)]
+        data = data[int(size, 16) + 2 :]
+
+
+class AdminSiteTests(SynchronousTestCase):
+    """
+    Served by an L{AdminSite}, a request is answered as soon as its head
+    is in when it has no valid token or announces too large a body, and a
+    chunked body is read no further than L{MAX_BODY}.
+    """
+
+    def setUp(self) -> None:
+        self.registry = FakeRegistry()
+        resource = AdminResource(self.registry, TOKEN, identifierFactory=lambda: "fresh-1")
+        self.site = AdminSite(resource, reactor=Clock())
+        self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def send(self, data: bytes) -> StringTransportWithDisconnection:
+        """Open a connection to the site and send C{data} on it."""
+        channel = self.site.buildProtocol(ADMIN_PEER)
+        transport = StringTransportWithDisconnection(peerAddress=ADMIN_PEER)
+        transport.protocol = channel
+        channel.makeConnection(transport)
+        channel.dataReceived(data)
+        return transport
+
+    def assertAnswered(
+        self, transport: StringTransportWithDisconnection, code: int, closed: bool = True
+    ) -> Any:
+        """
+        The connection got a JSON response with C{code}, and was closed (or
+        not, if not C{closed}); return the response's body.
+        """
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 %d " % (code,)), head)
+        self.assertEqual(transport.connected, not closed)
+        return json.loads(dechunked(body))
+
+    def test_requestWithoutTheTokenIsRefusedBeforeItsBody(self) -> None:
+        """
+        A POST without the token, or with a wrong one, announcing 200 MB
+        gets a 401 as soon as its head is in: none of its body is needed.
+        """
+        for authorization in (None, b"Bearer " + WRONG_TOKEN):
+            transport = self.send(postHead(b"Content-Length: 200000000\r\n", authorization))
+            self.assertIn("bearer token", self.assertAnswered(transport, 401)["error"])
+        self.assertEqual(self.registry.identifiers, {})
+
+    def test_announcedBodyTooLargeIsRefusedBeforeItIsRead(self) -> None:
+        """
+        With the token, a POST announcing more than 64 KiB gets a 413 as
+        soon as its head is in.
+        """
+        transport = self.send(postHead(b"Content-Length: %d\r\n" % (MAX_BODY + 1,)))
+        self.assertIn("larger than 65536", self.assertAnswered(transport, 413)["error"])
+
+    def test_chunkedBodyTooLargeIsStopped(self) -> None:
+        """
+        A chunked body that grows past 64 KiB gets a 413 once it does, and
+        the connection is closed: what follows is not read.
+        """
+        chunk = b"x" * 1024
+        transport = self.send(postHead(b"Transfer-Encoding: chunked\r\n"))
+        for _ in range(64):
+            transport.protocol.dataReceived(b"400\r\n" + chunk + b"\r\n")
+        self.assertEqual(transport.value(), b"")
+        transport.protocol.dataReceived(b"1\r\nx\r\n")
+        self.assertAnswered(transport, 413)
+        self.assertEqual(self.registry.identifiers, {})
+
+    def test_bodyWithinTheLimitIsRead(self) -> None:
+        """
+        A POST /hosts whose body follows its head registers the host (201),
+        and the connection stays open for the next request.
+        """
+        transport = self.send(postHead(b"Content-Length: %d\r\n" % (len(HOST_BODY),)))
+        self.assertEqual(transport.value(), b"")
+        transport.protocol.dataReceived(HOST_BODY)
+        self.assertEqual(
+            self.assertAnswered(transport, 201, closed=False),
+            {"host": "a.example", "identifier": "fresh-1"},
+        )
+        self.assertEqual(self.registry.identifiers, {"a.example": "fresh-1"})
+
+    def test_tokensAreNeverLogged(self) -> None:
+        """
+        Neither the admin token nor a wrong one shows in the log, whether
+        the request is refused or served; refusals are logged sparsely.
+        """
+        for _ in range(10):
+            self.send(postHead(b"Content-Length: 0\r\n", b"Bearer " + WRONG_TOKEN))
+        self.send(postHead(b"Content-Length: %d\r\n" % (len(HOST_BODY),)) + HOST_BODY)
+        refusals = [e for e in self.logged if "without a valid token" in e.get("log_format", "")]
+        self.assertEqual([e["count"] for e in refusals], [1, 10])
+        self.assertEqual(self.registry.identifiers, {"a.example": "fresh-1"})
+        for event in self.logged:
+            for token in (TOKEN, WRONG_TOKEN.decode()):
+                self.assertNotIn(token, repr(event))

@@ -9,15 +9,34 @@ import os
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+
+from tunnel import tap
 from tunnel.hostsfile import writeHostsFile
 from tunnel.client import parseLocalAddress
 from tunnel.options import IDENTIFIER_ENVIRONMENT, ClientOptions, ServerOptions
+from tunnel.server.admin import AdminSite
+from tunnel.server.limits import MAX_CONNECTIONS, connectionBudget
+from tunnel.server.site import TunnelSite
 from tunnel.yamux import SessionConfig
 
 
 def parsed(options: usage.Options, *argv: str) -> usage.Options:
     options.parseOptions(list(argv))
     return options
+
+
+def servedSites(*argv: str) -> list[object]:
+    """The factories the tunnel server's service built from C{argv} listen with."""
+    top = tap.makeServerService(parsed(ServerOptions(), *argv))
+    return [service.factory for service in top if hasattr(service, "factory")]
+
+
+def publicSite(*argv: str) -> TunnelSite:
+    """The one public site of the tunnel server built from C{argv}."""
+    [site] = [site for site in servedSites(*argv) if isinstance(site, TunnelSite)]
+    return site
 
 
 class ServerOptionsTests(SynchronousTestCase):
@@ -190,20 +209,65 @@ class ServerOptionsTests(SynchronousTestCase):
 
     def test_accessLog(self) -> None:
         """--access-log gives the public site its log file; there is none by default."""
-        from tunnel.server.site import TunnelSite
-        from tunnel.tap import makeServerService
-
-        def logPaths(*argv: str) -> list[str | None]:
-            top = makeServerService(parsed(ServerOptions(), *argv))
-            return [
-                service.factory.logPath
-                for service in top
-                if isinstance(getattr(service, "factory", None), TunnelSite)
-            ]
-
-        self.assertEqual(logPaths(), [None])
+        self.assertIsNone(publicSite().logPath)
         path = os.path.abspath("access.log")
-        self.assertEqual(logPaths("--access-log", "access.log"), [path])
+        self.assertEqual(publicSite("--access-log", "access.log").logPath, path)
+
+    def test_connectionCapsReachTheSite(self) -> None:
+        """
+        --max-connections and --max-connections-per-source set the public
+        site's caps; by default 10000 (fitted to the open-file limit) and
+        256; 0 means no cap.
+        """
+        caps = publicSite().connections
+        self.assertEqual(
+            (caps.maxConnections, caps.maxPerSource), (connectionBudget(MAX_CONNECTIONS), 256)
+        )
+        caps = publicSite(
+            "--max-connections", "50", "--max-connections-per-source", "5"
+        ).connections
+        self.assertEqual((caps.maxConnections, caps.maxPerSource), (50, 5))
+        caps = publicSite(
+            "--max-connections", "0", "--max-connections-per-source", "0"
+        ).connections
+        self.assertEqual((caps.maxConnections, caps.maxPerSource), (None, None))
+
+    def test_connectionCapIsFittedToTheOpenFileLimit(self) -> None:
+        """
+        A --max-connections the open-file limit does not allow is lowered to
+        what it allows, with a warning saying so.
+        """
+        self.patch(tap, "connectionBudget", lambda wanted: min(wanted, 100))
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.assertEqual(publicSite("--max-connections", "5000").connections.maxConnections, 100)
+        self.assertEqual(publicSite("--max-connections", "50").connections.maxConnections, 50)
+        warnings = [e for e in logged if "--max-connections lowered" in e.get("log_format", "")]
+        self.assertEqual([(e["wanted"], e["fitted"]) for e in warnings], [(5000, 100)])
+
+    def test_writeTimeoutReachesTheSite(self) -> None:
+        """--write-timeout sets the public site's (60 s by default); 0 means none."""
+        self.assertEqual(publicSite().writeTimeout, 60.0)
+        self.assertEqual(publicSite("--write-timeout", "2.5").writeTimeout, 2.5)
+        self.assertIsNone(publicSite("--write-timeout", "0").writeTimeout)
+
+    def test_negativeConnectionLimitsAreUsageErrors(self) -> None:
+        """The connection caps and the write timeout must not be negative."""
+        for name in ("--max-connections", "--max-connections-per-source", "--write-timeout"):
+            error = self.assertRaises(
+                usage.UsageError, ServerOptions().parseOptions, [name, "-1"]
+            )
+            self.assertIn(name, str(error))
+
+    def test_adminIsServedByAnAdminSite(self) -> None:
+        """
+        The admin API is served by an L{AdminSite}, which answers a request
+        without the token before reading its body.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("the-token\n")
+        sites = servedSites("--admin", "tcp:8081", "--admin-token-file", path)
+        self.assertEqual([type(site) for site in sites], [TunnelSite, AdminSite])
 
     def test_responseTimeout(self) -> None:
         """

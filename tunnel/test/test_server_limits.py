@@ -1,6 +1,6 @@
 """
 Tests for L{tunnel.server.limits}: counting failed attempts per source
-address in token buckets.
+address in token buckets, and open connections against caps.
 """
 
 from __future__ import annotations
@@ -9,7 +9,16 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnel.server.limits import FailureLimiter, sourceOf
+from tunnel.server import limits
+from tunnel.server.limits import (
+    FILE_RESERVE,
+    ConnectionLimit,
+    FailureLimiter,
+    TooManyConnections,
+    connectionBudget,
+    isSparse,
+    sourceOf,
+)
 
 
 def ipv4(host: str) -> IPv4Address:
@@ -104,3 +113,100 @@ class FailureLimiterTests(SynchronousTestCase):
         """Zero or negative limits are refused."""
         for arguments in ({"maxFailures": 0}, {"window": 0}, {"maxSources": 0}):
             self.assertRaises(ValueError, FailureLimiter, self.clock, **arguments)
+
+
+class ConnectionLimitTests(SynchronousTestCase):
+    """Open connections counted against a total and a per-source cap."""
+
+    def test_totalCap(self) -> None:
+        """Past C{maxConnections}, whatever the source, a connection is refused."""
+        limit = ConnectionLimit(maxConnections=3, maxPerSource=None)
+        for i in range(3):
+            limit.admit(ipv4(f"198.51.100.{i}"))
+        with self.assertRaises(TooManyConnections) as caught:
+            limit.admit(ipv4("198.51.100.9"))
+        self.assertEqual(str(caught.exception), "the server has as many connections open as it may")
+        self.assertEqual((limit.total, limit.refused), (3, 1))
+
+    def test_perSourceCap(self) -> None:
+        """
+        Past C{maxPerSource}, a source's connections are refused; another
+        source's are not. An IPv6 /64 is one source.
+        """
+        limit = ConnectionLimit(maxConnections=None, maxPerSource=2)
+        limit.admit(ipv6("2001:db8:1:2::1"))
+        limit.admit(ipv6("2001:db8:1:2::2"))
+        with self.assertRaises(TooManyConnections) as caught:
+            limit.admit(ipv6("2001:db8:1:2:ffff::3"))
+        self.assertEqual(str(caught.exception), "your address has as many connections open as it may")
+        limit.admit(ipv6("2001:db8:1:3::1"))
+        self.assertEqual(limit.openFrom(ipv6("2001:db8:1:2::9")), 2)
+
+    def test_releaseFreesThePlaceOnce(self) -> None:
+        """A released slot frees its place; releasing it again changes nothing."""
+        limit = ConnectionLimit(maxConnections=1, maxPerSource=1)
+        slot = limit.admit(ipv4("198.51.100.7"))
+        slot.release()
+        slot.release()
+        self.assertEqual((limit.total, limit.openFrom(ipv4("198.51.100.7"))), (0, 0))
+        limit.admit(ipv4("198.51.100.7"))
+        self.assertRaises(TooManyConnections, limit.admit, ipv4("198.51.100.8"))
+
+    def test_sessionCountsForItsSourceOnly(self) -> None:
+        """
+        A slot that became a tunnel session leaves the total (another
+        connection may take its place) and stays in its source's count,
+        until it is released.
+        """
+        limit = ConnectionLimit(maxConnections=1, maxPerSource=2)
+        session = limit.admit(ipv4("198.51.100.7"))
+        session.becameSession()
+        session.becameSession()
+        self.assertEqual((limit.total, limit.sessions), (0, 1))
+        limit.admit(ipv4("198.51.100.7"))
+        self.assertRaises(TooManyConnections, limit.admit, ipv4("198.51.100.8"))
+        self.assertRaises(TooManyConnections, limit.admit, ipv4("198.51.100.7"))
+        session.release()
+        self.assertEqual((limit.total, limit.sessions), (1, 0))
+        self.assertEqual(limit.openFrom(ipv4("198.51.100.7")), 1)
+
+    def test_capsMustBePositive(self) -> None:
+        """Zero or negative caps are refused; L{None} is no cap."""
+        self.assertRaises(ValueError, ConnectionLimit, 0, 1)
+        self.assertRaises(ValueError, ConnectionLimit, 1, 0)
+        limit = ConnectionLimit(None, None)
+        for _ in range(1000):
+            limit.admit(ipv4("198.51.100.7"))
+
+
+class SparseTests(SynchronousTestCase):
+    """Which occurrences of a repeated event are logged."""
+
+    def test_powersOfTen(self) -> None:
+        """The 1st, 10th, 100th, 1000th... and no other."""
+        self.assertEqual(
+            [n for n in range(1, 20001) if isSparse(n)], [1, 10, 100, 1000, 10000]
+        )
+
+
+class ConnectionBudgetTests(SynchronousTestCase):
+    """The connection cap is fitted to the open-file limit."""
+
+    def fakeLimit(self, soft: int) -> None:
+        import resource
+
+        self.patch(resource, "getrlimit", lambda which: (soft, soft))
+
+    def test_fitsTheOpenFileLimit(self) -> None:
+        """A cap the open-file limit cannot hold is lowered to fit, with a reserve."""
+        self.fakeLimit(1024)
+        self.assertEqual(connectionBudget(10000), 1024 - FILE_RESERVE)
+        self.assertEqual(connectionBudget(100), 100)
+
+    def test_unlimited(self) -> None:
+        """Without an open-file limit, the cap stays."""
+        import resource
+
+        self.fakeLimit(resource.RLIM_INFINITY)
+        self.assertEqual(connectionBudget(10000), 10000)
+        self.assertEqual(limits.MAX_CONNECTIONS, 10000)

@@ -7,14 +7,22 @@ a L{TunnelSite}'s public connections, in memory.
 
 from __future__ import annotations
 
-from twisted.internet.testing import StringTransport
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python import log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.resource import Resource
 
-from tunnel.server.site import CONTINUE, StreamedBody
-from tunnel.test.serversupport import Harness, RawPublic
+from tunnel.server.site import CONTINUE, StreamedBody, TunnelSite
+from tunnel.yamux import SessionConfig
+from tunnel.test.serversupport import PUBLIC_PEER, Harness, RawPublic
 
 
 class FakeChannel:
@@ -173,7 +181,20 @@ def requestHead(size: int, headers: int = 0) -> bytes:
     return head
 
 
-class PublicConnectionLimitTests(SynchronousTestCase):
+class RefusalAssertions(SynchronousTestCase):
+    """Checks the short refusals of a L{TunnelSite}."""
+
+    def assertRefused(self, public: RawPublic, status: bytes, message: bytes) -> None:
+        """C{public} got C{status} with C{message} as its text, and was closed."""
+        head, _, body = bytes(public.received).partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 " + status + b" "), head)
+        self.assertIn(b"\r\nContent-Type: text/plain; charset=utf-8\r\n", head)
+        self.assertIn(b"\r\nConnection: close", head)
+        self.assertEqual(body, message + b"\n")
+        self.assertIsNotNone(public.lost)
+
+
+class PublicConnectionLimitTests(RefusalAssertions):
     """
     L{TunnelSite}'s connections (L{TunnelChannel}) bound what a public
     client may make the server hold: the size of a request head, its number
@@ -198,15 +219,6 @@ class PublicConnectionLimitTests(SynchronousTestCase):
         """The requests got through to the routing: a 502 each, and the connection is open."""
         self.assertEqual(bytes(public.received).count(b"HTTP/1.1 502 Bad Gateway\r\n"), count)
         self.assertIsNone(public.lost)
-
-    def assertRefused(self, public: RawPublic, status: bytes, message: bytes) -> None:
-        """C{public} got C{status} with C{message} as its text, and was closed."""
-        head, _, body = bytes(public.received).partition(b"\r\n\r\n")
-        self.assertTrue(head.startswith(b"HTTP/1.1 " + status + b" "), head)
-        self.assertIn(b"\r\nContent-Type: text/plain; charset=utf-8\r\n", head)
-        self.assertIn(b"\r\nConnection: close", head)
-        self.assertEqual(body, message + b"\n")
-        self.assertIsNotNone(public.lost)
 
     def test_headOfTheLimitIsServed(self) -> None:
         """
@@ -358,3 +370,234 @@ class AccessLogTests(SynchronousTestCase):
         with open(path) as f:
             [line] = f.read().splitlines()
         self.assertIn('"GET /logged HTTP/1.1" 502 ', line)
+
+
+#: What a connection beyond a L{TunnelSite}'s cap in all is told.
+SERVER_FULL = b"the server has as many connections open as it may"
+#: What a connection beyond its source's cap is told.
+SOURCE_FULL = b"your address has as many connections open as it may"
+
+
+def tcpAddress(host: str) -> IAddress:
+    """A public client's TCP address at C{host}, IPv4 or IPv6."""
+    kind = IPv6Address if ":" in host else IPv4Address
+    return kind("TCP", host, 50000)
+
+
+class ConnectionCapTests(RefusalAssertions):
+    """
+    A L{TunnelSite} keeps at most C{maxConnections} connections open in all
+    and C{maxConnectionsPerSource} per source address (an IPv6 /64); one
+    beyond either cap gets a C{503} at once and is closed. Here the caps
+    are 3 in all and 2 per source.
+    """
+
+    def setUp(self) -> None:
+        self.harness = Harness(siteLimits={"maxConnections": 3, "maxConnectionsPerSource": 2})
+        self.connections = self.harness.site.connections
+        self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def open(self, host: str = PUBLIC_PEER.host) -> RawPublic:
+        """Open a public connection from C{host}, and pump."""
+        public = RawPublic()
+        self.harness.connect(public, peer=tcpAddress(host))
+        self.harness.flush()
+        return public
+
+    def assertOpen(self, *publics: RawPublic) -> None:
+        """Each of C{publics} is open, and was told nothing."""
+        for public in publics:
+            self.assertEqual(bytes(public.received), b"")
+            self.assertIsNone(public.lost)
+
+    def refusalEvents(self) -> list[dict[str, Any]]:
+        """The log events of refused connections."""
+        return [
+            event
+            for event in self.logged
+            if event.get("log_format", "").startswith("Refused a connection")
+        ]
+
+    def test_connectionBeyondTheCapInAllIsRefused(self) -> None:
+        """
+        Three connections from different addresses stay open; a fourth gets
+        a 503 saying the server is full, and is closed. It takes no place.
+        """
+        admitted = [self.open(f"198.51.100.{i}") for i in range(3)]
+        self.assertRefused(self.open("198.51.100.9"), b"503", SERVER_FULL)
+        self.assertOpen(*admitted)
+        self.assertEqual(self.connections.total, 3)
+        self.assertEqual(self.connections.openFrom(tcpAddress("198.51.100.9")), 0)
+
+    def test_connectionBeyondItsSourcesCapIsRefused(self) -> None:
+        """
+        A third connection from one IPv4 address gets a 503 saying its
+        address is full, and is closed; another address still gets in.
+        """
+        admitted = [self.open("198.51.100.1"), self.open("198.51.100.1")]
+        self.assertRefused(self.open("198.51.100.1"), b"503", SOURCE_FULL)
+        admitted.append(self.open("198.51.100.2"))
+        self.assertOpen(*admitted)
+
+    def test_ipv6AddressesOfOneNetworkShareTheirSourcesCap(self) -> None:
+        """
+        IPv6 addresses in one /64 count as one source; an address in
+        another /64 is another source.
+        """
+        admitted = [self.open("2001:db8:1:2::1"), self.open("2001:db8:1:2:ffff:ffff:ffff:ffff")]
+        self.assertRefused(self.open("2001:db8:1:2::abcd"), b"503", SOURCE_FULL)
+        admitted.append(self.open("2001:db8:1:3::1"))
+        self.assertOpen(*admitted)
+
+    def test_lostConnectionFreesItsPlace(self) -> None:
+        """
+        Once a connection is lost, its place in all and in its source is
+        free again.
+        """
+        first, second = self.open(), self.open()
+        self.assertRefused(self.open(), b"503", SOURCE_FULL)
+        first.transport.loseConnection()
+        self.harness.flush()
+        self.assertEqual((self.connections.total, self.connections.openFrom(PUBLIC_PEER)), (1, 1))
+        self.assertOpen(second, self.open())
+
+    def test_tunnelSessionCountsForItsSourceOnly(self) -> None:
+        """
+        A connection taken over by a tunnel session no longer takes a place
+        in all (the public keeps all 3), but still one of its source's; once
+        the session is gone, it counts nowhere.
+        """
+        self.harness.server.addHost("app.example", b"identifier")
+        client = self.harness.tunnelClient(b"identifier", lambda message: None)
+        self.successResultOf(client.handshaken)
+        self.assertEqual((self.connections.total, self.connections.sessions), (0, 1))
+        sameSource = self.open()
+        self.assertRefused(self.open(), b"503", SOURCE_FULL)
+        others = [self.open(f"198.51.100.{i}") for i in range(2)]
+        self.assertRefused(self.open("198.51.100.9"), b"503", SERVER_FULL)
+        self.assertOpen(sameSource, *others)
+        self.assertIsNone(client.lost)
+        client.transport.loseConnection()
+        self.harness.flush()
+        self.assertEqual((self.connections.total, self.connections.sessions), (3, 0))
+        self.assertEqual(self.connections.openFrom(PUBLIC_PEER), 1)
+
+    def test_refusalsAreLoggedSparsely(self) -> None:
+        """
+        Refused connections are logged at the 1st and 10th refusal (then
+        the 100th...), with the peer, the reason and the count so far: a
+        flood of connections cannot flood the log.
+        """
+        for i in range(3):
+            self.open(f"198.51.100.{i}")
+        for _ in range(11):
+            self.open("198.51.100.9")
+        self.assertEqual(self.connections.refused, 11)
+        self.assertEqual(
+            [(e["peer"], e["reason"], e["count"]) for e in self.refusalEvents()],
+            [(tcpAddress("198.51.100.9"), SERVER_FULL.decode(), count) for count in (1, 10)],
+        )
+
+
+class AbortRecordingTransport(StringTransport):
+    """A L{StringTransport} that tells an abort from a close."""
+
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+class WriteTimeoutTests(SynchronousTestCase):
+    """
+    A L{TunnelSite}'s connection whose send buffer stays full (its
+    transport paused its producer) for C{writeTimeout} seconds is aborted.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def stalled(self, **limits: Any) -> AbortRecordingTransport:
+        """
+        A connection to a site with C{limits} (and no idle timeout, whose
+        timer would get in the way), whose transport has just paused its
+        producer.
+        """
+        site = TunnelSite(Resource(), reactor=self.clock, idleTimeout=None, **limits)
+        transport = AbortRecordingTransport(peerAddress=PUBLIC_PEER)
+        site.buildProtocol(PUBLIC_PEER).makeConnection(transport)
+        self.assertTrue(transport.streaming)
+        transport.producer.pauseProducing()
+        return transport
+
+    def timeoutEvents(self) -> list[dict[str, Any]]:
+        """The log events of connections cut for reading nothing."""
+        return [e for e in self.logged if "read nothing" in e.get("log_format", "")]
+
+    def test_stalledConnectionIsAborted(self) -> None:
+        """
+        A connection stalled for the write timeout is aborted (not closed,
+        which would wait for the buffer to drain), with a log line naming
+        its peer and the timeout.
+        """
+        transport = self.stalled(writeTimeout=5)
+        self.clock.advance(4.9)
+        self.assertFalse(transport.aborted)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.aborted)
+        self.assertEqual(
+            [(e["peer"], e["timeout"]) for e in self.timeoutEvents()], [(PUBLIC_PEER, 5)]
+        )
+
+    def test_defaultWriteTimeoutIsAMinute(self) -> None:
+        """By default a connection may stay stalled for 60 s."""
+        transport = self.stalled()
+        self.clock.advance(59.9)
+        self.assertFalse(transport.aborted)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.aborted)
+
+    def test_connectionThatDrainsInTimeIsKept(self) -> None:
+        """
+        A connection whose buffer drains (the transport resumes its
+        producer) before the timeout is kept, however long it then lasts;
+        a later stall gets a whole timeout again.
+        """
+        transport = self.stalled(writeTimeout=5)
+        self.clock.advance(4.9)
+        transport.producer.resumeProducing()
+        self.clock.advance(100)
+        transport.producer.pauseProducing()
+        self.clock.advance(4.9)
+        self.assertFalse(transport.aborted)
+        self.assertEqual(self.timeoutEvents(), [])
+        self.clock.advance(0.1)
+        self.assertTrue(transport.aborted)
+
+    def test_noWriteTimeout(self) -> None:
+        """Without a write timeout a stalled connection is never cut."""
+        transport = self.stalled(writeTimeout=None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(86400)
+        self.assertFalse(transport.aborted)
+
+    def test_tunnelSessionKeepsItsOwnStallTimeout(self) -> None:
+        """
+        A connection taken over by a tunnel session is no longer cut by the
+        write timeout: the session's own write stall timeout
+        (C{--write-stall-timeout}) governs it, longer here.
+        """
+        harness = Harness(
+            siteLimits={"writeTimeout": 5}, yamuxConfig=SessionConfig(writeStallTimeout=20)
+        )
+        harness.server.addHost("app.example", b"identifier")
+        client = harness.tunnelClient(b"identifier", lambda message: None)
+        self.successResultOf(client.handshaken)
+        harness.pumps[-1].serverIO.producer.pauseProducing()
+        harness.advance(19.9)
+        self.assertIsNone(client.lost)
+        self.assertEqual(self.timeoutEvents(), [])
+        harness.advance(0.1)
+        self.assertIsNotNone(client.lost)
