@@ -33,7 +33,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tunnel.hostsfile import readHostsFile, writeHostsFile
 from tunnel.protocol import normaliseHost, redactIdentifier
-from tunnel.server.limits import isSparse
+from tunnel.sparselog import isSparseCount
 from tunnel.server.site import StreamingRequest, TunnelChannel
 
 #: The largest request body the admin API reads.
@@ -205,7 +205,7 @@ class AdminResource(Resource):
         valid = hmac.compare_digest(presentedDigest, self._tokenDigest)
         if scheme.lower() != b"bearer" or not valid:
             self._refusedRequests += 1
-            if isSparse(self._refusedRequests):
+            if isSparseCount(self._refusedRequests):
                 self._log.info(
                     "admin: refused a request from {peer} without a valid token "
                     "({count} such requests so far)",

@@ -27,15 +27,6 @@ MAX_CONNECTIONS_PER_SOURCE = 256
 FILE_RESERVE = 64
 
 
-def isSparse(count: int) -> bool:
-    """
-    Whether the C{count}-th occurrence of a repeated event is one to log
-    when logging sparingly: the 1st, 10th, 100th, 1000th... An attacker
-    repeating it at will then cannot flood the log.
-    """
-    return str(count).strip("0") == "1"
-
-
 def connectionBudget(wanted: int) -> int:
     """
     C{wanted}, or fewer if the process's open-file limit (less

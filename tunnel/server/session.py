@@ -27,6 +27,7 @@ from tunnel.protocol import (
     TransportProtocol,
     redactIdentifier,
 )
+from tunnel.sparselog import isSparseCount
 from tunnel.yamux import SessionConfig
 
 
@@ -233,7 +234,7 @@ class ClientSession:
         """
         queued = self.protocol.bufferedBytes
         self._refusedForBuffer += 1
-        if str(self._refusedForBuffer).strip("0") == "1":
+        if isSparseCount(self._refusedForBuffer):
             self._log.warn(
                 "Client {client} does not read: {queued} bytes are queued for it, "
                 "{cap} at most; refusing requests for it ({count} so far)",
@@ -297,7 +298,7 @@ class ClientSession:
             # Logged sparingly (the 1st, 10th, 100th...): a client flooding
             # the session with such streams must not flood the log too.
             self._refusedStreams += 1
-            if str(self._refusedStreams).strip("0") == "1":
+            if isSparseCount(self._refusedStreams):
                 self._log.warn(
                     "Client {client} opened stream {streamID} that nobody asked for; "
                     "refusing it ({count} such streams so far)",

@@ -44,8 +44,8 @@ from tunnel.server.limits import (
     MAX_CONNECTIONS_PER_SOURCE,
     ConnectionLimit,
     TooManyConnections,
-    isSparse,
 )
+from tunnel.sparselog import isSparseCount
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -539,7 +539,7 @@ class TunnelSite(Site):
             slot = self.connections.admit(addr)
         except TooManyConnections as e:
             refused = self.connections.refused
-            if isSparse(refused):
+            if isSparseCount(refused):
                 self._log.warn(
                     "Refused a connection from {peer}: {reason} "
                     "({count} connections refused so far)",

@@ -16,7 +16,6 @@ from tunnel.server.limits import (
     FailureLimiter,
     TooManyConnections,
     connectionBudget,
-    isSparse,
     sourceOf,
 )
 
@@ -177,16 +176,6 @@ class ConnectionLimitTests(SynchronousTestCase):
         limit = ConnectionLimit(None, None)
         for _ in range(1000):
             limit.admit(ipv4("198.51.100.7"))
-
-
-class SparseTests(SynchronousTestCase):
-    """Which occurrences of a repeated event are logged."""
-
-    def test_powersOfTen(self) -> None:
-        """The 1st, 10th, 100th, 1000th... and no other."""
-        self.assertEqual(
-            [n for n in range(1, 20001) if isSparse(n)], [1, 10, 100, 1000, 10000]
-        )
 
 
 class ConnectionBudgetTests(SynchronousTestCase):
