@@ -13,6 +13,8 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tunnel._directwrite import writeNow
+
 
 @implementer(IHalfCloseableProtocol)
 class PipeEnd(Protocol):
@@ -61,7 +63,7 @@ class PipeEnd(Protocol):
         held, self._held = self._held, []
         peerTransport = self.peer.transport
         for data in held:
-            peerTransport.write(data)
+            writeNow(peerTransport, data)
         if self.lostReason is not None:
             self._passOnLoss()
             return
@@ -75,7 +77,7 @@ class PipeEnd(Protocol):
         if self.peer is None:
             self._held.append(data)
         else:
-            self.peer.transport.write(data)
+            writeNow(self.peer.transport, data)
 
     def readConnectionLost(self) -> None:
         """The other side will get no more bytes from us: half-close it."""

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tunnel._directwrite import writeSequenceNow
 from tunnel.mux.address import StreamAddress
 from tunnel.mux.errors import (
     PingTimeoutError,
@@ -604,7 +605,7 @@ class YamuxProtocol(Protocol):
             return
         chunks = self.session.chunksToSend()
         if chunks:
-            self.transport.writeSequence(chunks)
+            writeSequenceNow(self.transport, chunks)
             # Counted once the transport paused: this write may have done it.
             if self._transportPaused:
                 self._writtenWhilePaused += sum(map(len, chunks))

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from tunnel._directwrite import writeNow, writeSequenceNow
 from tunnel.server.limits import ConnectionSlot
 
 #: Seconds by default a public connection may leave its send buffer full
@@ -194,12 +195,12 @@ class PublicConnection:
     # -- ITransport, towards the protocol ----------------------------------
 
     def write(self, data: bytes) -> None:
-        """Write to the transport."""
-        self.transport.write(data)
+        """Write to the transport (at once, if its socket is idle)."""
+        writeNow(self.transport, data)
 
     def writeSequence(self, data: list[bytes]) -> None:
-        """Write to the transport."""
-        self.transport.writeSequence(data)
+        """Write to the transport (at once, if its socket is idle)."""
+        writeSequenceNow(self.transport, data)
 
     def loseConnection(self) -> None:
         """Close once the send buffer drained (within the write timeout)."""

@@ -281,6 +281,8 @@ class StreamingRequest(Request):
             self.setHeader(b"connection", b"close")
             self.channel.persistent = False
         super().write(data)
+        # The head goes with the body's first bytes, or alone if none came.
+        self.channel.releaseHead()
 
     def finish(self) -> None:
         """Finish the response; read no more of a body that did not all arrive."""
@@ -332,6 +334,7 @@ class TunnelChannel(HTTPChannel):
     MAX_LENGTH = MAX_HEADER_BYTES
     maxHeaders = MAX_HEADERS
     _headerTimer: IDelayedCall | None = None
+    _heldHead = b""
     _log = Logger()
 
     def dataReceived(self, data: bytes) -> None:
@@ -353,12 +356,34 @@ class TunnelChannel(HTTPChannel):
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Headers
     ) -> None:
-        """Write a response head in one piece, not as forty small ones."""
+        """
+        Make a response head in one piece, not as forty small ones, and hold
+        it: it goes out with the first bytes of the body, in one write
+        (L{releaseHead} writes it alone if the response has none).
+        """
         lines = [b"%s %s %s\r\n" % (version, code, reason)]
         for name, values in headers.getAllRawHeaders():
             lines.extend(b"%s: %s\r\n" % (name, value) for value in values)
         lines.append(b"\r\n")
-        self.transport.write(b"".join(lines))
+        self._heldHead = b"".join(lines)
+
+    def releaseHead(self) -> None:
+        """Write the response head held by L{writeHeaders}, if there is one."""
+        head, self._heldHead = self._heldHead, b""
+        if head:
+            self.transport.write(head)
+
+    def write(self, data: bytes) -> None:
+        """Write response bytes, after the held head if there is one."""
+        if self._heldHead:
+            data, self._heldHead = self._heldHead + data, b""
+        self.transport.write(data)
+
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        """Write response bytes, after the held head if there is one."""
+        if self._heldHead:
+            iovec, self._heldHead = [self._heldHead, *iovec], b""
+        self.transport.writeSequence(iovec)
 
     def lineReceived(self, line: bytes) -> None:
         """Refuse a request head that grows past L{totalHeadersSize}."""

@@ -601,3 +601,49 @@ class WriteTimeoutTests(SynchronousTestCase):
         self.assertEqual(self.timeoutEvents(), [])
         harness.advance(0.1)
         self.assertIsNotNone(client.lost)
+
+
+class WriteRecordingTransport(StringTransport):
+    """A transport that records each write it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(peerAddress=PUBLIC_PEER)
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+
+class ResponseWriteTests(SynchronousTestCase):
+    """
+    A L{TunnelSite} writes a response head together with the first bytes of
+    its body: one write, where twisted.web would make two.
+    """
+
+    def respond(self, method: bytes) -> list[bytes]:
+        """The writes of the answer to a request for a host with no client."""
+        harness = Harness()
+        harness.server.addHost("app.example", b"identifier")
+        transport = WriteRecordingTransport()
+        connection = harness.site.buildProtocol(PUBLIC_PEER)
+        connection.makeConnection(transport)
+        connection.dataReceived(b"%s / HTTP/1.1\r\nHost: app.example\r\n\r\n" % (method,))
+        return transport.writes
+
+    def test_headGoesWithTheBody(self) -> None:
+        """The head and the body of a response go out in one write."""
+        [write] = self.respond(b"GET")
+        head, separator, body = write.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 502 "))
+        self.assertIn(b"Content-Length: %d" % (len(body),), head)
+        self.assertGreater(len(body), 0)
+
+    def test_headWithoutBodyGoesAlone(self) -> None:
+        """A response with no body (to C{HEAD}) still gets its head written."""
+        [write] = self.respond(b"HEAD")
+        self.assertTrue(write.startswith(b"HTTP/1.1 502 "))
+        self.assertTrue(write.endswith(b"\r\n\r\n"))
