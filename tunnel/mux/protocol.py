@@ -5,6 +5,7 @@ session over any stream transport.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail
@@ -98,6 +99,8 @@ class YamuxProtocol(Protocol):
         self._clock = clock if clock is not None else _defaultClock()
         self._streams: dict[int, StreamTransport] = {}
         self._opening: dict[int, tuple[Deferred[Protocol], IDelayedCall, Protocol]] = {}
+        # Opens beyond the backlog, waiting for an acknowledgement to send their SYN.
+        self._waitingOpens: deque[tuple[Protocol | IProtocolFactory, Deferred[Protocol]]] = deque()
         self._lingering: dict[int, IDelayedCall] = {}
         self._idleCallback: Callable[[], None] | None = None
         self._pings: dict[int, tuple[Deferred[float], float, IDelayedCall]] = {}
@@ -173,23 +176,46 @@ class YamuxProtocol(Protocol):
         """
         Open a stream and attach a protocol to it.
 
-        The protocol is connected at once (it may write before the peer
-        acknowledges the stream); the returned L{Deferred} fires with it once
-        the peer acknowledges the stream, or fails with L{StreamRefusedError}
-        or L{StreamOpenTimeoutError} (the protocol then loses its connection
-        too). Cancelling the L{Deferred} resets the stream. Streams are
-        opened even while the session's buffer is full (L{bufferFull}): the
-        caller decides whether to open more.
+        The protocol is connected as soon as the stream's SYN is sent (it
+        may write before the peer acknowledges the stream); the returned
+        L{Deferred} fires with it once the peer acknowledges the stream, or
+        fails with L{StreamRefusedError} or L{StreamOpenTimeoutError} (the
+        protocol then loses its connection too). Cancelling the L{Deferred}
+        resets the stream. Streams are opened even while the session's
+        buffer is full (L{bufferFull}): the caller decides whether to open
+        more.
+
+        As HashiCorp's yamux does, at most the config's C{acceptBacklog}
+        streams are unacknowledged at once: a peer refuses SYNs beyond its
+        own backlog, so further opens wait, in order, for an acknowledgement
+        (or a refusal) before their SYN is sent.
 
         @param protocolOrFactory: the protocol, or a factory to build it with
             the stream's address.
         """
         if self._connectionDone:
             return fail(SessionEndedError(self._description))
+        opened: Deferred[Protocol] = Deferred(self._cancelOpen)
+        self._waitingOpens.append((protocolOrFactory, opened))
+        self._sendWaitingOpens()
+        return opened
+
+    def _sendWaitingOpens(self) -> None:
+        """Send the SYNs of waiting opens while the backlog has room."""
+        backlog = self.config.acceptBacklog
+        waiting = self._waitingOpens
+        while waiting and len(self._opening) < backlog and not self._connectionDone:
+            protocolOrFactory, opened = waiting.popleft()
+            self._sendOpen(protocolOrFactory, opened)
+
+    def _sendOpen(
+        self, protocolOrFactory: Protocol | IProtocolFactory, opened: Deferred[Protocol]
+    ) -> None:
         try:
             streamID = self.session.openStream()
         except YamuxError as e:
-            return fail(e)
+            opened.errback(e)
+            return
         if IProtocolFactory.providedBy(protocolOrFactory):
             protocol = protocolOrFactory.buildProtocol(
                 StreamAddress(self.transport.getPeer(), streamID)
@@ -198,21 +224,28 @@ class YamuxProtocol(Protocol):
             protocol = protocolOrFactory
         transport = StreamTransport(self, streamID, protocol)
         self._streams[streamID] = transport
-
-        def cancel(d: Deferred[Protocol]) -> None:
-            pending = self._opening.pop(streamID, None)
-            if pending is not None:
-                pending[1].cancel()
-            transport.abortConnection()
-
-        opened: Deferred[Protocol] = Deferred(cancel)
         timer = self._clock.callLater(
             self.config.streamOpenTimeout, self._openTimedOut, streamID
         )
         self._opening[streamID] = (opened, timer, protocol)
         self._flush()
         protocol.makeConnection(transport)
-        return opened
+
+    def _cancelOpen(self, opened: Deferred[Protocol]) -> None:
+        """Forget a waiting open, or reset the stream of a sent one."""
+        for index, (_, waiting) in enumerate(self._waitingOpens):
+            if waiting is opened:
+                del self._waitingOpens[index]
+                return
+        for streamID, (pending, timer, _) in list(self._opening.items()):
+            if pending is opened:
+                del self._opening[streamID]
+                timer.cancel()
+                transport = self._streams.get(streamID)
+                if transport is not None:
+                    transport.abortConnection()
+                self._sendWaitingOpens()
+                return
 
     def ping(self, timeout: float | None = None) -> Deferred[float]:
         """
@@ -358,7 +391,8 @@ class YamuxProtocol(Protocol):
             timer.cancel()
         for transport in list(self._streams.values()):
             transport._connectionLost(Failure(error))
-        for opened, timer, protocol in openings.values():
+        waitingOpens, self._waitingOpens = self._waitingOpens, deque()
+        for opened in [d for d, _, _ in openings.values()] + [d for _, d in waitingOpens]:
             opened.errback(error)
         pings, self._pings = self._pings, {}
         for answered, sent, timer in pings.values():
@@ -435,6 +469,7 @@ class YamuxProtocol(Protocol):
                 opened, timer, protocol = pending
                 timer.cancel()
                 opened.callback(protocol)
+                self._sendWaitingOpens()
         elif kind is StreamEnded:
             transport = self._streams.get(event.streamID)
             if transport is not None:
@@ -499,6 +534,7 @@ class YamuxProtocol(Protocol):
                 # The peer closed the stream without acknowledging it first:
                 # it had the stream all the same.
                 opened.callback(protocol)
+            self._sendWaitingOpens()
         if transport is None:
             return
         if how == "reset":
@@ -629,6 +665,7 @@ class YamuxProtocol(Protocol):
         if transport is not None:
             transport._connectionLost(Failure(error))
         opened.errback(error)
+        self._sendWaitingOpens()
 
     def _pingAnswered(self, opaque: int) -> None:
         pending = self._pings.pop(opaque, None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
@@ -281,6 +282,76 @@ class OpenStreamTests(SynchronousTestCase):
             frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0, b"")]
         )
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def backloggedClient(self) -> tuple[YamuxProtocol, StringTransport, Clock]:
+        """A client whose backlog admits two unacknowledged streams."""
+        clock = Clock()
+        config = SessionConfig(acceptBacklog=2, enableKeepAlive=False)
+        client = YamuxProtocol(True, None, config, clock)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        return client, transport, clock
+
+    def test_opensBeyondTheBacklogWaitForAnAcknowledgement(self) -> None:
+        """
+        Beyond C{acceptBacklog} unacknowledged streams, an open sends no SYN
+        and connects no protocol until the peer acknowledges one; then it
+        goes, and its L{Deferred} fires on its own acknowledgement.
+        """
+        client, transport, _ = self.backloggedClient()
+        protocols = [Recorder() for _ in range(3)]
+        results = [deferredResult(client.openStream(p)) for p in protocols]
+        self.assertEqual([f[2] for f in frames(transport.value())], [1, 3])
+        self.assertFalse(protocols[2].made)
+        self.assertEqual(client.unacknowledgedStreams, 2)
+        transport.clear()
+        client.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.ACK, 1, 0))
+        self.assertEqual(results[0], [protocols[0]])
+        self.assertTrue(protocols[2].made)
+        self.assertEqual(
+            frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.SYN, 5, 0, b"")]
+        )
+        self.assertEqual(results[2], [])
+        client.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.ACK, 5, 0))
+        self.assertEqual(results[2], [protocols[2]])
+
+    def test_refusalsAndTimeoutsMakeRoomInTheBacklog(self) -> None:
+        """A refused stream and one that timed out let waiting opens go."""
+        client, transport, clock = self.backloggedClient()
+        opened = [client.openStream(Recorder()) for _ in range(4)]
+        client.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0))
+        self.failureResultOf(opened[0], StreamRefusedError)
+        clock.advance(client.config.streamOpenTimeout)
+        for d in opened[1:3]:
+            self.failureResultOf(d, StreamOpenTimeoutError)
+        synned = [f[2] for f in frames(transport.value()) if f[1] == Flag.SYN]
+        self.assertEqual(synned, [1, 3, 5, 7])
+        self.assertNoResult(opened[3])
+
+    def test_cancelWaitingOpen(self) -> None:
+        """
+        Cancelling an open that waits for the backlog fails it and sends
+        nothing for it, ever: the next one takes its place.
+        """
+        client, transport, _ = self.backloggedClient()
+        opened = [client.openStream(Recorder()) for _ in range(4)]
+        opened[2].cancel()
+        self.failureResultOf(opened[2], CancelledError)
+        transport.clear()
+        client.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.ACK, 1, 0))
+        self.assertEqual(
+            frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.SYN, 5, 0, b"")]
+        )
+        client.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.ACK, 3, 0))
+        self.assertEqual(client.unacknowledgedStreams, 1)
+
+    def test_connectionLostFailsWaitingOpens(self) -> None:
+        """Opens still waiting for the backlog fail when the session ends."""
+        client, _, _ = self.backloggedClient()
+        opened = [client.openStream(Recorder()) for _ in range(3)]
+        client.connectionLost(Failure(ConnectionDone()))
+        for d in opened:
+            self.failureResultOf(d, SessionEndedError)
 
     def test_openAfterGoAwayFails(self) -> None:
         """
