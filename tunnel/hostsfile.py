@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from tunnel.protocol import normaliseHost
+from tunnel.core.http import normaliseHost
 
 _HEADER = (
     "# tunnel-server hosts file: one HOST=IDENTIFIER per line.\n"

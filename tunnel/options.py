@@ -11,7 +11,7 @@ from twisted.python import usage
 from tunnel.client import LocalRoutes, PortRanges, TunnelSettings, parseServerAddress
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
-from tunnel.protocol import normaliseHost
+from tunnel.core.http import normaliseHost
 from tunnel.server.connections import WRITE_TIMEOUT
 from tunnel.server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE
 from tunnel.yamux import SessionConfig

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from tunnel.client import TunnelClientService, TunnelEndpoint
 from tunnel.options import ClientOptions, ServerOptions
-from tunnel.protocol import redactIdentifier
+from tunnel.core.control import redactIdentifier
 from tunnel.server import TunnelServer
 from tunnel.server.admin import AdminResource, AdminSite
 from tunnel.server.limits import connectionBudget

@@ -6,8 +6,6 @@ asks for.
 
 from __future__ import annotations
 
-import re
-
 import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
@@ -24,15 +22,15 @@ from tunnel.client.errors import (
     TunnelResponseError,
 )
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS, LocalConnector, LocalRoutes
-from tunnel.mux import YamuxProtocol
-from tunnel.protocol import (
-    CONTROL_PATH,
+from tunnel.core.control import (
     FEATURES_HEADER,
-    IDENTIFIER_HEADER,
     SERVER_STREAMS,
     ControlMessage,
+    connectRequest,
     redactIdentifier,
 )
+from tunnel.core.http import ResponseError, ResponseHead, ResponseHeadReader, contentLength
+from tunnel.mux import YamuxProtocol
 from tunnel.yamux import SessionConfig
 
 #: The longest response head accepted from the server.
@@ -43,11 +41,6 @@ BODY_PREVIEW = 1024
 
 #: What a new stream is answered with while the client is shutting down.
 SHUTTING_DOWN = "tunnel: the client is shutting down\n"
-
-_HEAD_END = re.compile(rb"\n\r?\n")
-_STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?\r?")
-_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]+)[ \t]*\r?$")
-_FEATURES = re.compile(rb"(?im)^" + FEATURES_HEADER + rb":([^\r\n]*)\r?$")
 
 
 def describeLoss(reason: Failure) -> str:
@@ -140,114 +133,6 @@ class TunnelSettings:
         return 2 * self.maxLocalConnections
 
 
-def connectRequest(identifier: str, host: str, features: bytes = b"") -> bytes:
-    """
-    The control request that asks the server for a tunnel session,
-    offering the protocol extensions C{features} (comma-separated) if any.
-    """
-    offer = b"%s: %s\r\n" % (FEATURES_HEADER, features) if features else b""
-    return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s: %s\r\n%s\r\n" % (
-        CONTROL_PATH,
-        host.encode("ascii"),
-        IDENTIFIER_HEADER,
-        identifier.encode("ascii"),
-        offer,
-    )
-
-
-@attrs.frozen
-class ResponseHead:
-    """
-    The parts of an HTTP response head the client looks at.
-
-    @ivar status: the status code.
-    @ivar reason: the reason phrase.
-    @ivar contentLength: the C{Content-Length}, if given.
-    @ivar features: the protocol extensions the server accepted (from
-        L{FEATURES_HEADER}), lower-cased.
-    """
-
-    status: int
-    reason: str
-    contentLength: int | None
-    features: frozenset[bytes] = frozenset()
-
-
-class ResponseHeadReader:
-    """
-    Collects an HTTP response head that arrives in pieces; lines may end
-    with C{\\n} or C{\\r\\n}.
-
-    Each piece is searched once for the empty line that ends the head,
-    together with the two bytes before it (where that line may begin), and
-    the head grows in place: a head sent a byte at a time costs work in
-    proportion to its length, not to its square.
-
-    @ivar maxSize: the longest head accepted.
-    """
-
-    def __init__(self, maxSize: int = MAX_RESPONSE_HEAD) -> None:
-        self.maxSize = maxSize
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> tuple[ResponseHead, bytes] | None:
-        """
-        Take the next bytes of the response.
-
-        @return: the head and the bytes after it once the head is complete,
-            else L{None}.
-        @raise TunnelConnectError: if the head is longer than L{maxSize} or
-            its status line is malformed.
-        """
-        buffer = self._buffer
-        start = max(0, len(buffer) - 2)
-        buffer += data
-        end = _HEAD_END.search(buffer, start, self.maxSize + 2)
-        if end is None:
-            if len(buffer) > self.maxSize:
-                raise TunnelConnectError(
-                    f"the server's response head is over {self.maxSize} bytes"
-                )
-            return None
-        head, rest = bytes(buffer[: end.end()]), bytes(buffer[end.end() :])
-        self._buffer = bytearray()
-        return _parseHead(head), rest
-
-
-def parseResponseHead(data: bytes, maxSize: int = MAX_RESPONSE_HEAD) -> tuple[ResponseHead, bytes] | None:
-    """
-    Read an HTTP response head ending with an empty line (lines may end
-    with C{\\n} or C{\\r\\n}).
-
-    @return: the head and the bytes after it, or L{None} if the head is
-        not complete yet.
-    @raise TunnelConnectError: if the head is longer than C{maxSize} or its
-        status line is malformed.
-    """
-    return ResponseHeadReader(maxSize).feed(data)
-
-
-def _parseHead(head: bytes) -> ResponseHead:
-    """Read a complete response head, its empty line included."""
-    statusLine = head.split(b"\n", 1)[0]
-    status = _STATUS_LINE.fullmatch(statusLine)
-    if status is None:
-        raise TunnelConnectError(f"the server's answer is not HTTP: {statusLine[:80]!r}")
-    length = _CONTENT_LENGTH.search(head)
-    features = frozenset(
-        token.strip().lower()
-        for value in _FEATURES.findall(head)
-        for token in value.split(b",")
-        if token.strip()
-    )
-    return ResponseHead(
-        int(status.group(1)),
-        (status.group(2) or b"").decode("latin-1"),
-        None if length is None else int(length.group(1)),
-        features,
-    )
-
-
 class TunnelClientProtocol(Protocol):
     """
     The protocol of the client's connection to the tunnel server.
@@ -291,7 +176,7 @@ class TunnelClientProtocol(Protocol):
         self.serverName = settings.host or ""
         self._connector = connector
         self._clock = clock
-        self._headReader = ResponseHeadReader()
+        self._headReader = ResponseHeadReader(MAX_RESPONSE_HEAD)
         self._control: ControlStream | None = None
         self._refusal: tuple[ResponseHead, bytes] | None = None
         self._setupTimer: IDelayedCall | None = None
@@ -415,14 +300,14 @@ class TunnelClientProtocol(Protocol):
     def _readHead(self, data: bytes) -> None:
         try:
             parsed = self._headReader.feed(data)
-        except TunnelConnectError as e:
-            self._fail(e)
+        except ResponseError as e:
+            self._fail(TunnelConnectError(f"the server's answer is not a valid HTTP response: {e}"))
             return
         if parsed is None:
             return
         head, rest = parsed
-        if head.status == 200:
-            self._startSession(rest, SERVER_STREAMS in head.features)
+        if head.code == 200:
+            self._startSession(rest, SERVER_STREAMS in head.tokens(FEATURES_HEADER.lower()))
         else:
             self._readRefusal(head, rest)
 
@@ -432,7 +317,10 @@ class TunnelClientProtocol(Protocol):
         C{Content-Length} promises, up to L{BODY_PREVIEW}), then fail.
         """
         self._refusal = (head, body[:BODY_PREVIEW])
-        wanted = min(head.contentLength or 0, BODY_PREVIEW)
+        try:
+            wanted = min(contentLength(head) or 0, BODY_PREVIEW)
+        except ResponseError:
+            wanted = 0  # Content-Lengths that disagree promise nothing.
         if len(body) >= wanted:
             self._fail(_responseError(*self._refusal))
 
@@ -574,5 +462,5 @@ class TunnelClientProtocol(Protocol):
 
 
 def _responseError(head: ResponseHead, body: bytes) -> TunnelResponseError:
-    errorClass = TunnelRefusedError if head.status == 403 else TunnelResponseError
-    return errorClass(head.status, head.reason, body)
+    errorClass = TunnelRefusedError if head.code == 403 else TunnelResponseError
+    return errorClass(head.code, head.phrase.decode("latin-1"), body)

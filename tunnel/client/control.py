@@ -1,7 +1,7 @@
 """
 The client's end of the control stream: the handshake, then the server's
 control messages; and the streams the server opens itself, each announced
-by a control message (the L{tunnel.protocol.SERVER_STREAMS} extension).
+by a control message (the L{tunnel.core.control.SERVER_STREAMS} extension).
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnel.client.errors import TunnelConnectError
-from tunnel.protocol import (
+from tunnel.core.control import (
     HANDSHAKE_REQUEST,
     HANDSHAKE_RESPONSE,
     Action,
     ControlLineReader,
     ControlMessage,
     ControlProtocolError,
+    HandshakeReader,
 )
 from tunnel.sparselog import SparseCounter
 
@@ -57,7 +58,7 @@ class ControlStream(Protocol):
         self.ready: Deferred[None] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self._messageReceived = messageReceived
-        self._answer = b""
+        self._handshake = HandshakeReader(HANDSHAKE_RESPONSE)
         self._reader = ControlLineReader()
         self._waiting: deque[ControlMessage] = deque()
         self._holding = False
@@ -137,25 +138,23 @@ class ControlStream(Protocol):
 
         @return: the bytes that follow the answer.
         """
-        self._answer += data
-        size = len(HANDSHAKE_RESPONSE)
-        answer, rest = self._answer[:size], self._answer[size:]
-        if not HANDSHAKE_RESPONSE.startswith(answer):
+        try:
+            rest = self._handshake.feed(data)
+        except ControlProtocolError as e:
             self.ready.errback(
-                TunnelConnectError(f"the server answered the handshake with {answer!r}")
+                TunnelConnectError(f"the server's answer to the handshake is wrong: {e}")
             )
             self.transport.loseConnection()
             return b""
-        if len(answer) < size:
+        if rest is None:
             return b""
-        self._answer = b""
         self.ready.callback(None)
         return rest
 
 
 class AnnouncedStream(Protocol):
     """
-    A stream the server opened (with the L{tunnel.protocol.SERVER_STREAMS} extension): its
+    A stream the server opened (with the L{tunnel.core.control.SERVER_STREAMS} extension): its
     first line is the control message that says what it is for. Once that
     is read, the stream is handed to the protocol C{serve} gives for the
     message, with the bytes that followed the line, and C{attached} is

@@ -28,7 +28,7 @@ from tunnel.client.address import (
 )
 from tunnel.client.connect import TunnelClientProtocol, TunnelSettings
 from tunnel.client.local import LocalConnector
-from tunnel.protocol import redactIdentifier
+from tunnel.core.control import redactIdentifier
 
 
 @attrs.frozen

@@ -35,8 +35,9 @@ from tunnel.client.address import (
     parsePort,
     tcpDescription,
 )
+from tunnel.core.control import ControlMessage, TransportProtocol
+from tunnel.core.http import errorResponse
 from tunnel.pipe import PipeEnd
-from tunnel.protocol import ControlMessage, TransportProtocol
 from tunnel.sparselog import SparseCounter
 
 #: The host of local services named by a port only.
@@ -176,26 +177,14 @@ class LocalRoutes:
         return None
 
 
-def plainTextResponse(status: int, reason: str, body: str) -> bytes:
-    """A complete HTTP response with a plain text body, closing the connection."""
-    payload = body.encode("utf-8")
-    return (
-        b"HTTP/1.1 %d %s\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n"
-        b"Connection: close\r\n"
-        b"Content-Length: %d\r\n"
-        b"\r\n%s" % (status, reason.encode("ascii"), len(payload), payload)
-    )
-
-
 def serviceUnavailable(body: str) -> bytes:
     """A complete HTTP C{503} response with a plain text body."""
-    return plainTextResponse(503, "Service Unavailable", body)
+    return errorResponse(503, body.encode("utf-8"))
 
 
 def badGateway(body: str) -> bytes:
     """A complete HTTP C{502} response with a plain text body."""
-    return plainTextResponse(502, "Bad Gateway", body)
+    return errorResponse(502, body.encode("utf-8"))
 
 
 def _answerUnavailable(transport: ITransport, answersHTTP: bool, response: bytes) -> None:

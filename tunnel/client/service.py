@@ -23,7 +23,7 @@ from zope.interface import implementer
 from tunnel.client.connect import TunnelClientProtocol
 from tunnel.client.endpoint import TunnelEndpoint
 from tunnel.client.errors import TunnelRefusedError
-from tunnel.protocol import redactIdentifier
+from tunnel.core.control import redactIdentifier
 
 StateName = Literal["stopped", "connecting", "connected", "disconnected", "waiting", "stopping"]
 

@@ -32,7 +32,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tunnel.hostsfile import readHostsFile, writeHostsFile
-from tunnel.protocol import normaliseHost, redactIdentifier
+from tunnel.core.control import redactIdentifier
+from tunnel.core.http import normaliseHost
 from tunnel.sparselog import isSparseCount
 from tunnel.server.site import StreamingRequest, TunnelChannel
 

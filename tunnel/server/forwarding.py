@@ -22,22 +22,22 @@ from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import Request
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from tunnel._hijack import takeOverConnection
-from tunnel.mux import SessionEndedError
-from tunnel.pipe import PipeEnd
-from tunnel.protocol import TransportProtocol
-from tunnel.server.registry import Route
-from tunnel.server.response import (
+from tunnel.core.control import TransportProtocol
+from tunnel.core.http import (
     IResponseReceiver,
     ResponseError,
     ResponseHead,
     ResponseParser,
     contentLength,
+    splitTokens,
 )
+from tunnel.mux import SessionEndedError
+from tunnel.pipe import PipeEnd
+from tunnel.server.registry import Route
 from tunnel.server.session import ClientSession, StreamTimeout, TooManyPendingStreams
 from tunnel.server.site import requestBody
 
@@ -80,15 +80,6 @@ def writeError(request: Request, code: int, message: bytes) -> None:
     request.finish()
 
 
-def headerTokens(headers: Headers, name: bytes) -> set[bytes]:
-    """The comma-separated, lower-cased tokens of the headers C{name}."""
-    return {
-        token.strip().lower()
-        for value in headers.getRawHeaders(name, [])
-        for token in value.split(b",")
-    }
-
-
 def hasBody(request: Request) -> bool:
     """Whether C{request}'s headers announce a body."""
     headers = request.requestHeaders
@@ -105,7 +96,7 @@ def isUpgrade(request: Request) -> bool:
     headers = request.requestHeaders
     return (
         headers.hasHeader(b"upgrade")
-        and b"upgrade" in headerTokens(headers, b"connection")
+        and b"upgrade" in splitTokens(headers.getRawHeaders(b"connection", []))
         and not hasBody(request)
     )
 
@@ -359,7 +350,8 @@ class HTTPForwarding(Forwarding):
         """Send the request, its body streamed; the response follows."""
         request = self.request
         transport = protocol.transport
-        dropped = HOP_BY_HOP | _CONSUMED | headerTokens(request.requestHeaders, b"connection")
+        connection = splitTokens(request.requestHeaders.getRawHeaders(b"connection", []))
+        dropped = HOP_BY_HOP.union(_CONSUMED, connection)
         body = requestBody(request, self._cooperator)
         if body is None:
             framing: tuple[bytes, ...] = ()

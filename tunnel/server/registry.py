@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from typing import Callable, Union
 
 import attrs
@@ -18,8 +17,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tunnel.core.http import normaliseHost, parseHost
 from tunnel.mux import SessionEndedError
-from tunnel.protocol import normaliseHost
 from tunnel.server.events import (
     ClientConnected,
     ClientDisconnected,
@@ -48,49 +47,6 @@ class Route:
     host: str
     port: int
     session: ClientSession | None
-
-
-# RFC 3986's host (an IP literal in brackets, or a reg-name of unreserved
-# characters, sub-delims and percent-encodings) and an optional port.
-_HOST_HEADER = re.compile(
-    rb"(?:\[[0-9A-Za-z:.%]+\]|[0-9A-Za-z._~!$&'()*+,;=%-]+)(?::([0-9]{0,5}))?"
-)
-
-
-def isValidHost(value: bytes) -> bool:
-    """
-    Whether C{value} is a well-formed Host header: a host name or an IP
-    address (IPv6 in brackets), with an optional port up to 65535.
-    """
-    match = _HOST_HEADER.fullmatch(value)
-    if match is None:
-        return False
-    port = match.group(1)
-    return not port or int(port) <= 0xFFFF
-
-
-def parseHost(value: bytes) -> tuple[list[str], int]:
-    """
-    Split a Host header into the names to try, most specific first, and its
-    port.
-
-    @return: the lower-cased C{host:port} then C{host} (or only C{host}
-        when there is no port), and the port, or 0 when there is none or it
-        is not a valid port.
-    """
-    whole = value.decode("latin-1").strip().lower()
-    if whole.startswith("["):
-        host, bracket, rest = whole.partition("]")
-        host += bracket
-        port = rest[1:] if rest.startswith(":") else None
-    elif whole.count(":") == 1:
-        host, _, port = whole.partition(":")
-    else:
-        host, port = whole, None
-    if port is None:
-        return [whole], 0
-    number = int(port) if port.isdigit() and int(port) <= 0xFFFF else 0
-    return [whole, host], number
 
 
 @attrs.define(eq=False)
@@ -216,9 +172,15 @@ class Registry:
 
         @param listenerPort: the port of the listener that accepted the
             request, if it has one.
-        @return: the route, or L{None} if no virtual host matches.
+        @return: the route, or L{None} if the Host header is malformed (see
+            L{parseHost}) or no virtual host matches.
         """
-        names, port = parseHost(hostHeader)
+        try:
+            host = parseHost(hostHeader)
+        except ValueError:
+            return None
+        names = [host.name] if host.port is None else [str(host), host.name]
+        port = host.port or 0
         for index, name in enumerate(names):
             tunnel = self._hosts.get(name)
             if tunnel is not None:

@@ -15,7 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tunnel._hijack import takeOverConnection
-from tunnel.protocol import (
+from tunnel.core.control import (
     CONNECTED_RESPONSE,
     CONNECTED_WITH_SERVER_STREAMS,
     FEATURES_HEADER,
@@ -23,16 +23,16 @@ from tunnel.protocol import (
     SERVER_STREAMS,
     redactIdentifier,
 )
+from tunnel.core.http import isValidHost, splitTokens
 from tunnel.server.forwarding import (
     HTTPForwarding,
     UpgradeForwarding,
     hasBody,
-    headerTokens,
     isUpgrade,
     writeError,
 )
 from tunnel.server.limits import FailureLimiter
-from tunnel.server.registry import Registry, isValidHost
+from tunnel.server.registry import Registry
 from tunnel.server.session import ClientSession, SessionSettings
 from tunnel.server.target import RequestTarget, TargetError, TargetForm, parseTarget
 
@@ -125,7 +125,9 @@ class TunnelResource(Resource):
                 )
             writeError(request, 403, b"unknown identifier")
             return
-        serverStreams = SERVER_STREAMS in headerTokens(request.requestHeaders, FEATURES_HEADER)
+        serverStreams = SERVER_STREAMS in splitTokens(
+            request.requestHeaders.getRawHeaders(FEATURES_HEADER, [])
+        )
         session = ClientSession(
             identifiers[0], self._settings, self.registry, self._clock, serverStreams
         )

@@ -17,16 +17,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
-from tunnel.mux import SessionEndedError, StreamAddress, StreamTransport, YamuxProtocol
-from tunnel.protocol import (
+from tunnel.core.control import (
     HANDSHAKE_REQUEST,
     HANDSHAKE_RESPONSE,
     ControlLineReader,
     ControlMessage,
     ControlProtocolError,
+    HandshakeReader,
     TransportProtocol,
     redactIdentifier,
 )
+from tunnel.mux import SessionEndedError, StreamAddress, StreamTransport, YamuxProtocol
 from tunnel.sparselog import isSparseCount
 from tunnel.yamux import SessionConfig
 
@@ -147,7 +148,7 @@ class ClientSession:
     that no request ever gets a stream opened for another; a stream nobody
     asked for is refused.
 
-    With a client that accepted L{tunnel.protocol.SERVER_STREAMS} (ours; never a Go one),
+    With a client that accepted L{tunnel.core.control.SERVER_STREAMS} (ours; never a Go one),
     L{requestStream} opens the stream itself instead, its first line the
     control message, and the request goes on at once.
 
@@ -170,7 +171,7 @@ class ClientSession:
     ) -> None:
         """
         @param serverStreams: whether the client accepted the extension in
-            which the server opens the streams (L{tunnel.protocol.SERVER_STREAMS}).
+            which the server opens the streams (L{tunnel.core.control.SERVER_STREAMS}).
         """
         self.identifier = identifier
         self.serverStreams = serverStreams
@@ -426,25 +427,18 @@ class _ControlStream(Protocol):
 
     def __init__(self, session: ClientSession) -> None:
         self._session = session
-        self._received = b""
-        self._reader: ControlLineReader | None = None
+        self._handshake = HandshakeReader(HANDSHAKE_REQUEST)
+        self._reader = ControlLineReader()
 
     def dataReceived(self, data: bytes) -> None:
-        if self._reader is None:
-            self._received += data
-            size = len(HANDSHAKE_REQUEST)
-            if not HANDSHAKE_REQUEST.startswith(self._received[:size]):
-                self._session._protocolError(
-                    f"bad handshake {self._received[:size]!r}"
-                )
-                return
-            if len(self._received) < size:
-                return
-            data, self._received = self._received[size:], b""
-            self._reader = ControlLineReader()
-            self.transport.write(HANDSHAKE_RESPONSE)
-            self._session._handshakeDone()
         try:
+            if not self._handshake.complete:
+                rest = self._handshake.feed(data)
+                if rest is None:
+                    return
+                self.transport.write(HANDSHAKE_RESPONSE)
+                self._session._handshakeDone()
+                data = rest
             self._reader.feed(data)
         except ControlProtocolError as e:
             self._session._protocolError(str(e))

@@ -37,6 +37,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
+from tunnel.core.http import errorResponse
 from tunnel.mux import YamuxProtocol
 from tunnel.server.connections import WRITE_TIMEOUT, PublicConnection
 from tunnel.server.limits import (
@@ -60,30 +61,6 @@ HEADER_TIMEOUT = 30.0
 #: Seconds a public connection may stay idle by default (between requests,
 #: or while a request body does not move).
 IDLE_TIMEOUT = 60.0
-
-# The reasons of the refusals of a TunnelSite (twisted.web knows no 431).
-_REASONS = {
-    408: b"Request Timeout",
-    414: b"URI Too Long",
-    431: b"Request Header Fields Too Large",
-    503: b"Service Unavailable",
-}
-
-
-def refusal(code: int, message: bytes) -> bytes:
-    """
-    A whole response refusing a request or a connection: C{code} with a
-    short text, after which the connection closes.
-    """
-    body = message + b"\n"
-    return (
-        b"HTTP/1.1 %d %s\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: %d\r\n"
-        b"X-Content-Type-Options: nosniff\r\n"
-        b"Connection: close\r\n\r\n%s" % (code, _REASONS[code], len(body), body)
-    )
-
 
 @implementer(IBodyProducer)
 class StreamedBody:
@@ -450,7 +427,7 @@ class TunnelChannel(HTTPChannel):
 
     def _refuse(self, code: int, message: bytes) -> None:
         """Answer C{code} with a short text, then close the connection."""
-        self.transport.write(refusal(code, message))
+        self.transport.write(errorResponse(code, message + b"\n"))
         self.loseConnection()
 
 
@@ -466,7 +443,7 @@ class ConnectionRefusal(Protocol):
     def connectionMade(self) -> None:
         """Refuse and close."""
         self.transport.pauseProducing()
-        self.transport.write(refusal(503, self.reason.encode("utf-8")))
+        self.transport.write(errorResponse(503, self.reason.encode("utf-8") + b"\n"))
         self.transport.loseConnection()
 
 

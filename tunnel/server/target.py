@@ -30,7 +30,7 @@ from urllib.parse import unquote_to_bytes
 
 import attrs
 
-from tunnel.protocol import CONTROL_PATH
+from tunnel.core.control import CONTROL_PATH
 
 # How many times a path is percent-decoded, at most, to see whether it
 # could be read as the control path (a server that decodes more often than

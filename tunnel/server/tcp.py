@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnel.pipe import PipeEnd
-from tunnel.protocol import TransportProtocol
+from tunnel.core.control import TransportProtocol
 from tunnel.server.session import ClientSession
 
 

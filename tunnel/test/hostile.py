@@ -24,7 +24,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from tunnel.protocol import (
+from tunnel.core.control import (
     CONNECTED_RESPONSE,
     CONTROL_PATH,
     FEATURES_HEADER,

@@ -34,7 +34,7 @@ from zope.interface import directlyProvides, implementer
 
 from tunnel.mux import YamuxProtocol
 from tunnel.pipe import PipeEnd
-from tunnel.protocol import (
+from tunnel.core.control import (
     CONTROL_PATH,
     HANDSHAKE_REQUEST,
     HANDSHAKE_RESPONSE,

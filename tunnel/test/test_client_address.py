@@ -19,7 +19,7 @@ from tunnel.client import (
     parseServerAddress,
 )
 from tunnel.client.address import PortRanges, hostFromDescription
-from tunnel.protocol import ControlMessage, TransportProtocol
+from tunnel.core.control import ControlMessage, TransportProtocol
 
 HTTP = TransportProtocol.HTTP
 TCP = TransportProtocol.TCP

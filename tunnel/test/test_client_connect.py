@@ -18,9 +18,8 @@ from tunnel.client import (
     TunnelResponseError,
     TunnelSettings,
 )
-from tunnel.client.connect import parseResponseHead
 from tunnel.client.local import LocalConnector
-from tunnel.protocol import (
+from tunnel.core.control import (
     CONNECTED_WITH_SERVER_STREAMS,
     HANDSHAKE_REQUEST,
     HANDSHAKE_RESPONSE,
@@ -242,7 +241,7 @@ class ResponseTests(SynchronousTestCase):
         connection.tunnel.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
         [failure] = connection.established
         failure.trap(TunnelConnectError)
-        self.assertIn("not HTTP", str(failure.value))
+        self.assertIn("not a valid HTTP response", str(failure.value))
         self.assertTrue(connection.transport.disconnecting)
 
     def test_headTooLong(self) -> None:
@@ -252,21 +251,7 @@ class ResponseTests(SynchronousTestCase):
         connection.tunnel.dataReceived(b"X: " + b"y" * 16 * 1024)
         [failure] = connection.established
         failure.trap(TunnelConnectError)
-        self.assertIn("over 16384 bytes", str(failure.value))
-
-    def test_parseResponseHead(self) -> None:
-        """
-        L{parseResponseHead} finds the first empty line, whatever the line
-        ends, and reads the status, reason and Content-Length.
-        """
-        head, rest = parseResponseHead(
-            b"HTTP/1.1 403 Forbidden\nContent-Length: 5\r\n\nbody!"
-        )
-        self.assertEqual((head.status, head.reason, head.contentLength), (403, "Forbidden", 5))
-        self.assertEqual(rest, b"body!")
-        self.assertIsNone(parseResponseHead(b"HTTP/1.1 200 OK\r\n"))
-        head, rest = parseResponseHead(b"HTTP/1.0 200\n\n\x00")
-        self.assertEqual((head.status, head.reason, rest), (200, "", b"\x00"))
+        self.assertIn("longer than 16384 bytes", str(failure.value))
 
 
 class HandshakeTests(SynchronousTestCase):

@@ -12,15 +12,14 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-import tunnel.client.connect as connectModule
-from tunnel.client import LocalRoutes, TunnelConnectError
-from tunnel.client.connect import MAX_RESPONSE_HEAD, ResponseHeadReader
+from tunnel.client import LocalRoutes
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS, badGateway, serviceUnavailable
+from tunnel.core.control import TransportProtocol
 from tunnel.options import ClientOptions
-from tunnel.protocol import TransportProtocol
 from tunnel.sparselog import SparseCounter, isSparseCount
 from tunnel.test.test_client_support import World
 from tunnel.test.test_client_tunnel import Responder, connect
+from tunnel.test.test_core_http import SearchCounting
 
 HTTP = TransportProtocol.HTTP
 TCP = TransportProtocol.TCP
@@ -255,68 +254,11 @@ class LocalConnectionLimitTests(SynchronousTestCase):
             self.assertIn(argv[0], str(error))
 
 
-class _CountingPattern:
-    """Wraps a compiled pattern, counting the bytes its searches cover."""
-
-    def __init__(self, pattern: Any) -> None:
-        self.pattern = pattern
-        self.scanned = 0
-        self.searches = 0
-
-    def search(self, data: Any, pos: int = 0, endpos: int | None = None) -> Any:
-        end = len(data) if endpos is None else min(endpos, len(data))
-        self.searches += 1
-        self.scanned += max(0, end - pos)
-        return self.pattern.search(data, pos, end)
-
-
-class LinearReaderTests(SynchronousTestCase):
-    """The client's readers do work in proportion to their input."""
-
-    def countSearches(self) -> _CountingPattern:
-        counting = _CountingPattern(connectModule._HEAD_END)
-        self.patch(connectModule, "_HEAD_END", counting)
-        return counting
-
-    def test_headByteByByteIsLinear(self) -> None:
-        """
-        A response head of almost L{MAX_RESPONSE_HEAD} bytes, sent one byte
-        per read, is searched for its end over fewer than 4 bytes per byte
-        (a reader that searched its whole buffer on each read would cover
-        about 130 million).
-        """
-        counting = self.countSearches()
-        head = b"HTTP/1.1 200 OK\r\n" + b"X: " + b"y" * (MAX_RESPONSE_HEAD - 40) + b"\r\n\r\n"
-        reader = ResponseHeadReader()
-        results = [reader.feed(head[i : i + 1]) for i in range(len(head))]
-        self.assertEqual(results[:-1], [None] * (len(head) - 1))
-        parsed, rest = results[-1]
-        self.assertEqual((parsed.status, rest), (200, b""))
-        self.assertEqual(counting.searches, len(head))
-        self.assertLess(counting.scanned, 4 * len(head))
-
-    def test_overlongHeadByteByByte(self) -> None:
-        """An endless head sent a byte at a time is refused past the bound, linearly."""
-        counting = self.countSearches()
-        reader = ResponseHeadReader()
-        with self.assertRaises(TunnelConnectError):
-            for _ in range(MAX_RESPONSE_HEAD + 10):
-                reader.feed(b"x")
-        self.assertLess(counting.scanned, 4 * MAX_RESPONSE_HEAD)
-
-    def test_headSplitAnywhere(self) -> None:
-        """The end of the head is found however it is split."""
-        response = b"HTTP/1.1 403 No\r\nContent-Length: 2\r\n\r\nno"
-        for size in (1, 2, 3, 5):
-            reader = ResponseHeadReader()
-            parsed = None
-            for i in range(0, len(response), size):
-                parsed = parsed or reader.feed(response[i : i + size])
-            head, rest = parsed
-            self.assertEqual((head.status, head.contentLength), (403, 2), size)
-        bare = ResponseHeadReader()
-        self.assertIsNone(bare.feed(b"HTTP/1.0 200\n"))
-        self.assertEqual(bare.feed(b"\nrest")[1], b"rest")
+class LinearReaderTests(SearchCounting):
+    """
+    The client's readers do work in proportion to their input (the head
+    reader itself is tested in L{tunnel.test.test_core_http}).
+    """
 
     def test_connectAnswerByteByByteIsLinear(self) -> None:
         """
@@ -325,9 +267,9 @@ class LinearReaderTests(SynchronousTestCase):
         """
         from tunnel.test.test_client_connect import Connection
 
-        counting = self.countSearches()
-        connection = Connection()
         answer = b"HTTP/1.1 200 Connected\r\n" + b"X: " + b"y" * 8000 + b"\r\n\r\n"
+        counting, _ = self.countSearches(4 * len(answer))
+        connection = Connection()
         for i in range(len(answer)):
             connection.tunnel.dataReceived(answer[i : i + 1])
         self.assertIsNotNone(connection.tunnel.session)
@@ -395,12 +337,12 @@ class LinearControlReaderTests(SynchronousTestCase):
         200 control messages sent a byte per read cost the control stream
         under 8 byte operations per byte, and all come out.
         """
-        import tunnel.protocol
+        import tunnel.core.control
         from tunnel.client.control import ControlStream
-        from tunnel.protocol import HANDSHAKE_RESPONSE, ControlMessage
+        from tunnel.core.control import HANDSHAKE_RESPONSE, ControlMessage
         from twisted.internet.testing import StringTransport
 
-        work, countingBytes = self.countIn(tunnel.protocol)
+        work, countingBytes = self.countIn(tunnel.core.control)
         received: list[ControlMessage] = []
         control = ControlStream(received.append)
         control.makeConnection(StringTransport())
@@ -421,7 +363,7 @@ class LinearControlReaderTests(SynchronousTestCase):
         """
         import tunnel.client.control as controlModule
         from tunnel.client.control import MAX_ANNOUNCEMENT, AnnouncedStream
-        from tunnel.protocol import ControlMessage
+        from tunnel.core.control import ControlMessage
         from twisted.internet.protocol import Protocol
         from twisted.internet.testing import StringTransport
 

@@ -12,7 +12,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.client import ClientState, TunnelClientService
-from tunnel.protocol import CONNECTED_RESPONSE, TransportProtocol
+from tunnel.core.control import CONNECTED_RESPONSE, TransportProtocol
 from tunnel.test.test_client_support import IDENTIFIER, REFUSAL, World
 from tunnel.test.test_client_tunnel import Responder
 from tunnel.test.test_mux import deferredResult

@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from tunnel.client import LocalRoutes, PortRanges, TunnelEndpoint, TunnelSettings
 from tunnel.mux import YamuxProtocol
-from tunnel.protocol import (
+from tunnel.core.control import (
     CONNECTED_RESPONSE,
     HANDSHAKE_REQUEST,
     HANDSHAKE_RESPONSE,

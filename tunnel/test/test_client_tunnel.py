@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.client import LocalRoutes, TunnelClientProtocol, TunnelRefusedError
 from tunnel.client.local import serviceUnavailable
-from tunnel.protocol import HANDSHAKE_REQUEST, IDENTIFIER_HEADER, TransportProtocol
+from tunnel.core.control import HANDSHAKE_REQUEST, IDENTIFIER_HEADER, TransportProtocol
 from tunnel.test.test_client_support import IDENTIFIER, REFUSAL, World
 from tunnel.test.test_mux import Recorder, deferredResult
 
@@ -148,8 +148,9 @@ class ForwardingTests(SynchronousTestCase):
             stream.data,
             b"HTTP/1.1 503 Service Unavailable\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Connection: close\r\n"
+            b"X-Content-Type-Options: nosniff\r\n"
             b"Content-Length: 42\r\n"
+            b"Connection: close\r\n"
             b"\r\n"
             b"tunnel: no local server at 127.0.0.1:3000\n",
         )

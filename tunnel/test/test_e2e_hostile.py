@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
 
-from tunnel.protocol import ControlMessage, TransportProtocol, redactIdentifier
+from tunnel.core.control import ControlMessage, TransportProtocol, redactIdentifier
 from tunnel.test.hostile import (
     HUGE_WINDOW_DELTA,
     HostileServerFactory,

@@ -21,7 +21,7 @@ from twisted.web.client import HTTPConnectionPool, ResponseFailed
 
 from tunnel.hostsfile import writeHostsFile
 from tunnel.mux import YamuxProtocol
-from tunnel.protocol import CONTROL_PATH, HANDSHAKE_REQUEST, IDENTIFIER_HEADER
+from tunnel.core.control import CONTROL_PATH, HANDSHAKE_REQUEST, IDENTIFIER_HEADER
 from tunnel.test.gopeer import buildGoPeer, goAvailable, spawnGoPeer
 from tunnel.test.twistdprocess import TwistdProcess, spawnTwistd
 

@@ -10,7 +10,7 @@ import stat
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.hostsfile import HostsFileError, readHostsFile, writeHostsFile
-from tunnel.protocol import normaliseHost
+from tunnel.core.http import normaliseHost
 
 
 class HostsFileTests(SynchronousTestCase):

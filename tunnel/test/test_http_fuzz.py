@@ -1,6 +1,6 @@
 """
 Fuzzing of the server's HTTP layers: the parser of the local service's
-responses (L{tunnel.server.response.ResponseParser}), and the public request
+responses (L{tunnel.core.http.ResponseParser}), and the public request
 path (a L{tunnel.server.site.TunnelSite} serving public connections, with a
 tunnel client connected in memory whose streams reach a scripted local
 service).
@@ -68,9 +68,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tunnel.mux import StreamOpenTimeoutError
-from tunnel.protocol import CONTROL_PATH, ControlMessage
-from tunnel.server.response import (
+from tunnel.core.control import CONTROL_PATH, ControlMessage
+from tunnel.core.http import (
     MAX_HEAD_BYTES,
     MAX_LINE_BYTES,
     IResponseReceiver,
@@ -78,6 +77,7 @@ from tunnel.server.response import (
     ResponseHead,
     ResponseParser,
 )
+from tunnel.mux import StreamOpenTimeoutError
 from tunnel.test import httpstrategies as hs
 from tunnel.test.serversupport import PUBLIC_PEER, SERVER_HOST, Harness
 from tunnel.test.test_yamux_fuzz import FuzzFailure, check, exampleCount, fuzzSettings

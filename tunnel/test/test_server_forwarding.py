@@ -14,7 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tunnel.mux import StreamResetError
-from tunnel.protocol import ControlMessage, TransportProtocol
+from tunnel.core.control import ControlMessage, TransportProtocol
 from tunnel.test.serversupport import Harness, RawLocal, RawPublic
 
 IDENTIFIER = b"forwarding-identifier"

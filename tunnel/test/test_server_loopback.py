@@ -20,7 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-from tunnel.protocol import ControlMessage, TransportProtocol
+from tunnel.core.control import ControlMessage, TransportProtocol
 from tunnel.server import TunnelServer
 from tunnel.test.streams import EchoStream
 from tunnel.test.serversupport import (

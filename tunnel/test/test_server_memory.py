@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IProtocol
 from twisted.web.resource import Resource
 
 from tunnel.mux import YamuxProtocol
-from tunnel.protocol import (
+from tunnel.core.control import (
     CONTROL_PATH,
     FEATURES_HEADER,
     HANDSHAKE_REQUEST,

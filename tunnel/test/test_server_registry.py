@@ -1,6 +1,6 @@
 """
-Tests for L{tunnel.server.registry}: host parsing, routing and identifier
-lookups.
+Tests for L{tunnel.server.registry}: routing and identifier lookups (the
+Host grammar itself is tested in L{tunnel.test.test_core_http}).
 """
 
 from __future__ import annotations
@@ -9,29 +9,7 @@ import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.server.events import HostStatus
-from tunnel.server.registry import Registry, parseHost
-
-
-class ParseHostTests(SynchronousTestCase):
-    """L{parseHost} gives the names to try, most specific first, and the port."""
-
-    def test_hostAndPort(self) -> None:
-        """C{host:port} is tried first, then C{host}; all lower-cased."""
-        self.assertEqual(parseHost(b"App.Example:8080"), (["app.example:8080", "app.example"], 8080))
-
-    def test_hostAlone(self) -> None:
-        """A Host without a port has port 0."""
-        self.assertEqual(parseHost(b"APP.example"), (["app.example"], 0))
-
-    def test_ipv6Literal(self) -> None:
-        """Bracketed IPv6 literals keep their brackets, with or without port."""
-        self.assertEqual(parseHost(b"[::1]:81"), (["[::1]:81", "[::1]"], 81))
-        self.assertEqual(parseHost(b"[::1]"), (["[::1]"], 0))
-
-    def test_invalidPortIsZero(self) -> None:
-        """A port that is not a number below 65536 is sent as 0."""
-        self.assertEqual(parseHost(b"a:http"), (["a:http", "a"], 0))
-        self.assertEqual(parseHost(b"a:70000"), (["a:70000", "a"], 0))
+from tunnel.server.registry import Registry
 
 
 class RegistryTests(SynchronousTestCase):
@@ -51,6 +29,15 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(self.registry.route(b"app.example:9000").host, "app.example")
         self.assertIsNone(self.registry.route(b"other.example"))
         self.assertIsNone(self.registry.route(b""))
+
+    def test_malformedHostRoutesNowhere(self) -> None:
+        """
+        A Host header outside the grammar (a port that is not a number, one
+        over 65535) leads nowhere, not to the host before the colon.
+        """
+        self.registry.addHost("app.example", b"first")
+        self.assertIsNone(self.registry.route(b"app.example:http"))
+        self.assertIsNone(self.registry.route(b"app.example:70000"))
 
     def test_routePortIsOneTheOperatorExposed(self) -> None:
         """

@@ -15,7 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tunnel.mux import SessionEndedError
-from tunnel.protocol import (
+from tunnel.core.control import (
     CONNECTED_RESPONSE,
     CONNECTED_WITH_SERVER_STREAMS,
     HANDSHAKE_REQUEST,

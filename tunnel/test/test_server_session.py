@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tunnel.mux import SessionEndedError, StreamRefusedError, StreamResetError, YamuxProtocol
-from tunnel.protocol import (
+from tunnel.core.control import (
     HANDSHAKE_REQUEST,
     MAX_CONTROL_LINE,
     ControlMessage,

@@ -13,7 +13,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from tunnel.protocol import ControlMessage, TransportProtocol
+from tunnel.core.control import ControlMessage, TransportProtocol
 from tunnel.test.serversupport import PUBLIC_PEER, Harness, RawLocal, RawPublic
 
 IDENTIFIER = b"tcp-identifier"

@@ -1,6 +1,7 @@
 """
-The tunnel's wire protocol above yamux: the control path, the handshake on
-the control stream, and the JSON control messages.
+The tunnel's control protocol above yamux, sans I/O: the control request
+that turns a connection into a tunnel session, the handshake on the control
+stream, and the JSON control messages.
 
 See C{doc/protocol.rst} for the protocol in words.
 """
@@ -50,32 +51,25 @@ HANDSHAKE_RESPONSE = b"controlOk"
 MAX_CONTROL_LINE = 64 * 1024
 
 
+def connectRequest(identifier: str, host: str, features: bytes = b"") -> bytes:
+    """
+    The control request that asks the server for a tunnel session,
+    offering the protocol extensions C{features} (comma-separated) if any.
+    """
+    offer = b"%s: %s\r\n" % (FEATURES_HEADER, features) if features else b""
+    return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s: %s\r\n%s\r\n" % (
+        CONTROL_PATH,
+        host.encode("ascii"),
+        IDENTIFIER_HEADER,
+        identifier.encode("ascii"),
+        offer,
+    )
+
+
 # A control message exactly as the Go encoder writes it.
 _GO_ENCODED = re.compile(
     rb'\{"action":([0-9]{1,5}),"transportProtocol":([0-9]{1,5}),"localPort":([0-9]{1,5})\}'
 )
-
-# A DNS name (or a bracketed IPv6 literal) and an optional port.
-_VIRTUAL_HOST = re.compile(
-    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
-    r"|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?"
-)
-
-
-def normaliseHost(host: str) -> str:
-    """
-    The canonical form of a virtual host name: C{NAME} or C{NAME:PORT},
-    lower-cased, as it is registered and matched.
-
-    @raise ValueError: if it is not a DNS name or bracketed IPv6 address
-        with an optional port.
-    """
-    name = host.strip().lower()
-    match = _VIRTUAL_HOST.fullmatch(name)
-    if match is None or (match.group(1) and int(match.group(1)) > 0xFFFF):
-        raise ValueError(f"{host!r} is not a host name (HOST or HOST:PORT)")
-    return name
-
 
 class Action(enum.IntEnum):
     """What a control message asks for."""
@@ -185,6 +179,43 @@ class ControlLineReader:
                 f"control message longer than {self.maxLine} bytes"
             )
         return [ControlMessage.decode(line) for line in lines if line.strip()]
+
+
+class HandshakeReader:
+    """
+    Checks the handshake one end of the control stream expects from the
+    other (L{HANDSHAKE_REQUEST} on the server, L{HANDSHAKE_RESPONSE} on the
+    client), however it is split.
+
+    @ivar expected: the handshake.
+    @ivar complete: whether all of it arrived.
+    """
+
+    def __init__(self, expected: bytes) -> None:
+        self.expected = expected
+        self.complete = False
+        self._received = b""
+
+    def feed(self, data: bytes) -> bytes | None:
+        """
+        Take the next bytes of the control stream.
+
+        @return: once the handshake is complete, the bytes that followed it
+            (the first control messages; perhaps none); before, L{None}.
+        @raise ControlProtocolError: if the bytes are not the handshake.
+        """
+        if self.complete:
+            return data
+        self._received += data
+        size = len(self.expected)
+        received = self._received[:size]
+        if not self.expected.startswith(received):
+            raise ControlProtocolError(f"bad handshake {received!r}")
+        if len(received) < size:
+            return None
+        rest, self._received = self._received[size:], b""
+        self.complete = True
+        return rest
 
 
 def redactIdentifier(identifier: str | bytes) -> str:

@@ -1,16 +1,21 @@
 """
-Tests for L{tunnel.protocol}: control messages and their framing.
+Tests for L{tunnel.core.control}: control messages, their framing and the handshake.
 """
 
+import os
+import subprocess
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnel.protocol import (
+import tunnel
+from tunnel.core.control import (
     ControlLineReader,
     ControlMessage,
     ControlProtocolError,
     TransportProtocol,
-    normaliseHost,
+    HANDSHAKE_REQUEST,
+    HandshakeReader,
     redactIdentifier,
 )
 
@@ -113,26 +118,45 @@ class RedactIdentifierTests(SynchronousTestCase):
         self.assertEqual(redactIdentifier(b"abc"), "…")
 
 
-class NormaliseHostTests(SynchronousTestCase):
-    """Virtual host names, as registered and matched."""
+class HandshakeReaderTests(SynchronousTestCase):
+    """The handshake check, however the bytes are split."""
 
-    def test_canonicalForm(self) -> None:
-        """Names and IPv6 literals are lower-cased; a port is kept."""
-        self.assertEqual(normaliseHost(" Demo.Example.COM:8080 "), "demo.example.com:8080")
-        self.assertEqual(normaliseHost("[::1]:8080"), "[::1]:8080")
-        self.assertEqual(normaliseHost("127.0.0.1"), "127.0.0.1")
+    def test_splitHandshakeThenMessages(self) -> None:
+        """
+        A handshake split anywhere completes once all of it came; the bytes
+        after it are handed back.
+        """
+        for cut in range(1, len(HANDSHAKE_REQUEST)):
+            reader = HandshakeReader(HANDSHAKE_REQUEST)
+            self.assertIsNone(reader.feed(HANDSHAKE_REQUEST[:cut]))
+            self.assertFalse(reader.complete)
+            self.assertEqual(reader.feed(HANDSHAKE_REQUEST[cut:] + b"{}\n"), b"{}\n")
+            self.assertTrue(reader.complete)
+            self.assertEqual(reader.feed(b"more"), b"more")
 
-    def test_notHostNames(self) -> None:
-        """What is not a DNS name or bracketed IPv6 literal is refused."""
-        for bad in ("", "a b", "-x.example", "x-.example", "a..b", "x.example:port",
-                    "a/b", "a=b", "x.example:65536", "::1"):
-            self.assertRaises(ValueError, normaliseHost, bad)
+    def test_wrongBytesRefusedAtOnce(self) -> None:
+        """A byte that cannot begin the handshake is refused without waiting for more."""
+        reader = HandshakeReader(HANDSHAKE_REQUEST)
+        self.assertRaises(ControlProtocolError, reader.feed, b"GET / HTTP/1.1")
 
-    def test_serverRefusesBadHostNames(self) -> None:
-        """The embedding API applies the same rule as the command line."""
-        from tunnel.server import TunnelServer
 
-        server = TunnelServer()
-        self.assertRaises(ValueError, server.addHost, "bad host", "identifier")
-        server.addHost("Good.Example", "identifier")
-        self.assertEqual([h.host for h in server.hosts()], ["good.example"])
+class NoInputOutputTests(SynchronousTestCase):
+    """The cores import no framework: they can be driven by any event loop."""
+
+    def test_coresImportNoTwisted(self) -> None:
+        """
+        Importing L{tunnel.core} and L{tunnel.yamux} in a fresh interpreter
+        loads no module of Twisted.
+        """
+        script = (
+            "import sys, tunnel.core.http, tunnel.core.control, tunnel.yamux\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))\n"
+        )
+        loaded = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            check=True,
+            cwd=os.path.dirname(os.path.dirname(tunnel.__file__)),
+            text=True,
+        ).stdout
+        self.assertEqual(loaded.strip(), "[]")

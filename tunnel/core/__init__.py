@@ -1,0 +1,17 @@
+"""
+The tunnel protocol without I/O: no Twisted import, no clock, no sockets.
+
+Like L{tunnel.yamux}, everything here takes bytes and gives back parsed
+values, events or bytes to send, so that it can be tested with plain calls
+and driven by any framework:
+
+  - L{tunnel.core.http}: the one HTTP/1.1 grammar of the project: heads
+    (status lines, request lines, header fields, token lists, the Host
+    grammar), the response and request parsers with their body framing,
+    chunked encoding, and the short plain-text error responses;
+  - L{tunnel.core.control}: the control protocol above yamux: the control
+    request, the handshake on the control stream, and the JSON control
+    messages.
+
+The Twisted adapters live in L{tunnel.server} and L{tunnel.client}.
+"""
