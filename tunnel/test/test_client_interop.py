@@ -226,6 +226,24 @@ class GoServerTests(TestCase):
         self.assertEqual(response.headers.getRawHeaders("X-Seen-Host"), [HOST])
 
     @defer.inlineCallbacks
+    def test_concurrentRequestsGetTheirOwnAnswers(self) -> Any:
+        """
+        Fifty requests in flight at once through the Go server's pipelined
+        pairing each get the answer to their own request, not a neighbour's.
+        """
+        yield self.connectedClient()
+        sizes = [1000 + i for i in range(50)]
+
+        @defer.inlineCallbacks
+        def fetch(size: int) -> Any:
+            response = yield self.get(f"/bytes?n={size}")
+            body = yield response.content()
+            return hashlib.sha256(body).hexdigest()
+
+        digests = yield defer.gatherResults([fetch(size) for size in sizes])
+        self.assertEqual(digests, [originPatternDigest(size) for size in sizes])
+
+    @defer.inlineCallbacks
     def test_download(self) -> Any:
         """A 50 MiB response arrives whole."""
         yield self.connectedClient()

@@ -108,14 +108,22 @@ func pipe(a, b io.ReadWriter) {
 	wg.Add(2)
 	cp := func(dst, src io.ReadWriter) {
 		defer wg.Done()
-		buf := make([]byte, 64<<10)
-		io.CopyBuffer(onlyWriter{dst}, readerOf(src), buf)
+		bp := copyBufs.Get().(*[]byte)
+		io.CopyBuffer(onlyWriter{dst}, readerOf(src), *bp)
+		copyBufs.Put(bp)
 		shutWrite(dst)
 	}
 	go cp(a, b)
 	go cp(b, a)
 	wg.Wait()
 }
+
+// copyBufs holds copy buffers (32 KiB, the size io.Copy uses), so a
+// short-lived stream does not allocate fresh ones.
+var copyBufs = sync.Pool{New: func() interface{} {
+	b := make([]byte, 32<<10)
+	return &b
+}}
 
 // onlyWriter / onlyReader hide ReaderFrom / WriterTo so io.CopyBuffer uses
 // our buffer and writes each chunk as soon as it is read.

@@ -21,20 +21,32 @@ const streamAcceptTimeout = 10 * time.Second
 var errNoStream = errors.New("timed out waiting for the client to open a stream")
 
 // tunnelClient is one connected client session.
+//
+// Pairing is pipelined and FIFO, like the deployed Go server (which sends
+// the control message and then takes whichever stream yamux accepts next;
+// nothing is held while waiting). openTunnel appends a waiter to the queue
+// and writes the control message under sendMu, so the queue order is the
+// message order, then waits without holding any lock. The accept loop hands
+// each accepted stream to the oldest waiter. A waiter that gave up
+// (timeout, session end) stays in the queue marked abandoned, so the stream
+// the client opens for it later is closed on arrival instead of being
+// handed to the next request. The accept loop only ever takes queueMu,
+// which is never held across I/O, so a control write blocked on a full
+// window cannot stall stream acceptance.
 type tunnelClient struct {
 	identifier string
 	session    *yamux.Session
 	control    *yamux.Stream
 
-	// pairMu serialises "send control message" + "accept stream" so that
-	// streams are matched to requests in order.
-	pairMu sync.Mutex
+	sendMu  sync.Mutex      // serialises "enqueue waiter + write control message"
+	queueMu sync.Mutex      // guards queue and streamWaiter.abandoned
+	queue   []*streamWaiter // oldest first
+}
 
-	// streams delivers accepted streams; owed counts streams that belong to
-	// requests that already gave up waiting (they are closed on arrival).
-	streams chan *yamux.Stream
-	owedMu  sync.Mutex
-	owed    int
+// streamWaiter is one request waiting for its stream.
+type streamWaiter struct {
+	ch        chan *yamux.Stream // buffered (1); receives at most one stream
+	abandoned bool               // guarded by tunnelClient.queueMu
 }
 
 // acceptLoop is the only caller of AcceptStream after the handshake.
@@ -44,49 +56,80 @@ func (c *tunnelClient) acceptLoop() {
 		if err != nil {
 			return
 		}
-		c.owedMu.Lock()
-		if c.owed > 0 {
-			c.owed--
-			c.owedMu.Unlock()
+		c.queueMu.Lock()
+		if len(c.queue) == 0 {
+			c.queueMu.Unlock()
+			// Nobody asked for it: refuse.
 			st.Close()
 			continue
 		}
-		select {
-		case c.streams <- st:
-		default:
-			// Nobody asked for it and the buffer is full: refuse.
+		w := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		abandoned := w.abandoned
+		if !abandoned {
+			w.ch <- st // never blocks: buffered, and one send per waiter
+		}
+		c.queueMu.Unlock()
+		if abandoned {
+			// Owed to a request that already gave up.
 			st.Close()
 		}
-		c.owedMu.Unlock()
+	}
+}
+
+// abandon marks w as given up. If its stream was delivered in the meantime
+// it is returned (deliveries happen under queueMu, so after this either the
+// caller holds the stream or the accept loop will close it on arrival).
+func (c *tunnelClient) abandon(w *streamWaiter) *yamux.Stream {
+	c.queueMu.Lock()
+	defer c.queueMu.Unlock()
+	select {
+	case st := <-w.ch:
+		return st
+	default:
+		w.abandoned = true
+		return nil
 	}
 }
 
 // openTunnel sends one control message and waits for the matching stream.
 func (c *tunnelClient) openTunnel(protocol, localPort int) (*yamux.Stream, error) {
-	c.pairMu.Lock()
-	defer c.pairMu.Unlock()
 	msg, _ := json.Marshal(controlMsg{Action: actionRequestClientSession, Protocol: protocol, LocalPort: localPort})
 	msg = append(msg, '\n')
-	if _, err := c.control.Write(msg); err != nil {
+	w := &streamWaiter{ch: make(chan *yamux.Stream, 1)}
+
+	c.sendMu.Lock()
+	c.queueMu.Lock()
+	c.queue = append(c.queue, w)
+	c.queueMu.Unlock()
+	_, err := c.control.Write(msg)
+	c.sendMu.Unlock()
+	if err != nil {
+		// The control stream is unusable (possibly half a message went
+		// out), so the pairing cannot be trusted any more: end the session.
+		if st := c.abandon(w); st != nil {
+			st.Close()
+		}
+		c.session.Close()
 		return nil, err
 	}
+
 	timer := time.NewTimer(streamAcceptTimeout)
 	defer timer.Stop()
 	select {
-	case st := <-c.streams:
+	case st := <-w.ch:
 		return st, nil
 	case <-c.session.CloseChan():
+		if st := c.abandon(w); st != nil {
+			st.Close()
+		}
 		return nil, yamux.ErrSessionShutdown
 	case <-timer.C:
-		c.owedMu.Lock()
-		defer c.owedMu.Unlock()
-		select {
-		case st := <-c.streams: // arrived just now
-			return st, nil
-		default:
-			c.owed++
-			return nil, errNoStream
+		if st := c.abandon(w); st != nil {
+			return st, nil // arrived just now
 		}
+		return nil, errNoStream
 	}
 }
 
@@ -218,7 +261,6 @@ func (s *tunnelServer) runSession(id string, conn net.Conn) {
 		identifier: id,
 		session:    sess,
 		control:    control,
-		streams:    make(chan *yamux.Stream, 256),
 	}
 	s.mu.Lock()
 	old := s.clients[id]
@@ -328,21 +370,31 @@ func (s *tunnelServer) handlePublic(w http.ResponseWriter, r *http.Request) {
 
 func (s *tunnelServer) proxyHTTP(w http.ResponseWriter, r *http.Request, st *yamux.Stream) {
 	defer st.Close()
-	// Write the request concurrently with reading the response, so an
-	// origin that answers while the body is still arriving does not deadlock.
-	writeDone := make(chan error, 1)
-	go func() {
-		writeDone <- r.Write(st)
-	}()
-	finishWrite := func() {
-		select {
-		case <-writeDone:
-		default:
-			st.SetWriteDeadline(time.Now()) // unblock a writer stuck on the window
-			<-writeDone
+	finishWrite := func() {}
+	if r.ContentLength == 0 && (r.Body == nil || r.Body == http.NoBody) {
+		// No body: write the request inline, as the deployed Go server does.
+		if err := r.Write(st); err != nil {
+			http.Error(w, "tunnel error: "+err.Error(), http.StatusBadGateway)
+			return
+		}
+	} else {
+		// Write the request concurrently with reading the response, so an
+		// origin that answers while the body is still arriving does not
+		// deadlock.
+		writeDone := make(chan error, 1)
+		go func() {
+			writeDone <- r.Write(st)
+		}()
+		finishWrite = func() {
+			select {
+			case <-writeDone:
+			default:
+				st.SetWriteDeadline(time.Now()) // unblock a writer stuck on the window
+				<-writeDone
+			}
 		}
 	}
-	br := bufio.NewReaderSize(st, 64<<10)
+	br := bufio.NewReader(st)
 	var resp *http.Response
 	var err error
 	for {
@@ -372,23 +424,32 @@ func (s *tunnelServer) proxyHTTP(w http.ResponseWriter, r *http.Request, st *yam
 	}
 	w.WriteHeader(resp.StatusCode)
 	fl, _ := w.(http.Flusher)
-	if fl != nil {
-		fl.Flush()
-	}
-	buf := make([]byte, 64<<10)
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				break
-			}
-			if fl != nil {
+	if resp.ContentLength >= 0 || fl == nil {
+		// Known length: a plain copy, as the deployed Go server does
+		// (net/http sends the head with the first bytes of the body).
+		io.Copy(w, resp.Body)
+	} else {
+		// Streamed (chunked or close-delimited): push out what we have
+		// whenever the next read would wait for the tunnel, so the response
+		// arrives as it is produced, without a flush per read when more
+		// data is already buffered.
+		bp := copyBufs.Get().(*[]byte)
+		buf := *bp
+		for {
+			if br.Buffered() == 0 {
 				fl.Flush()
 			}
+			n, rerr := resp.Body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if rerr != nil {
+				break
+			}
 		}
-		if rerr != nil {
-			break
-		}
+		copyBufs.Put(bp)
 	}
 	finishWrite()
 }
