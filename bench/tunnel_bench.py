@@ -46,6 +46,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from xml.sax.saxutils import escape
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -55,6 +56,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS_DIR = os.path.join(HERE, "results")
 DOC = os.path.join(ROOT, "doc", "benchmarks.rst")
+CHART = os.path.join(ROOT, "doc", "benchmarks-tunnel.svg")
+"""The requests/s chart, next to the document that includes it."""
 sys.path.insert(0, ROOT)
 
 from tunnel.test.gopeer import buildGoPeer, goAvailable  # noqa: E402
@@ -745,6 +748,106 @@ def rstTable(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([rule, line(header), rule, *map(line, rows), rule])
 
 
+# -- the chart ----------------------------------------------------------------------
+
+
+CHART_SERIES = (("ours", "ours", "#3465a4"), ("go", "Go", "#f57900"))
+"""The bars of each group: target, legend text, colour."""
+
+
+def _niceStep(top: float, ticks: int = 5) -> float:
+    """A round tick step (1, 2 or 5 times a power of ten) for an axis up to C{top}."""
+    rough = top / ticks
+    magnitude = 10 ** len(str(int(rough))) / 10 if rough >= 1 else 1.0
+    for factor in (1, 2, 5, 10):
+        if magnitude * factor >= rough:
+            return magnitude * factor
+    return magnitude * 10
+
+
+def chartSvg(summary: list[dict[str, Any]], subtitle: str = "") -> str:
+    """
+    A grouped bar chart, as a standalone SVG document, of the GET /
+    requests/s in C{summary} (as L{summarize} returns it): one group per
+    connection count, one bar per tunnel, each bar labelled with its value.
+    """
+    wanted = {f"GET / {c} conn: req/s": c for c in CONNECTION_COUNTS}
+    values = {wanted[line["label"]]: line["values"] for line in summary
+              if line["label"] in wanted}
+    width, height = 560, 340
+    left, right, top, bottom = 72, 16, 52, 58
+    plotWidth, plotHeight = width - left - right, height - top - bottom
+    bars = [line.get(target) for line in values.values() for target, _, _ in CHART_SERIES]
+    highest = max([v for v in bars if v is not None] or [1.0])
+    step = _niceStep(highest * 1.1)
+    axisTop = step * max(1, -(-highest * 1.1 // step))
+
+    def y(value: float) -> float:
+        return top + plotHeight * (1 - value / axisTop)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
+           f'<text x="{width / 2:g}" y="20" text-anchor="middle" font-size="15" '
+           f'font-weight="bold">GET / through the tunnel: requests/s</text>']
+    if subtitle:
+        out.append(f'<text x="{width / 2:g}" y="38" text-anchor="middle" fill="#555555">'
+                   f'{escape(subtitle)}</text>')
+    tick = 0.0
+    while tick <= axisTop + step / 1000:
+        ty = y(tick)
+        out.append(f'<line x1="{left}" y1="{ty:.1f}" x2="{left + plotWidth}" y2="{ty:.1f}" '
+                   f'stroke="#dddddd"/>')
+        out.append(f'<text x="{left - 6}" y="{ty + 4:.1f}" text-anchor="end">{tick:,.0f}</text>')
+        tick += step
+    groupWidth = plotWidth / len(CONNECTION_COUNTS)
+    barWidth = groupWidth * 0.32
+    for index, count in enumerate(CONNECTION_COUNTS):
+        groupLeft = left + index * groupWidth
+        firstBar = groupLeft + (groupWidth - barWidth * len(CHART_SERIES)) / 2
+        for position, (target, _, colour) in enumerate(CHART_SERIES):
+            value = values.get(count, {}).get(target)
+            x = firstBar + position * barWidth
+            if value is None:
+                out.append(f'<text x="{x + barWidth / 2:.1f}" y="{y(0) - 4:.1f}" '
+                           f'text-anchor="middle">-</text>')
+                continue
+            out.append(f'<rect x="{x + 1:.1f}" y="{y(value):.1f}" width="{barWidth - 2:.1f}" '
+                       f'height="{y(0) - y(value):.1f}" fill="{colour}"/>')
+            out.append(f'<text x="{x + barWidth / 2:.1f}" y="{y(value) - 4:.1f}" '
+                       f'text-anchor="middle">{value:,.0f}</text>')
+        out.append(f'<text x="{groupLeft + groupWidth / 2:.1f}" y="{top + plotHeight + 18}" '
+                   f'text-anchor="middle">{count}</text>')
+    out.append(f'<line x1="{left}" y1="{top + plotHeight}" x2="{left + plotWidth}" '
+               f'y2="{top + plotHeight}" stroke="#000000"/>')
+    out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plotHeight}" '
+               f'stroke="#000000"/>')
+    out.append(f'<text x="{left + plotWidth / 2:g}" y="{height - 14}" text-anchor="middle">'
+               f'keep-alive connections (wrk)</text>')
+    out.append(f'<text x="16" y="{top + plotHeight / 2:g}" text-anchor="middle" '
+               f'transform="rotate(-90 16 {top + plotHeight / 2:g})">requests/s</text>')
+    legendX = left + plotWidth - 150
+    for position, (_, name, colour) in enumerate(CHART_SERIES):
+        lx = legendX + position * 75
+        out.append(f'<rect x="{lx}" y="{top - 6}" width="12" height="12" fill="{colour}"/>')
+        out.append(f'<text x="{lx + 17}" y="{top + 4}">{escape(name)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def chartSubtitle(report: dict[str, Any]) -> str:
+    """The chart's second line: the medians' rounds and the measurement date."""
+    rounds = report["settings"]["rounds"]
+    return (f"median of {rounds} round{'s' if rounds > 1 else ''}, "
+            f"{report['machine']['date'][:10]}, {report['machine']['cores']} cores")
+
+
+def writeChart(summary: list[dict[str, Any]], subtitle: str = "", path: str = CHART) -> None:
+    """Write the requests/s chart of C{summary} to C{path}."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(chartSvg(summary, subtitle))
+
+
 # -- the documentation --------------------------------------------------------------
 
 
@@ -821,7 +924,10 @@ def docSection(report: dict[str, Any], header: list[str], rows: list[list[str]])
         f"{report['wall_seconds']:.0f} s.", width=76)
     heading = "Tunnel benchmark results"
     results = f"{heading}\n{'~' * len(heading)}\n\n{measured}\n\n"
-    return title + method + "\n" + results + rstTable(header, rows) + "\n"
+    counts = ", ".join(map(str, CONNECTION_COUNTS))
+    image = (f".. image:: {os.path.basename(CHART)}\n"
+             f"   :alt: GET / requests/s, ours and Go, at {counts} connections\n")
+    return title + method + "\n" + results + rstTable(header, rows) + "\n\n" + image
 
 
 def writeDoc(section: str, path: str = DOC) -> None:
@@ -954,7 +1060,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults: {path}  ({report['wall_seconds']:.0f} s)")
     if not options.no_doc:
         writeDoc(docSection(report, header, rows))
-        print(f"written to {os.path.relpath(DOC, ROOT)}")
+        writeChart(summary, chartSubtitle(report))
+        print(f"written to {os.path.relpath(DOC, ROOT)} and {os.path.relpath(CHART, ROOT)}")
     failed = [r for r in records if not r.get("ok", True) or r.get("errors")]
     for record in failed:
         print(f"problem: round {record['round']} {record['target']} {record['kind']}",
