@@ -1,14 +1,16 @@
 """
-Taking a raw connection away from twisted.web.
+What twisted.web has no public API for: taking a raw connection away from
+it (its ticket 3204), and reading a request line before the request is
+complete.
 
-Twisted has no public API for this (its ticket 3204); this module is the one
-place that knows how an L{HTTPChannel} holds its connection.
+This module is the one place that knows how an L{HTTPChannel} holds its
+connection and its request line.
 """
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IProtocol
-from twisted.web.http import Request
+from twisted.web.http import HTTPChannel, Request
 
 
 def takeOverConnection(request: Request, protocol: IProtocol) -> None:
@@ -49,3 +51,11 @@ def takeOverConnection(request: Request, protocol: IProtocol) -> None:
     protocol.makeConnection(transport)
     if buffered:
         protocol.dataReceived(buffered)
+
+
+def requestLine(channel: HTTPChannel) -> tuple[bytes, bytes, bytes]:
+    """
+    The method, the request target and the version of the request
+    C{channel} is reading, once its request line is in.
+    """
+    return channel._command, channel._path, channel._version

@@ -37,6 +37,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
+from tunnel._hijack import requestLine
 from tunnel.core.http import errorResponse
 from tunnel.mux import YamuxProtocol
 from tunnel.server.connections import WRITE_TIMEOUT, PublicConnection
@@ -226,8 +227,7 @@ class StreamingRequest(Request):
             self.requestHeaders.removeHeader(b"expect")
         self.body = StreamedBody(self, length, expectContinue)
         self._renderingEarly = True
-        channel = self.channel
-        self.requestReceived(channel._command, channel._path, channel._version)
+        self.requestReceived(*requestLine(self.channel))
 
     def handleContentChunk(self, data: bytes) -> None:
         """Pass a chunk of the body on."""
