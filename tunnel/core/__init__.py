@@ -11,7 +11,10 @@ and driven by any framework:
     chunked encoding, and the short plain-text error responses;
   - L{tunnel.core.control}: the control protocol above yamux: the control
     request, the handshake on the control stream, and the JSON control
-    messages.
+    messages;
+  - L{tunnel.core.exchange}: one forwarded HTTP exchange as a transition
+    table: which error answers a public request, when the response timer
+    runs, when a stream is reset or a public connection cut.
 
 The Twisted adapters live in L{tunnel.server} and L{tunnel.client}.
 """

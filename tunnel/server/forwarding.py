@@ -16,6 +16,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
     IReactorTime,
+    ITransport,
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
@@ -27,7 +28,9 @@ from zope.interface import implementer
 
 from tunnel._hijack import takeOverConnection
 from tunnel.core.control import TransportProtocol
+from tunnel.core.exchange import Action, Answer, Event, Exchange, Step
 from tunnel.core.http import (
+    ChunkedEncoder,
     IResponseReceiver,
     ResponseError,
     ResponseHead,
@@ -174,24 +177,43 @@ def switchingHead(head: ResponseHead) -> bytes:
     return b"".join(lines)
 
 
+@implementer(IResponseReceiver)
 class Forwarding:
     """
-    Forwards one public request to the client of its host: asks the
-    client's session for a stream, forwards over it, and answers the public
-    request with errors when there is no stream.
+    Forwards one public request to the client of its host, as the
+    L{Exchange} decides: asks the client's session for a stream, forwards
+    over it, relays the response, and answers the public request with an
+    error when the exchange says so.
 
-    Subclasses say what to attach to the stream and what to do once it is
-    connected.
+    Subclasses say what to attach to the stream and how to write the
+    request into it.
     """
 
     _log = Logger()
     transportProtocol = TransportProtocol.HTTP
 
-    def __init__(self, request: Request, route: Route, session: ClientSession) -> None:
+    def __init__(
+        self,
+        request: Request,
+        route: Route,
+        session: ClientSession,
+        cooperator: Cooperator,
+        clock: IReactorTime | None = None,
+        responseTimeout: float | None = None,
+    ) -> None:
+        """
+        @param cooperator: runs the request body's producer.
+        @param clock: runs the response timeout; needed with one.
+        @param responseTimeout: seconds, or L{None} for no limit.
+        """
         self.request = request
         self.route = route
+        self.exchange = Exchange()
         self._session = session
-        self._publicGone = False
+        self._cooperator = cooperator
+        self._clock = clock
+        self._responseTimeout = responseTimeout
+        self._responseTimer: IDelayedCall | None = None
         self._stream = self.streamProtocol()
         self._streamRequest: Deferred[Protocol] | None = None
 
@@ -200,31 +222,39 @@ class Forwarding:
         self._streamRequest = self._session.requestStream(
             self.transportProtocol, self.route.port, self._stream
         )
-        self.request.notifyFinish().addErrback(self._publicLost)
-        self._streamRequest.addCallback(self.streamConnected).addErrback(self._failed)
+        self.request.notifyFinish().addErrback(lambda reason: self.tell(Event.PUBLIC_LOST))
+        self._streamRequest.addCallback(lambda protocol: self.tell(Event.STREAM_OPENED))
+        self._streamRequest.addErrback(self._streamFailed)
 
-    def streamProtocol(self) -> Protocol:
+    def streamProtocol(self) -> _StreamClient:
         """The protocol to attach to the stream."""
         raise NotImplementedError
 
-    def streamConnected(self, protocol: Protocol) -> Deferred[None] | None:
-        """The stream is there with C{protocol} attached: forward."""
+    def sendRequest(self, transport: ITransport) -> None:
+        """
+        Write the request into the stream's C{transport}, and tell the
+        exchange when it is all written.
+        """
         raise NotImplementedError
 
-    def _publicLost(self, reason: Failure) -> None:
-        self._publicGone = True
-        if self._streamRequest.called:
-            self._resetStream()
-        else:
-            self._streamRequest.cancel()
+    def tell(self, event: Event, reason: Failure | None = None) -> None:
+        """
+        Tell the exchange what happened, and carry out what it says.
 
-    def _resetStream(self) -> None:
-        # The local service need not go on.
-        if self._stream.transport is not None:
-            self._stream.transport.abortConnection()
+        @param reason: why, for the log, if the event is a failure.
+        """
+        for step in self.exchange.receive(event):
+            self._logStep(step, reason)
+            if isinstance(step, Answer):
+                host = self.request.getHeader(b"host")
+                writeError(
+                    self.request, step.code, step.body(host, self._responseTimeout or 0)
+                )
+            else:
+                getattr(self, _STEPS[step])()
 
-    def _failed(self, reason: Failure) -> None:
-        if self._publicGone or self.request.finished:
+    def _streamFailed(self, reason: Failure) -> None:
+        if self.exchange.done:
             if not reason.check(CancelledError):
                 self._log.debug(
                     "Forwarding to {host} ended after the public client left: {why}",
@@ -232,50 +262,145 @@ class Forwarding:
                     why=reason.getErrorMessage(),
                 )
             return
-        host = self.request.getHeader(b"host")
-        if reason.check(StreamTimeout):
-            writeError(
-                self.request,
-                504,
-                b"the tunnel client for host %s did not open a stream in time" % (host,),
-            )
-        elif reason.check(TooManyPendingStreams):
-            writeError(
-                self.request,
-                503,
-                b"too many requests are waiting for the tunnel client for host %s"
-                % (host,),
-            )
-        elif reason.check(SessionEndedError):
-            writeError(
-                self.request,
-                502,
-                b"the tunnel client for host %s went away" % (host,),
-            )
-        else:
+        for failure, event in _STREAM_FAILURES:
+            if reason.check(failure):
+                self.tell(event, reason)
+                return
+        self.tell(Event.FAILED, reason)
+
+    def _logStep(self, step: Step, reason: Failure | None) -> None:
+        why = "unknown" if reason is None else reason.getErrorMessage()
+        if step is Answer.INVALID_RESPONSE:
             self._log.warn(
                 "No valid response through the tunnel for {host}: {why}",
                 host=self.route.host,
-                why=reason.getErrorMessage(),
+                why=why,
             )
-            self._resetStream()
-            writeError(
-                self.request,
-                502,
-                b"no valid response from the tunnel client for host %s" % (host,),
+        elif step is Answer.LOCAL_TIMEOUT:
+            self._log.warn(
+                "The local service for {host} did not answer within {timeout} s; "
+                "answering 504",
+                host=self.route.host,
+                timeout=self._responseTimeout,
             )
+        elif step is Action.CUT_PUBLIC:
+            self._log.warn("The response for {host} was cut: {why}", host=self.route.host, why=why)
+
+    # -- the steps of the exchange -------------------------------------------
+
+    def _cancelStreamRequest(self) -> None:
+        self._streamRequest.cancel()
+
+    def _sendRequest(self) -> None:
+        self.sendRequest(self._stream.transport)
+
+    def _resetStream(self) -> None:
+        if self._stream.transport is not None:
+            self._stream.transport.abortConnection()
+
+    def _startTimer(self) -> None:
+        if self._responseTimeout is not None and self._responseTimer is None:
+            self._responseTimer = self._clock.callLater(
+                self._responseTimeout, self._responseTimedOut
+            )
+
+    def _stopTimer(self) -> None:
+        if self._responseTimer is not None:
+            if self._responseTimer.active():
+                self._responseTimer.cancel()
+            self._responseTimer = None
+
+    def _responseTimedOut(self) -> None:
+        self._responseTimer = None
+        self.tell(Event.RESPONSE_TIMED_OUT)
+
+    def _relayHead(self) -> None:
+        copyResponseHead(self._stream.parser.head, self.request)
+        self.request.registerProducer(self._stream.transport, True)
+
+    def _finish(self) -> None:
+        self.request.unregisterProducer()
+        self.request.finish()
+
+    def _closeStream(self) -> None:
+        self._stream.transport.loseConnection()
+
+    def _cutPublic(self) -> None:
+        self.request.unregisterProducer()
+        self.request.channel.loseConnection()
+
+    # -- what the stream tells -----------------------------------------------
+
+    def headReceived(self, head: ResponseHead) -> None:
+        """The response head is in."""
+        self.tell(Event.HEAD_RECEIVED)
+
+    def bodyReceived(self, data: bytes) -> None:
+        """Relay some of the response body."""
+        if self.exchange.relaying:
+            self.request.write(data)
+
+    def responseComplete(self) -> None:
+        """The whole response is in."""
+        self.tell(Event.RESPONSE_COMPLETE)
+
+    def streamLost(self, reason: Failure) -> None:
+        """
+        The stream is gone: the end of a body delimited by the close, if it
+        closed cleanly; else the end of the exchange.
+        """
+        if self.exchange.done:
+            return
+        if reason.check(SessionEndedError):
+            self.tell(Event.SESSION_ENDED, reason)
+        elif self._stream.parser.delimitedByClose and not reason.check(ConnectionDone):
+            self.tell(Event.FAILED, reason)
+        else:
+            try:
+                self._stream.parser.connectionLost()
+            except ResponseError as e:
+                self.tell(Event.FAILED, Failure(e))
+
+    def malformedResponse(self, reason: Failure) -> None:
+        """The response does not parse."""
+        self.tell(Event.FAILED, reason)
+
+
+#: The events of a failed stream request, by the failure's type; any other
+#: failure is L{Event.FAILED}.
+_STREAM_FAILURES = (
+    (StreamTimeout, Event.STREAM_TIMED_OUT),
+    (TooManyPendingStreams, Event.TOO_MANY_PENDING),
+    (SessionEndedError, Event.SESSION_ENDED),
+)
+
+#: The method of L{Forwarding} (or its subclasses) that carries out each action.
+_STEPS = {
+    Action.CANCEL_STREAM_REQUEST: "_cancelStreamRequest",
+    Action.SEND_REQUEST: "_sendRequest",
+    Action.END_BODY: "_endBody",
+    Action.STOP_BODY: "_stopBody",
+    Action.START_TIMER: "_startTimer",
+    Action.STOP_TIMER: "_stopTimer",
+    Action.RELAY_HEAD: "_relayHead",
+    Action.SWITCH: "_switch",
+    Action.FINISH: "_finish",
+    Action.CLOSE_STREAM: "_closeStream",
+    Action.RESET_STREAM: "_resetStream",
+    Action.CUT_PUBLIC: "_cutPublic",
+}
 
 
 class _StreamClient(Protocol):
     """
     The HTTP client side of a stream: reads the response with a
-    L{ResponseParser} that tells its L{HTTPForwarding}, until the response
+    L{ResponseParser} that tells its L{Forwarding}, until the response
     turns out malformed.
     """
 
     upgrade = False
 
-    def __init__(self, forwarding: HTTPForwarding) -> None:
+    def __init__(self, forwarding: Forwarding) -> None:
         self.forwarding = forwarding
         self.parser = ResponseParser(forwarding, forwarding.request.method, self.upgrade)
         self._malformed = False
@@ -287,26 +412,13 @@ class _StreamClient(Protocol):
             self.parser.dataReceived(data)
         except ResponseError as e:
             self._malformed = True
-            self.forwarding._malformedResponse(Failure(e))
+            self.forwarding.malformedResponse(Failure(e))
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         if not self._malformed:
-            self.forwarding._streamLost(reason)
+            self.forwarding.streamLost(reason)
 
 
-class _ChunkedWriter:
-    """Writes a body of unknown length into a stream in chunked framing."""
-
-    def __init__(self, transport: IConsumer) -> None:
-        self._transport = transport
-
-    def write(self, data: bytes) -> None:
-        """Write C{data} as one chunk."""
-        if data:
-            self._transport.writeSequence([b"%x\r\n" % (len(data),), data, b"\r\n"])
-
-
-@implementer(IResponseReceiver)
 class HTTPForwarding(Forwarding):
     """
     Forwards a plain HTTP request: written into the stream with its body
@@ -319,37 +431,16 @@ class HTTPForwarding(Forwarding):
     may take as long as it likes, as a stream of events does.
     """
 
-    def __init__(
-        self,
-        request: Request,
-        route: Route,
-        session: ClientSession,
-        cooperator: Cooperator,
-        clock: IReactorTime | None = None,
-        responseTimeout: float | None = None,
-    ) -> None:
-        """
-        @param clock: runs the response timeout; needed with one.
-        @param responseTimeout: seconds, or L{None} for no limit.
-        """
-        super().__init__(request, route, session)
-        self._cooperator = cooperator
-        self._clock = clock
-        self._responseTimeout = responseTimeout
-        self._responseTimer: IDelayedCall | None = None
-        self._awaitingResponse = False
-        self._requestSent = False
-        self._body: _WatchedBody | None = None
-        self._chunked = False
+    _body: _WatchedBody | None = None
+    _chunks: ChunkedEncoder | None = None
 
-    def streamProtocol(self) -> Protocol:
+    def streamProtocol(self) -> _StreamClient:
         """An HTTP/1.1 client."""
         return _StreamClient(self)
 
-    def streamConnected(self, protocol: Protocol) -> None:
+    def sendRequest(self, transport: ITransport) -> None:
         """Send the request, its body streamed; the response follows."""
         request = self.request
-        transport = protocol.transport
         connection = splitTokens(request.requestHeaders.getRawHeaders(b"connection", []))
         dropped = HOP_BY_HOP.union(_CONSUMED, connection)
         body = requestBody(request, self._cooperator)
@@ -359,165 +450,58 @@ class HTTPForwarding(Forwarding):
             framing = (b"Transfer-Encoding: chunked",)
         else:
             framing = (b"Content-Length: %d" % (body.length,),)
-        self._awaitingResponse = True
         transport.write(requestHead(request, dropped, framing + (b"Connection: close",)))
         if body is None:
-            self._sent()
+            self.tell(Event.REQUEST_SENT)
             return
         self._body = _WatchedBody(body, self)
-        self._chunked = body.length is UNKNOWN_LENGTH
-        consumer = _ChunkedWriter(transport) if self._chunked else transport
+        consumer: IConsumer = transport
+        if body.length is UNKNOWN_LENGTH:
+            self._chunks = ChunkedEncoder()
+            consumer = _ChunkedWriter(transport, self._chunks)
         transport.registerProducer(self._body, True)
-        self._body.startProducing(consumer).addCallbacks(self._bodySent, self._bodyFailed)
+        self._body.startProducing(consumer).addBoth(self._bodyDone)
 
-    def _bodySent(self, result: None) -> None:
+    def _bodyDone(self, result: object) -> None:
+        # Written, or stopped: the public client left in the middle of its
+        # body, or the response came before all of it.
         self._body = None
+        if not isinstance(result, Failure):
+            self.tell(Event.BODY_SENT)
+
+    def _endBody(self) -> None:
         transport = self._stream.transport
-        if transport is None or self._stream.parser.complete:
-            return
         transport.unregisterProducer()
-        if self._chunked:
-            transport.write(b"0\r\n\r\n")
-        self._sent()
+        if self._chunks is not None:
+            transport.write(self._chunks.finish())
 
-    def _bodyFailed(self, reason: Failure) -> None:
-        # The public client left in the middle of its body: _publicLost
-        # resets the stream.
-        self._body = None
-
-    # -- the response timeout ------------------------------------------------
-
-    def _sent(self) -> None:
-        """The whole request is in the stream: the local service must answer."""
-        self._requestSent = True
-        self._startResponseTimer()
-
-    def _heldBack(self) -> None:
-        """The stream holds the body back: the local service does not read."""
-        self._startResponseTimer()
-
-    def _moving(self) -> None:
-        """The body flows again."""
-        if not self._requestSent:
-            self._stopResponseTimer()
-
-    def _startResponseTimer(self) -> None:
-        if (
-            self._responseTimeout is not None
-            and self._awaitingResponse
-            and self._responseTimer is None
-        ):
-            self._responseTimer = self._clock.callLater(
-                self._responseTimeout, self._responseTimedOut
-            )
-
-    def _stopResponseTimer(self) -> None:
-        if self._responseTimer is not None:
-            if self._responseTimer.active():
-                self._responseTimer.cancel()
-            self._responseTimer = None
-
-    def _responseTimedOut(self) -> None:
-        self._responseTimer = None
-        self._awaitingResponse = False
-        self._log.warn(
-            "The local service for {host} did not answer within {timeout} s; "
-            "answering 504",
-            host=self.route.host,
-            timeout=self._responseTimeout,
-        )
-        if not self._publicGone:
-            writeError(
-                self.request,
-                504,
-                b"the local service for host %s did not answer within %g s"
-                % (self.request.getHeader(b"host"), self._responseTimeout),
-            )
-        self._resetStream()
-
-    def _publicLost(self, reason: Failure) -> None:
-        self._awaitingResponse = False
-        self._stopResponseTimer()
-        super()._publicLost(reason)
-
-    def _failed(self, reason: Failure) -> None:
-        self._awaitingResponse = False
-        self._stopResponseTimer()
-        super()._failed(reason)
-
-    # -- the response --------------------------------------------------------
-
-    def headReceived(self, head: ResponseHead) -> None:
-        """Relay the response head; the public client's pace is the stream's."""
-        self._awaitingResponse = False
-        self._stopResponseTimer()
-        if self._publicGone or self.request.finished:
-            return
-        copyResponseHead(head, self.request)
-        self.request.registerProducer(self._stream.transport, True)
-
-    def bodyReceived(self, data: bytes) -> None:
-        """Relay some of the response body."""
-        if not self._publicGone and not self.request.finished:
-            self.request.write(data)
-
-    def responseComplete(self) -> None:
-        """
-        Finish the public response, and close the stream: at once if the
-        local service answered before it had the whole request body.
-        """
+    def _stopBody(self) -> None:
         transport = self._stream.transport
         if self._body is not None:
             self._body.stopProducing()
             self._body = None
-            transport.unregisterProducer()
-            transport.abortConnection()
-        else:
-            transport.loseConnection()
-        if self._publicGone or self.request.finished:
-            return
-        self.request.unregisterProducer()
-        self.request.finish()
+        transport.unregisterProducer()
+        transport.abortConnection()
 
-    def _malformedResponse(self, reason: Failure) -> None:
-        if self._stream.parser.head is None:
-            self._failed(reason)
-        else:
-            self._responseCut(reason)
 
-    def _streamLost(self, reason: Failure) -> None:
-        parser = self._stream.parser
-        if parser.complete or self._publicGone or self.request.finished:
-            return
-        if parser.delimitedByClose and reason.check(ConnectionDone):
-            parser.connectionLost()
-        elif parser.head is None:
-            try:
-                parser.connectionLost()
-            except ResponseError as e:
-                self._failed(reason if reason.check(SessionEndedError) else Failure(e))
-        else:
-            self._responseCut(reason)
+class _ChunkedWriter:
+    """Writes a body of unknown length into a stream in chunked framing."""
 
-    def _responseCut(self, reason: Failure) -> None:
-        self._resetStream()
-        if self._publicGone or self.request.finished:
-            return
-        self._log.warn(
-            "The response for {host} was cut: {why}",
-            host=self.route.host,
-            why=reason.getErrorMessage(),
-        )
-        self.request.unregisterProducer()
-        self.request.channel.loseConnection()
+    def __init__(self, transport: ITransport, chunks: ChunkedEncoder) -> None:
+        self._transport = transport
+        self._chunks = chunks
+
+    def write(self, data: bytes) -> None:
+        """Write C{data} as one chunk."""
+        if data:
+            self._transport.writeSequence(self._chunks.encode(data))
 
 
 @implementer(IBodyProducer)
 class _WatchedBody:
     """
-    A request body on its way into a stream, that tells its
-    L{HTTPForwarding} when the stream holds it back (pauses it), when it
-    flows again, and when it is all written.
+    A request body on its way into a stream, that tells its exchange when
+    the stream holds it back (pauses it) and when it flows again.
 
     A stream that pauses it before it starts (the session's connection is
     full as it is registered) has it start paused: the pause is passed on
@@ -525,7 +509,7 @@ class _WatchedBody:
     before.
     """
 
-    def __init__(self, body: IBodyProducer, forwarding: HTTPForwarding) -> None:
+    def __init__(self, body: IBodyProducer, forwarding: Forwarding) -> None:
         self.length = body.length
         self._body = body
         self._forwarding = forwarding
@@ -545,12 +529,12 @@ class _WatchedBody:
         self._paused = True
         if self._started:
             self._body.pauseProducing()
-        self._forwarding._heldBack()
+        self._forwarding.tell(Event.BODY_HELD_BACK)
 
     def resumeProducing(self) -> None:
         """The stream can take more."""
         self._paused = False
-        self._forwarding._moving()
+        self._forwarding.tell(Event.BODY_MOVING)
         if self._started:
             self._body.resumeProducing()
 
@@ -569,7 +553,7 @@ class _UpgradeStreamClient(_StreamClient):
 
     upgrade = True
 
-    def __init__(self, forwarding: HTTPForwarding) -> None:
+    def __init__(self, forwarding: Forwarding) -> None:
         super().__init__(forwarding)
         self._pipe: PipeEnd | None = None
 
@@ -610,7 +594,7 @@ class _UpgradeStreamClient(_StreamClient):
             self._pipe.connectionLost(reason)
 
 
-class UpgradeForwarding(HTTPForwarding):
+class UpgradeForwarding(Forwarding):
     """
     Forwards a request that switches protocols: the request head is written
     with its upgrade headers, and the response head read.
@@ -626,46 +610,30 @@ class UpgradeForwarding(HTTPForwarding):
     may then last as long as its two sides like.
     """
 
-    def __init__(
-        self,
-        request: Request,
-        route: Route,
-        session: ClientSession,
-        cooperator: Cooperator,
-        clock: IReactorTime | None = None,
-        responseTimeout: float | None = None,
-    ) -> None:
-        """See L{HTTPForwarding}."""
-        super().__init__(request, route, session, cooperator, clock, responseTimeout)
-        upgrade = request.requestHeaders.getRawHeaders(b"upgrade", [b""])[0]
+    @property
+    def transportProtocol(self) -> TransportProtocol:  # type: ignore[override]
+        """WebSocket for a WebSocket upgrade, else HTTP."""
+        upgrade = self.request.requestHeaders.getRawHeaders(b"upgrade", [b""])[0]
         if upgrade.strip().lower() == b"websocket":
-            self.transportProtocol = TransportProtocol.WEBSOCKET
+            return TransportProtocol.WEBSOCKET
+        return TransportProtocol.HTTP
 
-    def streamProtocol(self) -> Protocol:
+    def streamProtocol(self) -> _UpgradeStreamClient:
         """An HTTP/1.1 client that may become one end of a pipe."""
         return _UpgradeStreamClient(self)
 
-    def streamConnected(self, protocol: Protocol) -> None:
+    def sendRequest(self, transport: ITransport) -> None:
         """Write the request head, upgrade headers kept; the response follows."""
         dropped = (HOP_BY_HOP - _UPGRADE) | _CONSUMED
-        self._awaitingResponse = True
-        protocol.transport.write(requestHead(self.request, dropped))
-        self._sent()
+        transport.write(requestHead(self.request, dropped))
+        self.tell(Event.REQUEST_SENT)
 
     def headReceived(self, head: ResponseHead) -> None:
-        """
-        Relay a C{101} and pipe the two connections together; relay any
-        other head as plain HTTP.
-        """
-        if head.code != 101:
-            super().headReceived(head)
-            return
-        self._awaitingResponse = False
-        self._stopResponseTimer()
-        if self._publicGone or self.request.finished:
-            self._resetStream()
-            return
+        """A C{101} switches to a pipe; any other head is relayed as plain HTTP."""
+        self.tell(Event.SWITCHED if head.code == 101 else Event.HEAD_RECEIVED)
+
+    def _switch(self) -> None:
         public = PipeEnd()
         takeOverConnection(self.request, public)
-        public.transport.write(switchingHead(head))
+        public.transport.write(switchingHead(self._stream.parser.head))
         public.join(self._stream.switch())

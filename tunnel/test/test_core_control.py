@@ -149,7 +149,8 @@ class NoInputOutputTests(SynchronousTestCase):
         loads no module of Twisted.
         """
         script = (
-            "import sys, tunnel.core.http, tunnel.core.control, tunnel.yamux\n"
+            "import sys, tunnel.core.http, tunnel.core.control, tunnel.core.exchange\n"
+            "import tunnel.yamux\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))\n"
         )
         loaded = subprocess.run(
