@@ -36,8 +36,8 @@ MAX_HEAD_BYTES = 64 * 1024
 #: The most bytes a chunk-size or trailer line may take.
 MAX_LINE_BYTES = 4 * 1024
 
-# The longest Content-Length taken: 2**63 has 19 digits.
-_MAX_LENGTH_DIGITS = 19
+#: The most digits a Content-Length may have: 2**63 has 19.
+MAX_LENGTH_DIGITS = 19
 
 _END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
 # How many bytes before the first new one an end of head may start at.
@@ -281,7 +281,7 @@ def contentLength(head: ResponseHead | RequestHead) -> int | None:
     if len(values) > 1:
         raise head._error("conflicting Content-Length values")
     value = values.pop()
-    if not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
+    if not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
         raise head._error(f"malformed Content-Length {value[:80]!r}")
     return int(value)
 

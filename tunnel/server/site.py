@@ -38,7 +38,7 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from tunnel._hijack import requestLine
-from tunnel.core.http import errorResponse
+from tunnel.core.http import MAX_LENGTH_DIGITS, errorResponse
 from tunnel.mux import YamuxProtocol
 from tunnel.server.connections import WRITE_TIMEOUT, PublicConnection
 from tunnel.server.limits import (
@@ -377,9 +377,18 @@ class TunnelChannel(HTTPChannel):
             self._refuse(414, b"the request line is longer than %d bytes" % (self.MAX_LENGTH,))
 
     def headerReceived(self, line: bytes) -> bool:
-        """Refuse a request with more than L{maxHeaders} header lines."""
+        """
+        Refuse a request with more than L{maxHeaders} header lines, or with
+        a Content-Length too long to be a length (twisted.web would take
+        thousands of digits to C{int}, which raises past 4300 of them).
+        """
         if self._receivedHeaderCount >= self.maxHeaders:
             self._refuse(431, b"the request has more than %d headers" % (self.maxHeaders,))
+            return False
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length" and len(value.strip(b" \t")) > MAX_LENGTH_DIGITS:
+            self._refuse(400, b"the request's Content-Length is longer than %d digits"
+                         % (MAX_LENGTH_DIGITS,))
             return False
         return super().headerReceived(line)
 

@@ -260,6 +260,23 @@ class PublicConnectionLimitTests(RefusalAssertions):
             self.send(requestHead(0, headers=500)), b"431", b"the request has more than 500 headers"
         )
 
+    def test_overlongContentLengthGets400(self) -> None:
+        """
+        A Content-Length of 19 digits is read; of 20 digits, or of thousands
+        (too many for Python's C{int}), it is a clear 400, not an exception.
+        """
+        def head(value: bytes) -> bytes:
+            return b"GET / HTTP/1.1\r\nHost: app.example\r\nContent-Length: %s\r\n\r\n" % (value,)
+
+        self.assertServed(self.send(head(b"0" * 19)))
+        for digits in (20, 5000):
+            self.assertRefused(
+                self.send(head(b"1" * digits)),
+                b"400",
+                b"the request's Content-Length is longer than 19 digits",
+            )
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_headLimitsAreConfigurable(self) -> None:
         """The site takes its own limits of head size and header count."""
         self.harness = Harness(siteLimits={"maxHeaderBytes": 1024, "maxHeaders": 10})
