@@ -197,9 +197,7 @@ class AnnouncedStream(Protocol):
             self._refuse(f"its announcement has unknown action {message.action}")
             return
         protocol = self._serve(message)
-        transport = self.transport
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
+        self.transport.attach(protocol)
         self._attached(protocol)
         if rest and protocol.connected:
             protocol.dataReceived(rest)

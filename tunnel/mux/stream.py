@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import (
+    IProtocol,
     IConsumer,
     IHalfCloseableProtocol,
     IProducer,
@@ -124,6 +125,16 @@ class StreamTransport:
     def getHost(self) -> StreamAddress:
         """Our end: the session's host address and the stream ID."""
         return StreamAddress(self._mux.transport.getHost(), self.streamID)
+
+    def attach(self, protocol: IProtocol) -> None:
+        """
+        Hand the stream to C{protocol}: from now on it gets the stream's
+        bytes and its end, starting with C{makeConnection}. This is how a
+        protocol that stood for another on the stream (one that reads an
+        announcement, or waits for its requester) gives it over.
+        """
+        self.protocol = protocol
+        protocol.makeConnection(self)
 
     # -- IConsumer ---------------------------------------------------------
 

@@ -547,51 +547,30 @@ class _WatchedBody:
 class _UpgradeStreamClient(_StreamClient):
     """
     The client side of a stream that carries an upgrade: reads the response
-    head like L{_StreamClient}; after a C{101}, passes everything on to a
-    L{PipeEnd} on the same stream.
+    head like L{_StreamClient}; after a C{101}, hands the stream to a
+    L{PipeEnd}.
     """
 
     upgrade = True
-
-    def __init__(self, forwarding: Forwarding) -> None:
-        super().__init__(forwarding)
-        self._pipe: PipeEnd | None = None
 
     def switch(self) -> PipeEnd:
         """
         The response was a C{101}: from now on the stream is one end of a
         pipe, which holds the bytes that came after the head, to be joined.
         """
-        self._pipe = PipeEnd()
-        self._pipe.makeConnection(self.transport)
+        pipe = PipeEnd()
         rest = self.parser.unparsed()
+        self.transport.attach(pipe)
         if rest:
-            self._pipe.dataReceived(rest)
-        return self._pipe
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._pipe is None:
-            super().dataReceived(data)
-        else:
-            self._pipe.dataReceived(data)
+            pipe.dataReceived(rest)
+        return pipe
 
     def readConnectionLost(self) -> None:
-        """The local service half-closed: the pipe passes it on, or the response ends."""
-        if self._pipe is None:
-            self.transport.loseConnection()
-        else:
-            self._pipe.readConnectionLost()
+        """The local service half-closed before a C{101}: the response ends."""
+        self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
-        """Our write side is closed."""
-        if self._pipe is not None:
-            self._pipe.writeConnectionLost()
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        if self._pipe is None:
-            super().connectionLost(reason)
-        else:
-            self._pipe.connectionLost(reason)
+        """Our write side is closed: nothing to do before a C{101}."""
 
 
 class UpgradeForwarding(Forwarding):

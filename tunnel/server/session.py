@@ -458,8 +458,7 @@ class _Handover(Protocol):
         self._connected = connected
 
     def makeConnection(self, transport: StreamTransport) -> None:
-        transport.protocol = self._protocol
-        self._protocol.makeConnection(transport)
+        transport.attach(self._protocol)
         self._connected.callback(self._protocol)
 
 
@@ -475,8 +474,7 @@ class _Announcing(Protocol):
 
     def makeConnection(self, transport: StreamTransport) -> None:
         transport.write(self._message)
-        transport.protocol = self._protocol
-        self._protocol.makeConnection(transport)
+        transport.attach(self._protocol)
 
 
 class _Discard(Protocol):

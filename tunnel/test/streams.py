@@ -143,3 +143,15 @@ class TCPLikeTransport(StringTransport):
             self.producerPaused = True
             self.pauses += 1
             self.producer.pauseProducing()
+
+
+class StreamLikeTransport(StringTransport):
+    """
+    A L{StringTransport} that can be handed to another protocol as a
+    stream's transport is (L{tunnel.mux.stream.StreamTransport.attach}).
+    """
+
+    def attach(self, protocol: Protocol) -> None:
+        """Make C{protocol} the transport's protocol, and connect it."""
+        self.protocol = protocol
+        protocol.makeConnection(self)

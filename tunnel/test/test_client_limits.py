@@ -365,7 +365,8 @@ class LinearControlReaderTests(SynchronousTestCase):
         from tunnel.client.control import MAX_ANNOUNCEMENT, AnnouncedStream
         from tunnel.core.control import ControlMessage
         from twisted.internet.protocol import Protocol
-        from twisted.internet.testing import StringTransport
+
+        from tunnel.test.streams import StreamLikeTransport
 
         work, countingBytes = self.countIn(controlModule)
         served: list[ControlMessage] = []
@@ -375,7 +376,7 @@ class LinearControlReaderTests(SynchronousTestCase):
             return Protocol()
 
         stream = AnnouncedStream(serve, lambda protocol: None)
-        transport = StringTransport()
+        transport = StreamLikeTransport()
         stream.makeConnection(transport)
         line = ControlMessage(1, 1, 3000).encode()[:-1] + b" " * 900 + b"\n"
         work.bytes = 0
@@ -385,7 +386,7 @@ class LinearControlReaderTests(SynchronousTestCase):
         self.assertLess(work.bytes, 8 * len(line))
 
         stream = AnnouncedStream(serve, lambda protocol: None)
-        stream.makeConnection(StringTransport())
+        stream.makeConnection(StreamLikeTransport())
         aborted: list[bool] = []
         stream.transport.abortConnection = lambda: aborted.append(True)
         for _ in range(MAX_ANNOUNCEMENT + 1):
