@@ -475,6 +475,28 @@ class TransferTests(SynchronousTestCase):
         self.assertEqual(pair.client.session.streamIDs, [])
         self.assertEqual(pair.server.session.streamIDs, [])
 
+    def test_attachHandsTheStreamOver(self) -> None:
+        """
+        After C{attach}, the new protocol is connected to the stream and gets
+        its bytes and its end; the old one gets nothing more.
+        """
+        pair = SessionPair()
+        protocol = Recorder()
+        pair.client.openStream(protocol)
+        protocol.transport.write(b"first")
+        pair.flush()
+        server = pair.serverStreams.built[0]
+        successor = Recorder()
+        server.transport.attach(successor)
+        self.assertTrue(successor.made)
+        self.assertIs(successor.transport, server.transport)
+        protocol.transport.write(b"second")
+        protocol.transport.loseConnection()
+        pair.flush()
+        self.assertEqual((server.data, successor.data), (b"first", b"second"))
+        self.assertIsNone(server.lost)
+        successor.lost.trap(ConnectionDone)
+
     def test_writesBeyondWindowAreBufferedAndProducerPaused(self) -> None:
         """
         A streaming producer is paused once the peer's window is used up and
