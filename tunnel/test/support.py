@@ -221,6 +221,9 @@ def untilSteady(
 
 # -- payloads ------------------------------------------------------------------
 
+#: A mebibyte.
+MiB = 1024 * 1024
+
 #: The period of L{pattern}: a prime, so that no power-of-two chunking lines
 #: up with it, and about a mebibyte, so that bytes lost, repeated or
 #: reordered show unless they are a multiple of it.

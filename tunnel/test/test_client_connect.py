@@ -25,8 +25,8 @@ from tunnel.core.control import (
     HANDSHAKE_RESPONSE,
     MAX_CONTROL_LINE,
 )
-from tunnel.test.test_client_support import IDENTIFIER, REFUSAL, TEST_ROUTES
 from tunnel.test.support import Recorder, parseFrames
+from tunnel.test.test_client_support import IDENTIFIER, REFUSAL, TEST_ROUTES
 from tunnel.test.test_mux import deferredResult
 from tunnel.yamux import Flag, FrameType, encodeFrame
 
