@@ -20,17 +20,12 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from tunnel.test.loopbacktunnel import LoopbackTunnel
+from tunnel.test.support import goPattern
 
 KiB = 1024
 
 #: The body of the origin's C{/}.
 HELLO = b"hello from origin\n"
-
-
-def originPattern(size: int) -> bytes:
-    """What the Go origin's C{/bytes?n=SIZE} serves."""
-    blocks = (size + 31) // 32
-    return b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(blocks))[:size]
 
 
 class ExchangeError(Exception):
@@ -134,7 +129,7 @@ def get(tunnel: LoopbackTunnel, size: int) -> defer.Deferred[int]:
         )
         response = yield connection.done
         _, body = splitResponse(response)
-        if body != originPattern(size):
+        if body != goPattern(size):
             raise ExchangeError(f"a body of {len(body)} bytes for /bytes?n={size}")
         return size
 
@@ -154,7 +149,7 @@ def keepAlive(tunnel: LoopbackTunnel, sizes: list[int]) -> defer.Deferred[int]:
             yield connection.until(lambda data: len(completeResponses(data)) >= count)
         connection.transport.loseConnection()
         bodies = completeResponses((yield connection.done))
-        if bodies != [originPattern(size) for size in sizes]:
+        if bodies != [goPattern(size) for size in sizes]:
             raise ExchangeError(
                 f"bodies of {[len(body) for body in bodies]} bytes for {sizes}"
             )
@@ -166,7 +161,7 @@ def keepAlive(tunnel: LoopbackTunnel, sizes: list[int]) -> defer.Deferred[int]:
 def download(tunnel: LoopbackTunnel, size: int, expected: bytes) -> defer.Deferred[int]:
     """
     A download of C{size} bytes from C{/bytes}, which must be C{expected}
-    (the start of L{originPattern}, computed once by the caller).
+    (the start of L{goPattern}, computed once by the caller).
     """
 
     @defer.inlineCallbacks

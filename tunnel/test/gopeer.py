@@ -145,24 +145,6 @@ def buildGoPeer(name: str) -> str:
     return binary
 
 
-def pattern(seed: int, size: int) -> bytes:
-    """
-    The deterministic payload the Go peers send and expect on stream C{seed}.
-
-    It is the concatenation of C{sha256(b"<seed>:<i>")} for i = 0, 1, 2, ...
-    (decimal numbers), truncated to C{size} bytes.
-
-    @param seed: The seed; the Go peers use the stream's index.
-    @param size: The number of bytes wanted.
-    @return: C{size} bytes.
-    """
-    sha256 = hashlib.sha256
-    prefix = b"%d:" % (seed,)
-    blocks = -(-size // 32)
-    data = b"".join([sha256(prefix + b"%d" % (i,)).digest() for i in range(blocks)])
-    return data[:size]
-
-
 def _ignoreKilled(failure: Failure) -> None:
     failure.trap(GoPeerKilled)
     return None

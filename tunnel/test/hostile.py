@@ -34,9 +34,8 @@ from tunnel.core.control import (
     SERVER_STREAMS,
     ControlMessage,
 )
+from tunnel.test.support import Frame, FrameReader
 from tunnel.yamux.frames import (
-    HEADER,
-    HEADER_SIZE,
     INITIAL_WINDOW,
     MAX_UINT32,
     Flag,
@@ -53,43 +52,6 @@ HUGE_WINDOW_DELTA = MAX_UINT32 - INITIAL_WINDOW
 
 
 # -- frames ----------------------------------------------------------------
-
-
-@attrs.frozen
-class Frame:
-    """One decoded yamux frame; C{payload} is empty but for Data frames."""
-
-    frameType: int
-    flags: int
-    streamID: int
-    length: int
-    payload: bytes = b""
-
-
-class FrameReader:
-    """Splits a byte stream into yamux L{Frame}s, however its bytes are split."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[Frame]:
-        """Take bytes; return the frames they complete."""
-        buffer = self._buffer
-        buffer += data
-        frames: list[Frame] = []
-        position = 0
-        while len(buffer) - position >= HEADER_SIZE:
-            _, frameType, flags, streamID, length = HEADER.unpack_from(buffer, position)
-            size = length if frameType == FrameType.DATA else 0
-            start = position + HEADER_SIZE
-            if len(buffer) - start < size:
-                break
-            frames.append(
-                Frame(frameType, flags, streamID, length, bytes(buffer[start:start + size]))
-            )
-            position = start + size
-        del buffer[:position]
-        return frames
 
 
 def dataFrame(streamID: int, payload: bytes, flags: int = Flag.NONE) -> bytes:

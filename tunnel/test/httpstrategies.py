@@ -15,6 +15,8 @@ from typing import Sequence
 import attrs
 from hypothesis import strategies as st
 
+from tunnel.test.support import pattern
+
 #: The characters of a token (RFC 9110, section 5.6.2).
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 #: Visible characters (for header values and reason phrases).
@@ -120,7 +122,7 @@ def bodies(maxSize: int = 400) -> st.SearchStrategy[bytes]:
     """A body: a few arbitrary bytes, or a longer run of a pattern."""
     return st.one_of(
         st.binary(max_size=maxSize),
-        st.integers(0, 20000).map(lambda size: bytes(range(256)) * (size // 256) + b"x" * (size % 256)),
+        st.integers(0, 20000).map(pattern),
     )
 
 

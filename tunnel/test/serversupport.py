@@ -5,7 +5,6 @@ multiplexer, and an in-memory harness around a L{TunnelServer}'s site.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Generator
 
 import trustme
@@ -23,7 +22,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -43,6 +42,7 @@ from tunnel.core.control import (
     ControlMessage,
 )
 from tunnel.server import TunnelServer
+from tunnel.test.support import pattern, sleep
 
 PUBLIC_PEER = IPv4Address("TCP", "203.0.113.7", 50000)
 SERVER_HOST = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -165,7 +165,7 @@ def settle() -> Generator[Deferred[None], None, None]:
             if isinstance(selectable, tcp.Connection)
         ]:
             return
-        yield deferLater(reactor, 0.02, lambda: None)
+        yield sleep(0.02)
 
 
 def dialLocal(tcpReactor: IReactorTCP, portFor: Callable[[ControlMessage], int]) -> StreamConnector:
@@ -335,62 +335,10 @@ class RawLocal(Protocol):
         self.lost = reason
 
 
-class RawPublic(Protocol):
-    """A raw public client."""
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.lost: Failure | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        self.lost = reason
-
-
-#: A mebibyte.
-MiB = 1024 * 1024
-#: A random mebibyte, repeated to make test payloads.
-BLOCK = os.urandom(MiB)
-
-
-def pattern(size: int) -> bytes:
-    """C{size} bytes of the test pattern."""
-    return (BLOCK * (size // MiB + 1))[:size]
-
-
-@inlineCallbacks
-def untilSteady(
-    read: Callable[[], int], interval: float = 0.2, rounds: int = 3
-) -> Generator[Deferred[None], None, int]:
-    """Wait until C{read()} stops changing; fire with its last value."""
-    last, steady = -1, 0
-    while steady < rounds:
-        yield deferLater(reactor, interval, lambda: None)
-        now = read()
-        steady, last = (steady + 1 if now == last else 0), now
-    return last
-
-
-@inlineCallbacks
-def until(predicate: Callable[[], bool], timeout: float = 10.0) -> Generator[Deferred[None], None, None]:
-    """
-    Wait until C{predicate()} holds, polling.
-
-    @raise AssertionError: if it does not within C{timeout} seconds.
-    """
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        yield deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError(f"{predicate} did not hold within {timeout} s")
-
-
 @implementer(IBodyProducer)
 class PatternBody:
     """
-    A request body of the test pattern, produced as fast as back-pressure
+    A request body of L{pattern}, produced as fast as back-pressure
     allows.
 
     @ivar sent: how many bytes were written so far.
@@ -413,8 +361,7 @@ class PatternBody:
     def resumeProducing(self) -> None:
         self.paused = False
         while not self.paused and self.sent < self.length:
-            start = self.sent % MiB
-            chunk = BLOCK[start : start + min(64 * 1024, self.length - self.sent)]
+            chunk = pattern(min(64 * 1024, self.length - self.sent), offset=self.sent)
             self.sent += len(chunk)
             self.consumer.write(chunk)
         if self.sent >= self.length and not self.done.called:

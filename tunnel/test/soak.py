@@ -44,6 +44,7 @@ from twisted.internet.interfaces import IReactorCore
 
 from tunnel.test import exchanges
 from tunnel.test.loopbacktunnel import LoopbackTunnel, Usage, unavailable
+from tunnel.test.support import goPattern
 from tunnel.test.twistdprocess import ensureOpenFileLimit
 
 KiB = 1024
@@ -172,7 +173,7 @@ class Soak:
         self.largest = largest
         self.random = random.Random(seed)
         self.progress = progress or (lambda line: None)
-        self._pattern = exchanges.originPattern(largest)
+        self._pattern = goPattern(largest)
         self._payload = os.urandom(largest)
         self._warming = False
 

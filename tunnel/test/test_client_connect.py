@@ -25,8 +25,9 @@ from tunnel.core.control import (
     HANDSHAKE_RESPONSE,
     MAX_CONTROL_LINE,
 )
+from tunnel.test.support import Recorder, parseFrames
 from tunnel.test.test_client_support import IDENTIFIER, REFUSAL, TEST_ROUTES
-from tunnel.test.test_mux import Recorder, deferredResult, frames
+from tunnel.test.test_mux import deferredResult
 from tunnel.yamux import Flag, FrameType, encodeFrame
 
 REQUEST = (
@@ -122,7 +123,7 @@ class ResponseTests(SynchronousTestCase):
     def assertSessionStarted(self, connection: Connection) -> None:
         """The control stream was opened and the handshake sent."""
         self.assertEqual(
-            frames(connection.written()),
+            parseFrames(connection.written()),
             [
                 (FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0, b""),
                 (FrameType.DATA, 0, 1, len(HANDSHAKE_REQUEST), HANDSHAKE_REQUEST),
@@ -175,7 +176,7 @@ class ResponseTests(SynchronousTestCase):
             + encodeFrame(FrameType.PING, Flag.SYN, 0, 77)
         )
         self.assertIn(
-            (FrameType.PING, Flag.ACK, 0, 77, b""), frames(connection.written())
+            (FrameType.PING, Flag.ACK, 0, 77, b""), parseFrames(connection.written())
         )
 
     def test_refusedIdentifier(self) -> None:
@@ -361,7 +362,7 @@ class HandshakeTests(SynchronousTestCase):
         connection.written()
         connection.tunnel.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0))
         self.assertEqual(
-            frames(connection.written()),
+            parseFrames(connection.written()),
             [(FrameType.WINDOW_UPDATE, Flag.RST, 2, 0, b"")],
         )
 
@@ -387,7 +388,7 @@ class ServerStreamsTests(SynchronousTestCase):
         connection.tunnel.dataReceived(
             encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0) + data(2, payload)
         )
-        return frames(connection.written())
+        return parseFrames(connection.written())
 
     def test_announcedStreamIsPipedToItsLocalService(self) -> None:
         """
@@ -447,7 +448,7 @@ class ServerStreamsTests(SynchronousTestCase):
             + data(streamID, ANNOUNCEMENT)
             for streamID in range(2, 2 * burst + 2, 2)
         ))
-        written = frames(connection.written())
+        written = parseFrames(connection.written())
         self.assertEqual(
             [flags for kind, flags, *_ in written if kind == FrameType.WINDOW_UPDATE],
             [Flag.ACK] * burst,

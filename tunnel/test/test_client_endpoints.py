@@ -28,9 +28,8 @@ from tunnel.client import (
     parseServerAddress,
 )
 from tunnel.server import TunnelServer
+from tunnel.test.support import Recorder, until
 from tunnel.test.test_client_support import IDENTIFIER, FakeTunnelServer
-from tunnel.test.serversupport import until
-from tunnel.test.test_mux import Recorder
 
 CERTIFICATE = FilePath(twistedTestsFile).sibling("server.pem").path
 
@@ -80,7 +79,7 @@ class TransportTests(TestCase):
         tunnelServer.request(localPort=local.getHost().port)
         stream = yield opened
         yield stream.finished
-        self.assertEqual(stream.data, b"banner\n")
+        self.assertEqual(stream.received, b"banner\n")
         stream.transport.loseConnection()
         # Longer than the test's timeout: the close must not need the bound.
         yield protocol.transport.shutdown(timeout=60)

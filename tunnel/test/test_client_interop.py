@@ -31,8 +31,8 @@ from tunnel.client import (
     parseServerAddress,
 )
 from tunnel.test.gopeer import GoPeerProcess, buildGoPeer, goAvailable, spawnGoPeer
+from tunnel.test.support import MiB, goPatternDigest
 
-MiB = 1024 * 1024
 IDENTIFIER = "interop-identifier-5678"
 HOST = "demo.localhost"
 
@@ -59,19 +59,6 @@ def waitForState(
 
     service.addStateObserver(observe)
     return reached
-
-
-def originPatternDigest(size: int) -> str:
-    """The SHA-256 of the first C{size} bytes of the origin's C{/bytes}."""
-    digest = hashlib.sha256()
-    sha256 = hashlib.sha256
-    blocks = -(-size // 32)
-    for start in range(0, blocks, 65536):
-        chunk = b"".join(
-            sha256(b"%d" % i).digest() for i in range(start, min(start + 65536, blocks))
-        )
-        digest.update(chunk[: size - start * 32])
-    return digest.hexdigest()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -241,7 +228,7 @@ class GoServerTests(TestCase):
             return hashlib.sha256(body).hexdigest()
 
         digests = yield defer.gatherResults([fetch(size) for size in sizes])
-        self.assertEqual(digests, [originPatternDigest(size) for size in sizes])
+        self.assertEqual(digests, [goPatternDigest(size) for size in sizes])
 
     @defer.inlineCallbacks
     def test_download(self) -> Any:
@@ -258,7 +245,7 @@ class GoServerTests(TestCase):
 
         yield treq.collect(response, collect)
         self.assertEqual(received[0], size)
-        self.assertEqual(digest.hexdigest(), originPatternDigest(size))
+        self.assertEqual(digest.hexdigest(), goPatternDigest(size))
 
     @defer.inlineCallbacks
     def test_upload(self) -> Any:

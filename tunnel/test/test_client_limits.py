@@ -49,13 +49,13 @@ class RefusedPortTests(SynchronousTestCase):
         self.assertEqual(world.reactor.tcpClients, [])
         http, websocket = world.server.streams
         self.assertEqual(
-            http.data,
+            http.received,
             badGateway("tunnel: this client does not expose local port 6379\n"),
         )
-        self.assertTrue(http.data.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"))
+        self.assertTrue(http.received.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"))
         self.assertTrue(http.readEnded)
         self.assertEqual(
-            websocket.data, badGateway("tunnel: this client does not expose local port 22\n")
+            websocket.received, badGateway("tunnel: this client does not expose local port 22\n")
         )
 
     def test_tcpIsClosedWithoutADial(self) -> None:
@@ -66,7 +66,7 @@ class RefusedPortTests(SynchronousTestCase):
         world.flush()
         self.assertEqual(world.reactor.tcpClients, [])
         [stream] = world.server.streams
-        self.assertEqual(stream.data, b"")
+        self.assertEqual(stream.received, b"")
         self.assertTrue(stream.readEnded)
 
     def test_allowedPortsAreDialled(self) -> None:
@@ -149,10 +149,10 @@ class LocalConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(len(world.reactor.tcpClients), 2)
         first, second, third, tcp = world.server.streams
         self.assertEqual(
-            third.data,
+            third.received,
             serviceUnavailable("tunnel: this client has too many local connections open (2)\n"),
         )
-        self.assertEqual(tcp.data, b"")
+        self.assertEqual(tcp.received, b"")
         self.assertTrue(tcp.readEnded)
         self.assertEqual(len([w for w in warnings() if "local connections are open" in w]), 1)
         world.completeLocalConnection()
@@ -169,7 +169,7 @@ class LocalConnectionLimitTests(SynchronousTestCase):
         # The completed connection left the pending ones; the new one dials.
         self.assertEqual(len(world.reactor.tcpClients), 2)
         self.assertEqual(limit.live, 2)
-        self.assertEqual(world.server.streams[-1].data, b"")
+        self.assertEqual(world.server.streams[-1].received, b"")
 
     def test_failedDialReleases(self) -> None:
         """A dial that failed stops counting once its stream is closed."""

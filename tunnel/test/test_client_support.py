@@ -25,7 +25,8 @@ from tunnel.core.control import (
     ControlMessage,
     TransportProtocol,
 )
-from tunnel.test.test_mux import HalfCloseEcho, HalfCloseRecorder, RecordingFactory
+from tunnel.test.streams import EchoStream
+from tunnel.test.support import HalfCloseRecorder, RecordingFactory
 
 IDENTIFIER = "secret-identifier-1234"
 
@@ -234,7 +235,7 @@ class World:
         """The server of the latest connection."""
         return self.serverEndpoint.servers[-1]
 
-    def listen(self, port: int, protocolClass: type[Protocol] = HalfCloseEcho) -> RecordingFactory:
+    def listen(self, port: int, protocolClass: type[Protocol] = EchoStream) -> RecordingFactory:
         """Run a local service on 127.0.0.1:C{port}."""
         factory = RecordingFactory(protocolClass)
         self.reactor.listenTCP(port, factory)

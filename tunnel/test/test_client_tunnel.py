@@ -13,8 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from tunnel.client import LocalRoutes, TunnelClientProtocol, TunnelRefusedError
 from tunnel.client.local import serviceUnavailable
 from tunnel.core.control import HANDSHAKE_REQUEST, IDENTIFIER_HEADER, TransportProtocol
+from tunnel.test.support import Recorder
 from tunnel.test.test_client_support import IDENTIFIER, REFUSAL, World
-from tunnel.test.test_mux import Recorder, deferredResult
+from tunnel.test.test_mux import deferredResult
 
 HTTP = TransportProtocol.HTTP
 TCP = TransportProtocol.TCP
@@ -109,7 +110,7 @@ class ForwardingTests(SynchronousTestCase):
         world.completeLocalConnection()
         world.flush()
         self.assertEqual(len(local.built), 1)
-        self.assertEqual(stream.data, RESPONSE)
+        self.assertEqual(stream.received, RESPONSE)
         self.assertTrue(stream.readEnded)
 
     def test_localAddressChoice(self) -> None:
@@ -145,7 +146,7 @@ class ForwardingTests(SynchronousTestCase):
         world.flush()
         [stream] = world.server.streams
         self.assertEqual(
-            stream.data,
+            stream.received,
             b"HTTP/1.1 503 Service Unavailable\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\n"
             b"X-Content-Type-Options: nosniff\r\n"
@@ -165,7 +166,7 @@ class ForwardingTests(SynchronousTestCase):
         world.failLocalConnection()
         world.flush()
         [stream] = world.server.streams
-        self.assertEqual(stream.data, b"")
+        self.assertEqual(stream.received, b"")
         self.assertTrue(stream.readEnded)
 
     def test_dialCancelledWhenStreamReset(self) -> None:
@@ -236,7 +237,7 @@ class ShutdownTests(SynchronousTestCase):
         [stream] = world.server.streams
         stream.transport.write(b"GET / HTTP/1.1\r\n\r\n")
         world.flush()
-        self.assertEqual(stream.data, RESPONSE)
+        self.assertEqual(stream.received, RESPONSE)
         self.assertEqual(closed, [None])
         self.assertIsNotNone(protocol.lost)
         self.assertIsNotNone(world.server.lost)
@@ -275,7 +276,7 @@ class ShutdownTests(SynchronousTestCase):
         world.server.request(HTTP, 3000)
         world.flush()
         late = world.server.streams[1]
-        self.assertEqual(late.data, serviceUnavailable("tunnel: the client is shutting down\n"))
+        self.assertEqual(late.received, serviceUnavailable("tunnel: the client is shutting down\n"))
         self.assertTrue(late.readEnded)
         self.assertEqual(len(world.reactor.tcpClients), 0)
         world.server.streams[0].transport.write(b"GET / HTTP/1.1\r\n\r\n")

@@ -13,6 +13,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import TestCase
 
 from tunnel._directwrite import writeNow, writeSequenceNow
+from tunnel.test.support import pattern
 
 
 class DirectWriteTests(TestCase):
@@ -101,7 +102,7 @@ class DirectWriteTests(TestCase):
         it took once the socket drains.
         """
         filled = self.fillSocket()
-        payload = bytes(range(256)) * 1024
+        payload = pattern(256 * 1024)
         writeNow(self.transport, payload)
         self.assertEqual(self.queued(), len(payload))
         self.assertEqual(self.received() + self.drain(), filled + payload)

@@ -12,10 +12,11 @@ from typing import Any, Callable
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import SkipTest
 
-from tunnel.test.test_e2e_plugins import IDENTIFIER, Collector, MiB, PluginsTestCase
+from tunnel.test.support import MiB, sleep, until, untilSteady
+from tunnel.test.test_e2e_plugins import IDENTIFIER, Collector, PluginsTestCase
 from tunnel.test.twistdprocess import TwistdProcess, processMetricsAvailable
 
 #: How soon the public side must learn of a dead client.
@@ -29,20 +30,6 @@ RSS_MARGIN_KIB = 4 * 1024
 FAST_KEEPALIVE = ["--keepalive-interval", "1", "--keepalive-timeout", "1"]
 
 
-def sleep(seconds: float) -> defer.Deferred[None]:
-    return deferLater(reactor, seconds, lambda: None)
-
-
-@defer.inlineCallbacks
-def until(predicate: Callable[[], bool], timeout: float, what: str):
-    """Poll C{predicate} until it holds; fail after C{timeout} seconds."""
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        yield sleep(0.05)
-
-
 @defer.inlineCallbacks
 def settledOpenFiles(process: TwistdProcess, expected: int, timeout: float = 10.0):
     """
@@ -53,17 +40,6 @@ def settledOpenFiles(process: TwistdProcess, expected: int, timeout: float = 10.
     while process.openFiles() != expected and reactor.seconds() < deadline:
         yield sleep(0.05)
     return process.openFiles()
-
-
-@defer.inlineCallbacks
-def steadyOpenFiles(process: TwistdProcess):
-    """Wait until C{process}'s count of open files holds still for 0.3 s; fire with it."""
-    last, steady = process.openFiles(), 0
-    while steady < 3:
-        yield sleep(0.1)
-        now = process.openFiles()
-        steady, last = (steady + 1 if now == last else 0), now
-    return last
 
 
 class FaultTestCase(PluginsTestCase):
@@ -100,7 +76,7 @@ class FaultTestCase(PluginsTestCase):
         """
         for _ in range(2):
             yield warmUp()
-        files = yield steadyOpenFiles(self.server)
+        files = yield untilSteady(self.server.openFiles, 0.1)
         return files, self.server.residentKiB()
 
     @defer.inlineCallbacks

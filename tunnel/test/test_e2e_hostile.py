@@ -33,8 +33,9 @@ from tunnel.test.hostile import (
     HostileTunnelClient,
     PeerStream,
 )
-from tunnel.test.test_e2e_faults import FaultTestCase, sleep, steadyOpenFiles, until
-from tunnel.test.test_e2e_plugins import SILENT_IDENTIFIER, Collector, MiB
+from tunnel.test.support import MiB, sleep, until, untilSteady
+from tunnel.test.test_e2e_faults import FaultTestCase
+from tunnel.test.test_e2e_plugins import SILENT_IDENTIFIER, Collector
 from tunnel.test.twistdprocess import (
     TwistdProcess,
     ensureOpenFileLimit,
@@ -566,7 +567,7 @@ class MemoryTests(TwoTenantsTestCase):
         closed = yield self.assertStuckSessionClosed()
         log.info("finding 3 (not reading): {line}", line=closed)
         abortPublics()
-        openFiles = yield steadyOpenFiles(self.server)
+        openFiles = yield untilSteady(self.server.openFiles, 0.1)
         self.assertLessEqual(openFiles, files)
 
     @defer.inlineCallbacks
@@ -779,7 +780,7 @@ class HostileServerTests(TestCase):
             ["--local", f"127.0.0.1:{localPort.getHost().port}",
              *LOCAL_CAP_ARGUMENTS]
         )
-        files = yield steadyOpenFiles(client)
+        files = yield untilSteady(client.openFiles, 0.1)
         sampler = PeakSampler(client.openFiles)
         self.addCleanup(sampler.stop)
         count = 4800

@@ -8,11 +8,10 @@ mixed traffic (the long one is C{python -m tunnel.test.soak}).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Generator
+from typing import Any, Generator
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -20,6 +19,7 @@ from tunnel.test import exchanges
 from tunnel.test.exchanges import Exchange, ExchangeError, digestLine, splitResponse
 from tunnel.test.loopbacktunnel import LoopbackTunnel, Usage, unavailable
 from tunnel.test.soak import MIX, RSS_TOLERANCE, SoakReport, openFilesNeeded, runSoak
+from tunnel.test.support import goPattern, until
 from tunnel.test.twistdprocess import ensureOpenFileLimit
 
 log = Logger()
@@ -35,21 +35,6 @@ BODY_SIZE = 4096
 SOAK_REQUESTS = 2500
 SOAK_WARM_UP = 1500
 SOAK_CONCURRENCY = 50
-
-
-@defer.inlineCallbacks
-def waitUntil(
-    predicate: Callable[[], bool], timeout: float, what: Callable[[], str]
-) -> Generator[Any, Any, None]:
-    """
-    Poll C{predicate} until it holds; after C{timeout} seconds, fail saying
-    C{what()}.
-    """
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"{what()}: not within {timeout} s")
-        yield deferLater(reactor, 0.05, lambda: None)
 
 
 class ConcurrencyTests(TestCase):
@@ -125,7 +110,7 @@ class ConcurrencyTests(TestCase):
             except ExchangeError as e:
                 wrong.append(f"#{i}: {e}")
                 continue
-            if body != exchanges.originPattern(size):
+            if body != goPattern(size):
                 wrong.append(f"#{i}: a body of {len(body)} bytes for /bytes?n={size}")
         self.assertEqual(len(wrong), 0, f"{len(wrong)} wrong answers, the first: {wrong[:3]}")
         yield self.assertFilesBackTo(before)
@@ -160,9 +145,10 @@ class ConcurrencyTests(TestCase):
                 for name in ("server", "client")
             )
 
-        yield waitUntil(
+        yield until(
             allInTheTunnel, 30,
             lambda: f"{CONNECTIONS} requests in the tunnel at once (from {before}, at {now})",
+            interval=0.05,
         )
         self.assertEqual(sum(connection.done.called for connection in connections), 0)
         for connection, body in zip(connections, bodies):
@@ -272,7 +258,7 @@ class CheckTests(TestCase):
         def answer(body: bytes) -> bytes:
             return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
-        pattern = exchanges.originPattern(101)
+        pattern = goPattern(101)
         moved = yield exchanges.get(self.impostor(answer(pattern[:100])), 100)
         self.assertEqual(moved, 100)
         for wrong in (pattern[:101], pattern[:99] + b"x"):

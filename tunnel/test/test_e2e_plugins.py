@@ -15,7 +15,6 @@ import treq
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import HTTPConnectionPool, ResponseFailed
 
@@ -23,17 +22,11 @@ from tunnel.hostsfile import writeHostsFile
 from tunnel.mux import YamuxProtocol
 from tunnel.core.control import CONTROL_PATH, HANDSHAKE_REQUEST, IDENTIFIER_HEADER
 from tunnel.test.gopeer import buildGoPeer, goAvailable, spawnGoPeer
+from tunnel.test.support import MiB, goPatternDigest, until
 from tunnel.test.twistdprocess import TwistdProcess, spawnTwistd
 
 IDENTIFIER = "e2e-identifier-0123456789"
 SILENT_IDENTIFIER = "silent-identifier-0123456789"
-MiB = 1024 * 1024
-
-
-def originPattern(size: int) -> bytes:
-    """What the Go origin's C{/bytes?n=SIZE} serves."""
-    blocks = (size + 31) // 32
-    return b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(blocks))[:size]
 
 
 class Collector(Protocol):
@@ -201,7 +194,7 @@ class TunnelPluginsTests(PluginsTestCase):
         digest = hashlib.sha256()
         yield treq.collect(response, digest.update)
         self.assertEqual(response.code, 200)
-        self.assertEqual(digest.hexdigest(), hashlib.sha256(originPattern(size)).hexdigest())
+        self.assertEqual(digest.hexdigest(), goPatternDigest(size))
 
     @defer.inlineCallbacks
     def test_upload20MiBEchoed(self):
@@ -349,8 +342,7 @@ class TunnelPluginsTests(PluginsTestCase):
         response = yield self.request("GET", "/stream?n=100&interval_ms=100")
         received = []
         collecting = treq.collect(response, received.append)
-        while not received:
-            yield deferLater(reactor, 0.05, lambda: None)
+        yield until(lambda: received, 60, "the first chunk of the response")
         started = reactor.seconds()
         yield self.client.kill()
         yield self.assertFailure(collecting, ResponseFailed)
@@ -363,10 +355,7 @@ class TunnelPluginsTests(PluginsTestCase):
         yield self.client.waitFor(r"disconnected|waiting")
         upBefore = self.client.output.count("is up")
         self.server = yield self.startServer(f"tcp:{self.port}:interface=127.0.0.1")
-        for _ in range(200):
-            if self.client.output.count("is up") > upBefore:
-                break
-            yield deferLater(reactor, 0.1, lambda: None)
+        yield until(lambda: self.client.output.count("is up") > upBefore, 20, "the client reconnected")
         response = yield self.request("GET", "/")
         self.assertEqual((yield response.content()), b"hello from origin\n")
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 from typing import Callable
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -21,22 +19,9 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tunnel._hijack import takeOverConnection
 from tunnel.test.serversupport import tlsOptions
+from tunnel.test.support import Recorder
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 80)
-
-
-class Recorder(Protocol):
-    """Records what reaches it once it owns the connection."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost: Failure | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        self.lost = reason
 
 
 class TakeOver(Resource):
@@ -65,16 +50,6 @@ class TakeOver(Resource):
         takeOverConnection(self.pending.pop(0), self.protocol)
 
 
-class Client(Protocol):
-    """The public side: records what the server sends."""
-
-    def __init__(self) -> None:
-        self.received = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-
 def connectInMemory(
     serverFactory: Callable[[], Protocol], clientProtocol: Protocol, clock: Clock
 ) -> iosim.IOPump:
@@ -101,7 +76,7 @@ class PlainTakeOverTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.recorder = Recorder()
-        self.client = Client()
+        self.client = Recorder()
 
     def connect(self, resource: Resource) -> iosim.IOPump:
         site = Site(resource, reactor=self.clock)
@@ -257,7 +232,7 @@ class TLSTakeOverTests(SynchronousTestCase):
         clock = Clock()
         site = Site(Checking(recorder), reactor=clock)
         serverFactory = TLSMemoryBIOFactory(serverOptions, False, site, clock)
-        client = Client()
+        client = Recorder()
         clientFactory = TLSMemoryBIOFactory(clientOptions, True, _Once(client), clock)
         clientTLS = clientFactory.buildProtocol(ADDRESS)
         pump = connectInMemory(

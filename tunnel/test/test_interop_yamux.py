@@ -21,11 +21,11 @@ from tunnel.mux import (
     YamuxFactory,
     YamuxProtocol,
 )
-from tunnel.test.gopeer import buildGoPeer, goAvailable, pattern, spawnGoPeer
+from tunnel.test.gopeer import buildGoPeer, goAvailable, spawnGoPeer
 from tunnel.test.streams import BulkStream, EchoStream, digest
+from tunnel.test.support import MiB, goPattern, sleep
 from tunnel.yamux import SessionConfig, SessionGoingAwayError
 
-MiB = 1024 * 1024
 
 
 class ResetOnData(Protocol):
@@ -147,7 +147,7 @@ class GoClientOurServerTests(GoPeerTestCase):
             "-scenario", "expect-goaway",
         )
         session = yield sessions
-        yield deferLater(0.2)
+        yield sleep(0.2)
         session.goAway()
         result = yield peer.result
         self.assertPeerOK(result)
@@ -163,7 +163,7 @@ class OurClientGoServerTests(GoPeerTestCase):
         session = yield self.connectOurs(peer, config)
         protocols, expected = [], []
         for seed in range(streams):
-            payload = pattern(seed, size)
+            payload = goPattern(size, seed)
             expected.append(digest(payload))
             protocol = BulkStream(payload)
             protocols.append(protocol)
@@ -206,7 +206,7 @@ class OurClientGoServerTests(GoPeerTestCase):
             "-keepalive", "-keepalive-interval", "50ms",
         )
         session = yield self.connectOurs(peer)
-        yield deferLater(0.5)
+        yield sleep(0.5)
         protocol = BulkStream(b"still alive")
         session.openStream(protocol)
         self.assertEqual((yield protocol.done), digest(b"still alive"))
@@ -267,10 +267,3 @@ class OurClientGoServerTests(GoPeerTestCase):
         yield peer.kill()
         yield protocol.done
         self.assertTrue(protocol.reason.check(SessionEndedError, StreamResetError))
-
-
-def deferLater(seconds: float) -> defer.Deferred[None]:
-    """Wait on the real reactor."""
-    from twisted.internet.task import deferLater as later
-
-    return later(reactor, seconds, lambda: None)

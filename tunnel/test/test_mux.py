@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -28,7 +28,8 @@ from tunnel.mux import (
     StreamResetError,
     YamuxProtocol,
 )
-from tunnel.test.streams import TCPLikeTransport
+from tunnel.test.streams import EchoStream, TCPLikeTransport
+from tunnel.test.support import HalfCloseRecorder, Recorder, RecordingFactory, parseFrames, pattern
 from tunnel.yamux import (
     HEADER_SIZE,
     INITIAL_WINDOW,
@@ -41,74 +42,11 @@ from tunnel.yamux import (
 )
 
 
-class Recorder(Protocol):
-    """Records what happens to it."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.made = False
-        self.lost: Failure | None = None
-
-    def connectionMade(self) -> None:
-        self.made = True
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        self.lost = reason
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.received)
-
-
-@implementer(IHalfCloseableProtocol)
-class HalfCloseRecorder(Recorder):
-    """A recorder that supports half-close."""
-
-    readEnded = False
-    writeEnded = False
-
-    def readConnectionLost(self) -> None:
-        self.readEnded = True
-
-    def writeConnectionLost(self) -> None:
-        self.writeEnded = True
-
-
 class Echo(Protocol):
     """Echoes everything back."""
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
-
-
-@implementer(IHalfCloseableProtocol)
-class HalfCloseEcho(Echo):
-    """Echoes, and half-closes once the peer has."""
-
-    def readConnectionLost(self) -> None:
-        self.transport.loseWriteConnection()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-
-class RecordingFactory(Factory):
-    """Builds a given protocol class and remembers every instance."""
-
-    def __init__(self, protocolClass: type[Protocol] = Recorder) -> None:
-        self.protocolClass = protocolClass
-        self.built: list[Any] = []
-        self.addresses: list[Any] = []
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        protocol = self.protocolClass()
-        protocol.factory = self
-        self.built.append(protocol)
-        self.addresses.append(addr)
-        return protocol
 
 
 class RefusingFactory(Factory):
@@ -133,19 +71,6 @@ class PushProducer:
 
     def stopProducing(self) -> None:
         self.calls.append("stop")
-
-
-def frames(data: bytes) -> list[tuple[int, int, int, int, bytes]]:
-    """Split bytes into (type, flags, streamID, length, payload) tuples."""
-    import struct
-
-    result = []
-    while data:
-        version, kind, flags, streamID, length = struct.unpack(">BBHII", data[:HEADER_SIZE])
-        payloadSize = length if kind == FrameType.DATA else 0
-        result.append((kind, flags, streamID, length, data[HEADER_SIZE:HEADER_SIZE + payloadSize]))
-        data = data[HEADER_SIZE + payloadSize:]
-    return result
 
 
 class SessionPair:
@@ -197,7 +122,7 @@ class OpenStreamTests(SynchronousTestCase):
         self.assertEqual(results, [])
         pair.flush()
         self.assertEqual(results, [protocol])
-        self.assertEqual(pair.serverStreams.built[0].data, b"early")
+        self.assertEqual(pair.serverStreams.built[0].received, b"early")
 
     def test_factoryBuildsProtocolForStream(self) -> None:
         """
@@ -263,7 +188,7 @@ class OpenStreamTests(SynchronousTestCase):
         results[0].trap(StreamOpenTimeoutError)
         protocol.lost.trap(StreamOpenTimeoutError)
         self.assertEqual(
-            frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0, b"")]
+            parseFrames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0, b"")]
         )
 
     def test_cancelOpenResetsStream(self) -> None:
@@ -279,7 +204,7 @@ class OpenStreamTests(SynchronousTestCase):
         self.failureResultOf(d)
         protocol.lost.trap(ConnectionAborted)
         self.assertEqual(
-            frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0, b"")]
+            parseFrames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0, b"")]
         )
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -301,7 +226,7 @@ class OpenStreamTests(SynchronousTestCase):
         client, transport, _ = self.backloggedClient()
         protocols = [Recorder() for _ in range(3)]
         results = [deferredResult(client.openStream(p)) for p in protocols]
-        self.assertEqual([f[2] for f in frames(transport.value())], [1, 3])
+        self.assertEqual([f[2] for f in parseFrames(transport.value())], [1, 3])
         self.assertFalse(protocols[2].made)
         self.assertEqual(client.unacknowledgedStreams, 2)
         transport.clear()
@@ -309,7 +234,7 @@ class OpenStreamTests(SynchronousTestCase):
         self.assertEqual(results[0], [protocols[0]])
         self.assertTrue(protocols[2].made)
         self.assertEqual(
-            frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.SYN, 5, 0, b"")]
+            parseFrames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.SYN, 5, 0, b"")]
         )
         self.assertEqual(results[2], [])
         client.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.ACK, 5, 0))
@@ -324,7 +249,7 @@ class OpenStreamTests(SynchronousTestCase):
         clock.advance(client.config.streamOpenTimeout)
         for d in opened[1:3]:
             self.failureResultOf(d, StreamOpenTimeoutError)
-        synned = [f[2] for f in frames(transport.value()) if f[1] == Flag.SYN]
+        synned = [f[2] for f in parseFrames(transport.value()) if f[1] == Flag.SYN]
         self.assertEqual(synned, [1, 3, 5, 7])
         self.assertNoResult(opened[3])
 
@@ -340,7 +265,7 @@ class OpenStreamTests(SynchronousTestCase):
         transport.clear()
         client.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.ACK, 1, 0))
         self.assertEqual(
-            frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.SYN, 5, 0, b"")]
+            parseFrames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.SYN, 5, 0, b"")]
         )
         client.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.ACK, 3, 0))
         self.assertEqual(client.unacknowledgedStreams, 1)
@@ -370,7 +295,7 @@ class OpenStreamTests(SynchronousTestCase):
         self.failureResultOf(pair.client.openStream(Recorder()), SessionGoingAwayError)
         first.transport.write(b"still works")
         pair.flush()
-        self.assertEqual(first.data, b"still works")
+        self.assertEqual(first.received, b"still works")
 
     def test_peerStreamsRefusedAfterOurGoAway(self) -> None:
         """Streams the peer opens after our Go Away are refused."""
@@ -410,7 +335,7 @@ class OpenStreamTests(SynchronousTestCase):
         self.assertEqual((server.session.streamIDs, server.streams), ([], {}))
         self.assertEqual(transport.value(), b"")
         server.dataReceived(encodeFrame(FrameType.PING, Flag.SYN, 0, 5))
-        self.assertEqual(frames(transport.value()), [(FrameType.PING, Flag.ACK, 0, 5, b"")])
+        self.assertEqual(parseFrames(transport.value()), [(FrameType.PING, Flag.ACK, 0, 5, b"")])
 
     def test_streamIDReopenedInOneReadIsRefused(self) -> None:
         """
@@ -430,7 +355,7 @@ class OpenStreamTests(SynchronousTestCase):
         self.assertEqual(len(streams.built), 1)
         self.assertEqual((server.session.streamIDs, server.streams), ([], {}))
         self.assertEqual(
-            frames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0, b"")]
+            parseFrames(transport.value()), [(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0, b"")]
         )
         self.assertEqual(server._clock.getDelayedCalls(), [])
 
@@ -462,14 +387,14 @@ class TransferTests(SynchronousTestCase):
         Several windows' worth of data goes through an echo intact, and no
         frame is larger than the window.
         """
-        pair = SessionPair(serverStreams=RecordingFactory(HalfCloseEcho))
+        pair = SessionPair(serverStreams=RecordingFactory(EchoStream))
         protocol = HalfCloseRecorder()
         pair.client.openStream(protocol)
-        payload = bytes(range(256)) * 4096
+        payload = pattern(1024 * 1024)
         protocol.transport.write(payload)
         protocol.transport.loseWriteConnection()
         pair.flush()
-        self.assertEqual(protocol.data, payload)
+        self.assertEqual(protocol.received, payload)
         self.assertTrue(protocol.readEnded)
         protocol.lost.trap(ConnectionDone)
         self.assertEqual(pair.client.session.streamIDs, [])
@@ -493,7 +418,7 @@ class TransferTests(SynchronousTestCase):
         protocol.transport.write(b"second")
         protocol.transport.loseConnection()
         pair.flush()
-        self.assertEqual((server.data, successor.data), (b"first", b"second"))
+        self.assertEqual((server.received, successor.received), (b"first", b"second"))
         self.assertIsNone(server.lost)
         successor.lost.trap(ConnectionDone)
 
@@ -514,11 +439,11 @@ class TransferTests(SynchronousTestCase):
         self.assertEqual(producer.calls, ["pause"])
         self.assertEqual(pair.client.session.bufferedAmount(1), 10)
         pair.flush()
-        self.assertEqual(server.received, [])
+        self.assertEqual(server.chunks, [])
         server.transport.resumeProducing()
         pair.flush()
         self.assertEqual(producer.calls, ["pause", "resume"])
-        self.assertEqual(len(server.data), INITIAL_WINDOW + 10)
+        self.assertEqual(len(server.received), INITIAL_WINDOW + 10)
 
     def test_pausedReaderStopsGrantingWindow(self) -> None:
         """
@@ -535,12 +460,12 @@ class TransferTests(SynchronousTestCase):
         protocol.transport.write(b"a" * INITIAL_WINDOW)
         protocol.transport.write(b"b" * INITIAL_WINDOW)
         pair.flush()
-        self.assertEqual(server.received, [])
+        self.assertEqual(server.chunks, [])
         self.assertEqual(sum(map(len, server.transport._received)), INITIAL_WINDOW)
         self.assertEqual(pair.client.session.sendWindow(1), 0)
         server.transport.resumeProducing()
         pair.flush()
-        self.assertEqual(server.data, b"a" * INITIAL_WINDOW + b"b" * INITIAL_WINDOW)
+        self.assertEqual(server.received, b"a" * INITIAL_WINDOW + b"b" * INITIAL_WINDOW)
 
     def test_pullProducerIsAskedForMore(self) -> None:
         """
@@ -564,7 +489,7 @@ class TransferTests(SynchronousTestCase):
 
         protocol.transport.registerProducer(Pull(), False)
         pair.flush()
-        self.assertEqual(pair.serverStreams.built[0].data, b"onetwothree")
+        self.assertEqual(pair.serverStreams.built[0].received, b"onetwothree")
 
     def test_sessionPauseAndResumePausesStreamProducers(self) -> None:
         """
@@ -604,7 +529,7 @@ class TransferTests(SynchronousTestCase):
         server.transport.write(b"response")
         server.transport.loseConnection()
         pair.flush()
-        self.assertEqual(protocol.data, b"response")
+        self.assertEqual(protocol.received, b"response")
         protocol.lost.trap(ConnectionDone)
         server.lost.trap(ConnectionDone)
 
@@ -624,9 +549,9 @@ class TransferTests(SynchronousTestCase):
         server.transport.write(b"tail" * 1000)
         server.transport.loseConnection()
         pair.flush()
-        self.assertEqual((protocol.data, protocol.readEnded, protocol.lost), (b"", False, None))
+        self.assertEqual((protocol.received, protocol.readEnded, protocol.lost), (b"", False, None))
         protocol.transport.resumeProducing()
-        self.assertEqual(protocol.data, b"tail" * 1000)
+        self.assertEqual(protocol.received, b"tail" * 1000)
         self.assertTrue(protocol.readEnded)
         protocol.lost.trap(ConnectionDone)
 
@@ -648,7 +573,7 @@ class TransferTests(SynchronousTestCase):
         pair.client.connectionLost(Failure(ConnectionDone()))
         protocol.lost.trap(SessionEndedError)
         protocol.transport.resumeProducing()
-        self.assertEqual((protocol.data, protocol.readEnded), (b"", False))
+        self.assertEqual((protocol.received, protocol.readEnded), (b"", False))
 
     def test_peerFinClosesProtocolThatIsNotHalfCloseable(self) -> None:
         """
@@ -661,7 +586,7 @@ class TransferTests(SynchronousTestCase):
         protocol.transport.write(b"ping")
         protocol.transport.loseWriteConnection()
         pair.flush()
-        self.assertEqual(protocol.data, b"ping")
+        self.assertEqual(protocol.received, b"ping")
         self.assertTrue(protocol.readEnded)
         protocol.lost.trap(ConnectionDone)
 
@@ -683,7 +608,7 @@ class TransferTests(SynchronousTestCase):
         server.transport.resumeProducing()
         pair.flush()
         protocol.lost.trap(ConnectionDone)
-        self.assertEqual(len(server.data), INITIAL_WINDOW + 5)
+        self.assertEqual(len(server.received), INITIAL_WINDOW + 5)
         server.lost.trap(ConnectionDone)
 
     def test_writesAfterLoseConnectionAreIgnored(self) -> None:
@@ -695,7 +620,7 @@ class TransferTests(SynchronousTestCase):
         protocol.transport.loseConnection()
         protocol.transport.write(b"b")
         pair.flush()
-        self.assertEqual(pair.serverStreams.built[0].data, b"a")
+        self.assertEqual(pair.serverStreams.built[0].received, b"a")
 
     def test_abortConnectionResetsStream(self) -> None:
         """
@@ -733,7 +658,7 @@ class TransferTests(SynchronousTestCase):
         good.transport.write(b"fine")
         pair.flush()
         bad.lost.trap(StreamResetError)
-        self.assertEqual(good.data, b"fine")
+        self.assertEqual(good.received, b"fine")
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_lingeringStreamResetAfterCloseTimeout(self) -> None:
@@ -773,7 +698,7 @@ class SessionLifeTests(SynchronousTestCase):
         transport = StringTransport()
         client.makeConnection(transport)
         results = deferredResult(client.ping())
-        [(kind, flags, streamID, opaque, _)] = frames(transport.value())
+        [(kind, flags, streamID, opaque, _)] = parseFrames(transport.value())
         self.assertEqual((kind, flags, streamID), (FrameType.PING, Flag.SYN, 0))
         clock.advance(0.25)
         client.dataReceived(encodeFrame(FrameType.PING, Flag.ACK, 0, opaque))
@@ -799,12 +724,12 @@ class SessionLifeTests(SynchronousTestCase):
         transport = StringTransport()
         client.makeConnection(transport)
         clock.advance(30)
-        [(kind, flags, _, opaque, _)] = frames(transport.value())
+        [(kind, flags, _, opaque, _)] = parseFrames(transport.value())
         self.assertEqual((kind, flags), (FrameType.PING, Flag.SYN))
         client.dataReceived(encodeFrame(FrameType.PING, Flag.ACK, 0, opaque))
         transport.clear()
         clock.advance(30)
-        self.assertEqual(len(frames(transport.value())), 1)
+        self.assertEqual(len(parseFrames(transport.value())), 1)
         clock.advance(9.9)
         self.assertFalse(transport.disconnecting)
         clock.advance(0.1)
@@ -834,7 +759,7 @@ class SessionLifeTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         server.dataReceived(encodeFrame(FrameType.PING, Flag.SYN, 0, 7))
         self.assertEqual(
-            frames(transport.value()),
+            parseFrames(transport.value()),
             [(FrameType.GO_AWAY, 0, 0, 0, b""), (FrameType.PING, Flag.ACK, 0, 7, b"")],
         )
 
@@ -852,7 +777,7 @@ class SessionLifeTests(SynchronousTestCase):
         server.makeConnection(transport)
         server.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
         self.assertEqual(
-            frames(transport.value()),
+            parseFrames(transport.value()),
             [(FrameType.GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR, b"")],
         )
         self.assertTrue(transport.disconnecting)
@@ -898,7 +823,7 @@ class SessionLifeTests(SynchronousTestCase):
         server.transport.write(b"last words")
         server.transport.loseConnection()
         pair.flush()
-        self.assertEqual(protocol.data, b"last words")
+        self.assertEqual(protocol.received, b"last words")
         self.assertTrue(protocol.readEnded)
         self.assertEqual(done, [])
         protocol.transport.loseConnection()
@@ -1032,7 +957,7 @@ class AbuseTests(SynchronousTestCase):
         server, transport = self.serverSession()
         pings = b"".join(encodeFrame(FrameType.PING, Flag.SYN, 0, i) for i in range(5000))
         server.dataReceived(pings)
-        answers = frames(transport.value())
+        answers = parseFrames(transport.value())
         self.assertEqual(len(answers), 5000)
         self.assertEqual(answers[-1], (FrameType.PING, Flag.ACK, 0, 4999, b""))
         self.assertFalse(transport.disconnecting)
@@ -1051,7 +976,7 @@ class AbuseTests(SynchronousTestCase):
         server.dataReceived(ping * 600)
         server.pauseProducing()
         server.dataReceived(ping * 400)
-        self.assertEqual(len(frames(transport.value())), 1000)
+        self.assertEqual(len(parseFrames(transport.value())), 1000)
         self.assertFalse(transport.disconnecting)
         server.dataReceived(ping)
         self.assertTrue(transport.disconnecting)
@@ -1073,7 +998,7 @@ class AbuseTests(SynchronousTestCase):
             server.resumeProducing()
             server.dataReceived(ping * 100)
         self.assertFalse(transport.disconnecting)
-        self.assertEqual(len(frames(transport.value())), 550)
+        self.assertEqual(len(parseFrames(transport.value())), 550)
 
     def test_synFloodOfRefusedStreamsKeepsNoState(self) -> None:
         """
@@ -1086,7 +1011,7 @@ class AbuseTests(SynchronousTestCase):
             for streamID in range(1, 20001, 2)
         )
         server.dataReceived(flood)
-        refusals = frames(transport.value())
+        refusals = parseFrames(transport.value())
         self.assertEqual(len(refusals), 10000)
         self.assertEqual(
             {(kind, flags) for kind, flags, _, _, _ in refusals},
@@ -1127,7 +1052,7 @@ class AbuseTests(SynchronousTestCase):
         transport.clear()
         server.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, 0, 1, 0xFFFFFFFF))
         self.assertEqual(
-            frames(transport.value()),
+            parseFrames(transport.value()),
             [(FrameType.GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR, b"")],
         )
         self.assertTrue(transport.disconnecting)
@@ -1166,7 +1091,7 @@ class GoAwayDeliveryTests(SynchronousTestCase):
             + b"\x07" * 11
         )
         self.assertEqual(
-            frames(transport.value()),
+            parseFrames(transport.value()),
             [
                 (FrameType.PING, Flag.ACK, 0, 7, b""),
                 (FrameType.GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR, b""),
@@ -1226,7 +1151,7 @@ class PausedConnectionTests(SynchronousTestCase):
         self.assertEqual(server.bufferedBytes, 2000)
         self.assertEqual(producer.calls, ["pause"] * 3)
         server.resumeProducing()
-        sent = b"".join(payload for kind, _, _, _, payload in frames(transport.value()))
+        sent = b"".join(payload for kind, _, _, _, payload in parseFrames(transport.value()))
         self.assertEqual(sent, b"x" * 1000 + b"y" * 1000)
         self.assertEqual(producer.calls[-1], "resume")
         self.assertEqual(server.bufferedBytes, 0)
@@ -1243,7 +1168,7 @@ class PausedConnectionTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         self.assertIsNone(stream.lost)
         server.resumeProducing()
-        [data, fin] = frames(transport.value())
+        [data, fin] = parseFrames(transport.value())
         self.assertEqual((data[0], data[4]), (FrameType.DATA, b"data"))
         self.assertEqual((fin[0], fin[1]), (FrameType.WINDOW_UPDATE, Flag.FIN))
         stream.lost.trap(ConnectionDone)

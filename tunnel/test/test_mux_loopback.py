@@ -10,11 +10,11 @@ import random
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tunnel.mux import YamuxFactory, YamuxProtocol
 from tunnel.test.streams import CHUNK, BulkStream, EchoStream, digest
+from tunnel.test.support import until
 from tunnel.yamux import INITIAL_WINDOW, SessionConfig
 
 class LoopbackTests(TestCase):
@@ -71,10 +71,7 @@ class LoopbackTests(TestCase):
         self.assertEqual(client.streams, {})
         self.assertEqual(client.session.streamIDs, [])
         # The server may still be reading the last FINs off the socket.
-        for _ in range(100):
-            if not server.session.streamIDs:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield until(lambda: not server.session.streamIDs, 2, "the server's streams gone")
         self.assertEqual(server.streams, {})
         self.assertEqual(server.session.streamIDs, [])
         self.assertEqual(client.session.dataToSend(), b"")

@@ -5,9 +5,7 @@ requests forwarded over tunnel streams to a local app, in memory.
 
 from __future__ import annotations
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseDone, readBody
 from twisted.web.resource import Resource
@@ -15,7 +13,8 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tunnel.mux import StreamResetError
 from tunnel.core.control import ControlMessage, TransportProtocol
-from tunnel.test.serversupport import Harness, RawLocal, RawPublic
+from tunnel.test.serversupport import Harness, RawLocal
+from tunnel.test.support import Recorder
 
 IDENTIFIER = b"forwarding-identifier"
 
@@ -65,20 +64,6 @@ class EchoApp(Protocol):
         self.transport.write(data)
 
 
-class BodyCollector(Protocol):
-    """Collects a response body chunk by chunk."""
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.reason: Failure | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        self.reason = reason
-
-
 class ForwardingTestCase(SynchronousTestCase):
     """A harness with a connected client whose streams reach L{App}."""
 
@@ -108,8 +93,8 @@ class ForwardingTestCase(SynchronousTestCase):
         self.harness.flush()
         return response, self.successResultOf(body)
 
-    def raw(self, data: bytes) -> RawPublic:
-        public = RawPublic()
+    def raw(self, data: bytes) -> Recorder:
+        public = Recorder()
         self.harness.connect(public)
         public.transport.write(data)
         self.harness.flush()
@@ -360,16 +345,16 @@ class BodyTests(ForwardingTestCase):
         [request] = pending
         request.write(b"event 1\n")
         self.harness.flush()
-        collector = BodyCollector()
+        collector = Recorder()
         self.successResultOf(responded).deliverBody(collector)
         self.assertEqual(collector.chunks, [b"event 1\n"])
         request.write(b"event 2\n")
         self.harness.flush()
         self.assertEqual(collector.chunks, [b"event 1\n", b"event 2\n"])
-        self.assertIsNone(collector.reason)
+        self.assertIsNone(collector.lost)
         request.finish()
         self.harness.flush()
-        self.assertTrue(collector.reason.check(ResponseDone))
+        self.assertTrue(collector.lost.check(ResponseDone))
 
     def test_closeDelimitedResponseIsComplete(self) -> None:
         """
@@ -525,7 +510,7 @@ class ResponseTimeoutTests(ForwardingTestCase):
     response timeout (60 s), and the tunnel goes on serving.
     """
 
-    def assertTimedOut(self, public: RawPublic, seconds: bytes = b"60") -> None:
+    def assertTimedOut(self, public: Recorder, seconds: bytes = b"60") -> None:
         head, _, body = bytes(public.received).partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 504 Gateway Time-out\r\n"), head)
         self.assertEqual(
@@ -895,11 +880,11 @@ class UpgradeTests(ForwardingTestCase):
         public = self.raw(self.upgrade)
         self.assertTrue(public.received.startswith(b"HTTP/1.1 426 Upgrade Required\r\n"))
         self.assertTrue(public.received.endswith(b"4\r\nnope\r\n0\r\n\r\n"))
-        public.received.clear()
+        public.chunks.clear()
         public.transport.write(b"GET /_controlPath/ HTTP/1.1\r\nHost: app.example\r\n\r\n")
         self.harness.flush()
         self.assertTrue(public.received.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n"))
-        public.received.clear()
+        public.chunks.clear()
         public.transport.write(b"GET /after HTTP/1.1\r\nHost: app.example\r\n\r\n")
         self.harness.flush()
         self.assertEqual([request.uri for request in self.app.requests], [b"/after"])

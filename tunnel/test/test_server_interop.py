@@ -22,14 +22,11 @@ from tunnel.test.gopeer import buildGoPeer, goAvailable, spawnGoPeer
 from tunnel.test.streams import EchoStream
 from tunnel.test.serversupport import (
     HalfClosingClient,
-    MiB,
     OneShotFactory,
     PatternBody,
-    RawPublic,
-    pattern,
     settle,
-    until,
 )
+from tunnel.test.support import MiB, Recorder, pattern, until
 
 IDENTIFIER = "interop-identifier"
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -98,7 +95,7 @@ class GoClientTests(TestCase):
 
     @defer.inlineCallbacks
     def connectPublic(self, port: int):
-        public = RawPublic()
+        public = Recorder()
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(OneShotFactory(public))
         return public
 

@@ -24,19 +24,14 @@ from tunnel.core.control import ControlMessage, TransportProtocol
 from tunnel.server import TunnelServer
 from tunnel.test.streams import EchoStream
 from tunnel.test.serversupport import (
-    BLOCK,
-    MiB,
     HalfClosingClient,
     OneShotFactory,
     PatternBody,
-    RawPublic,
     TunnelClient,
     dialLocal,
-    pattern,
     settle,
-    until,
-    untilSteady,
 )
+from tunnel.test.support import MiB, Recorder, pattern, until, untilSteady
 
 IDENTIFIER = b"loopback-identifier"
 
@@ -75,7 +70,7 @@ class BigResponse:
     def resumeProducing(self) -> None:
         self.paused = False
         while not self.paused and self.produced < self.size:
-            chunk = BLOCK[: min(256 * 1024, self.size - self.produced)]
+            chunk = pattern(min(256 * 1024, self.size - self.produced), offset=self.produced)
             self.produced += len(chunk)
             self.request.write(chunk)
         if self.produced >= self.size and self.request.producer is self:
@@ -308,7 +303,7 @@ class LoopbackTests(TestCase):
         An upgrade request gets the local service's 101 byte for byte, and
         then bytes are echoed raw through the tunnel.
         """
-        public = RawPublic()
+        public = Recorder()
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.publicPort.getHost().port).connect(
             OneShotFactory(public)
         )
@@ -377,7 +372,7 @@ class LoopbackTests(TestCase):
         after producing a bounded amount; all of it arrives once the public
         client reads again.
         """
-        public = RawPublic()
+        public = Recorder()
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.publicPort.getHost().port).connect(
             OneShotFactory(public)
         )

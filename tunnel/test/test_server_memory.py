@@ -27,10 +27,10 @@ from tunnel.core.control import (
 from tunnel.server import TunnelServer
 from tunnel.server.site import StreamedBody, StreamingRequest, TunnelChannel, TunnelSite
 from tunnel.test.streams import TCPLikeTransport
+from tunnel.test.support import MiB
 from tunnel.yamux import INITIAL_WINDOW, Flag, FrameType, SessionConfig, encodeFrame
 
 IDENTIFIER = b"memory-identifier"
-MiB = 1024 * 1024
 CHUNK = 64 * 1024
 #: What the hostile client grants each stream: the largest window there is.
 HUGE_WINDOW_DELTA = 0xFFFFFFFF - INITIAL_WINDOW

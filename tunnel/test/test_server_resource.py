@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import readBody
 from twisted.web.resource import Resource
@@ -24,7 +23,8 @@ from tunnel.core.control import (
 )
 from tunnel.server import ClientConnected, ClientDisconnected, HostStatus
 from tunnel.yamux import INITIAL_WINDOW, FrameType, GoAwayCode, encodeFrame
-from tunnel.test.serversupport import PUBLIC_PEER, Harness, RawPublic, tlsOptions
+from tunnel.test.serversupport import PUBLIC_PEER, Harness, tlsOptions
+from tunnel.test.support import Recorder
 
 IDENTIFIER = b"secret-identifier-1"
 
@@ -40,16 +40,6 @@ class Hello(Resource):
 
     def render(self, request: object) -> bytes:
         return self.name
-
-
-class RawClient(Protocol):
-    """Records what it receives."""
-
-    def __init__(self) -> None:
-        self.received = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
 
 
 class ResourceTestCase(SynchronousTestCase):
@@ -74,8 +64,8 @@ class ResourceTestCase(SynchronousTestCase):
         self.harness.flush()
         return response, self.successResultOf(body)
 
-    def raw(self, data: bytes, peer: IAddress = PUBLIC_PEER) -> RawClient:
-        client = RawClient()
+    def raw(self, data: bytes, peer: IAddress = PUBLIC_PEER) -> Recorder:
+        client = Recorder()
         self.harness.connect(client, peer=peer)
         client.transport.write(data)
         self.harness.flush()
@@ -117,9 +107,9 @@ class ControlPathTests(ResourceTestCase):
         )
         self.assertEqual(client.received, CONNECTED_WITH_SERVER_STREAMS)
 
-    def connectOnly(self) -> RawPublic:
+    def connectOnly(self) -> Recorder:
         """A client whose CONNECT was answered, and which says nothing yet."""
-        client = RawPublic()
+        client = Recorder()
         self.harness.connect(client)
         client.transport.write(
             b"CONNECT /_controlPath/ HTTP/1.1\r\nHost: x\r\n"
@@ -402,7 +392,7 @@ class RoutingTests(ResourceTestCase):
         )
 
 
-class Recorder(Resource):
+class RequestRecorder(Resource):
     """Records the target and hosts of each request it answers."""
 
     isLeaf = True
@@ -434,7 +424,7 @@ class TargetTests(ResourceTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.server.addHost("other.example", b"secret-identifier-2")
-        self.recorder = Recorder()
+        self.recorder = RequestRecorder()
         self.local = Site(self.recorder, reactor=self.harness.clock)
         self.client = self.connectClient()
 
@@ -560,7 +550,7 @@ class PublicHostTests(ResourceTestCase):
     400 with a short text, which does not repeat the header.
     """
 
-    def assertBadRequest(self, client: RawClient, message: bytes) -> None:
+    def assertBadRequest(self, client: Recorder, message: bytes) -> None:
         head, _, body = client.received.partition(b"\r\n\r\n")
         self.assertRegex(head, rb"^HTTP/1\.[01] 400 Bad Request\r\n")
         self.assertIn(b"\r\nContent-Type: text/plain; charset=utf-8\r\n", head)
@@ -740,8 +730,8 @@ class IsolationTests(ResourceTestCase):
         tunnel meanwhile goes on serving, and keeps serving after.
         """
         client = self.connectClient()
-        silent = [RawPublic() for _ in range(200)]
-        served = [RawPublic() for _ in range(50)]
+        silent = [Recorder() for _ in range(200)]
+        served = [Recorder() for _ in range(50)]
         for public in silent + served:
             self.harness.connect(public)
         for public in served:

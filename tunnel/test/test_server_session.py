@@ -7,9 +7,6 @@ own yamux client side.
 from __future__ import annotations
 
 from twisted.internet.defer import CancelledError
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -32,34 +29,9 @@ from tunnel.server.session import (
     StreamTimeout,
     TooManyPendingStreams,
 )
+from tunnel.test.support import HalfCloseRecorder, RecordingFactory
 
 IDENTIFIER = b"0123456789abcdef-identifier"
-
-
-@implementer(IHalfCloseableProtocol)
-class Recorder(Protocol):
-    """Records what happens to it on a stream."""
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.readEnded = False
-        self.lost: Failure | None = None
-
-    @property
-    def received(self) -> bytes:
-        return b"".join(self.chunks)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def readConnectionLost(self) -> None:
-        self.readEnded = True
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        self.lost = reason
 
 
 @implementer(ISessionObserver)
@@ -109,8 +81,8 @@ class SessionTestCase(SynchronousTestCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
 
-    def openControl(self, handshake: bytes = HANDSHAKE_REQUEST) -> Recorder:
-        control = Recorder()
+    def openControl(self, handshake: bytes = HANDSHAKE_REQUEST) -> HalfCloseRecorder:
+        control = HalfCloseRecorder()
         # A session that ends at once may never acknowledge the stream.
         self.client.openStream(control).addErrback(lambda f: f.trap(SessionEndedError))
         control.transport.write(handshake)
@@ -132,7 +104,7 @@ class HandshakeTests(SessionTestCase):
         A handshake that arrives in two frames is accepted once complete,
         and the answer arrives in a single read.
         """
-        control = Recorder()
+        control = HalfCloseRecorder()
         self.client.openStream(control)
         control.transport.write(HANDSHAKE_REQUEST[:5])
         self.pump.flush()
@@ -192,8 +164,8 @@ class HandshakeTests(SessionTestCase):
 
     def test_streamOpenedBeforeTheHandshakeIsRefused(self) -> None:
         """A second stream opened before the handshake completes is refused."""
-        self.client.openStream(Recorder())
-        opened = self.client.openStream(Recorder())
+        self.client.openStream(HalfCloseRecorder())
+        opened = self.client.openStream(HalfCloseRecorder())
         self.pump.flush()
         self.failureResultOf(opened, StreamRefusedError)
 
@@ -247,7 +219,7 @@ class HandshakeTests(SessionTestCase):
     def test_identifierIsNeverLoggedInFull(self) -> None:
         """Whatever happens, logs show the identifier redacted only."""
         control = self.openControl()
-        waiting = self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+        waiting = self.session.requestStream(TransportProtocol.HTTP, 0, HalfCloseRecorder())
         self.pump.flush()
         control.transport.write(b"bad\n")
         self.pump.flush()
@@ -275,7 +247,7 @@ class PairingTests(SessionTestCase):
 
     def test_requestSendsAControlMessage(self) -> None:
         """Each request sends one JSON control message, as Go encodes it."""
-        self.session.requestStream(TransportProtocol.TCP, 2222, Recorder())
+        self.session.requestStream(TransportProtocol.TCP, 2222, HalfCloseRecorder())
         self.pump.flush()
         self.assertEqual(
             self.messages(), [b'{"action":1,"transportProtocol":2,"localPort":2222}']
@@ -283,11 +255,11 @@ class PairingTests(SessionTestCase):
 
     def test_streamsArePairedInRequestOrder(self) -> None:
         """Streams are attached to the requests in the order asked."""
-        first, second = Recorder(), Recorder()
+        first, second = HalfCloseRecorder(), HalfCloseRecorder()
         d1 = self.session.requestStream(TransportProtocol.HTTP, 0, first)
         d2 = self.session.requestStream(TransportProtocol.HTTP, 0, second)
-        self.client.openStream(Recorder()).addCallback(lambda p: p.transport.write(b"one"))
-        self.client.openStream(Recorder()).addCallback(lambda p: p.transport.write(b"two"))
+        self.client.openStream(HalfCloseRecorder()).addCallback(lambda p: p.transport.write(b"one"))
+        self.client.openStream(HalfCloseRecorder()).addCallback(lambda p: p.transport.write(b"two"))
         self.pump.flush()
         self.assertIs(self.successResultOf(d1), first)
         self.assertIs(self.successResultOf(d2), second)
@@ -299,14 +271,14 @@ class PairingTests(SessionTestCase):
         that arrives for it later is closed, and the next request gets the
         stream after it.
         """
-        timedOut = self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+        timedOut = self.session.requestStream(TransportProtocol.HTTP, 0, HalfCloseRecorder())
         self.clock.advance(6)
-        waiting = Recorder()
+        waiting = HalfCloseRecorder()
         stillWaiting = self.session.requestStream(TransportProtocol.HTTP, 0, waiting)
         self.clock.advance(4)
         self.failureResultOf(timedOut, StreamTimeout)
         self.assertNoResult(stillWaiting)
-        late, next = Recorder(), Recorder()
+        late, next = HalfCloseRecorder(), HalfCloseRecorder()
         self.client.openStream(late)
         self.client.openStream(next)
         late.transport.write(b"for the timed-out request")
@@ -323,21 +295,21 @@ class PairingTests(SessionTestCase):
         A request given up by its caller consumes the next stream, which is
         closed.
         """
-        cancelled = self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+        cancelled = self.session.requestStream(TransportProtocol.HTTP, 0, HalfCloseRecorder())
         cancelled.cancel()
         self.failureResultOf(cancelled, CancelledError)
-        waiting = Recorder()
+        waiting = HalfCloseRecorder()
         d = self.session.requestStream(TransportProtocol.HTTP, 0, waiting)
-        late = Recorder()
+        late = HalfCloseRecorder()
         self.client.openStream(late)
-        self.client.openStream(Recorder())
+        self.client.openStream(HalfCloseRecorder())
         self.pump.flush()
         self.assertTrue(late.readEnded)
         self.assertIs(self.successResultOf(d), waiting)
 
     def test_streamNobodyAskedForIsRefused(self) -> None:
         """A stream opened without a request is refused with RST."""
-        opened = self.client.openStream(Recorder())
+        opened = self.client.openStream(HalfCloseRecorder())
         self.pump.flush()
         self.failureResultOf(opened, StreamRefusedError)
         self.assertFalse(self.ended())
@@ -350,7 +322,7 @@ class PairingTests(SessionTestCase):
         """
         opened = []
         for _ in range(10):
-            opened += [self.client.openStream(Recorder()) for _ in range(100)]
+            opened += [self.client.openStream(HalfCloseRecorder()) for _ in range(100)]
             self.pump.flush()
         for d in opened:
             self.failureResultOf(d, StreamRefusedError)
@@ -367,17 +339,17 @@ class PairingTests(SessionTestCase):
         included; asking for more fails with L{TooManyPendingStreams}.
         """
         for _ in range(3):
-            self.session.requestStream(TransportProtocol.HTTP, 0, Recorder()).addErrback(
+            self.session.requestStream(TransportProtocol.HTTP, 0, HalfCloseRecorder()).addErrback(
                 lambda f: None
             )
         self.clock.advance(10)
         self.failureResultOf(
-            self.session.requestStream(TransportProtocol.HTTP, 0, Recorder()),
+            self.session.requestStream(TransportProtocol.HTTP, 0, HalfCloseRecorder()),
             TooManyPendingStreams,
         )
-        self.client.openStream(Recorder())
+        self.client.openStream(HalfCloseRecorder())
         self.pump.flush()
-        self.assertNoResult(self.session.requestStream(TransportProtocol.HTTP, 0, Recorder()))
+        self.assertNoResult(self.session.requestStream(TransportProtocol.HTTP, 0, HalfCloseRecorder()))
 
     def test_closingFailsWaitingRequestsAndSendsGoAway(self) -> None:
         """
@@ -385,11 +357,11 @@ class PairingTests(SessionTestCase):
         Go Away and closes the control stream; the connection closes once
         the open streams have finished.
         """
-        busy = Recorder()
+        busy = HalfCloseRecorder()
         self.session.requestStream(TransportProtocol.HTTP, 0, busy)
-        self.client.openStream(Recorder())
+        self.client.openStream(HalfCloseRecorder())
         self.pump.flush()
-        waiting = self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+        waiting = self.session.requestStream(TransportProtocol.HTTP, 0, HalfCloseRecorder())
         closed = self.session.close("testing")
         self.pump.flush()
         self.failureResultOf(waiting, SessionEndedError)
@@ -397,7 +369,7 @@ class PairingTests(SessionTestCase):
         self.assertTrue(self.control.readEnded)
         self.assertNoResult(closed)
         self.failureResultOf(
-            self.session.requestStream(TransportProtocol.HTTP, 0, Recorder()),
+            self.session.requestStream(TransportProtocol.HTTP, 0, HalfCloseRecorder()),
             SessionEndedError,
         )
         busy.transport.loseConnection()
@@ -409,7 +381,7 @@ class PairingTests(SessionTestCase):
 
     def test_endOfTheConnectionFailsWaitingRequests(self) -> None:
         """Requests waiting for a stream fail when the connection is lost."""
-        waiting = self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+        waiting = self.session.requestStream(TransportProtocol.HTTP, 0, HalfCloseRecorder())
         self.pump.clientIO.loseConnection()
         self.pump.flush()
         self.failureResultOf(waiting, SessionEndedError)
@@ -428,28 +400,16 @@ class BurstTests(SessionTestCase):
         self.openControl()
         owed = self.settings.maxPendingStreams
         requests = [
-            self.session.requestStream(TransportProtocol.HTTP, 0, Recorder())
+            self.session.requestStream(TransportProtocol.HTTP, 0, HalfCloseRecorder())
             for _ in range(owed)
         ]
         self.pump.flush()
-        opened = [self.client.openStream(Recorder()) for _ in range(owed)]
+        opened = [self.client.openStream(HalfCloseRecorder()) for _ in range(owed)]
         self.pump.flush()
         self.assertEqual([d.called for d in opened], [True] * owed)
         self.assertEqual(
-            sum(isinstance(self.successResultOf(d), Recorder) for d in requests), owed
+            sum(isinstance(self.successResultOf(d), HalfCloseRecorder) for d in requests), owed
         )
-
-
-class StreamRecorderFactory:
-    """Builds a L{Recorder} for each stream the server opens, and keeps them."""
-
-    def __init__(self) -> None:
-        self.built: list[Recorder] = []
-
-    def buildProtocol(self, addr: object) -> Recorder:
-        protocol = Recorder()
-        self.built.append(protocol)
-        return protocol
 
 
 class ServerStreamsTests(SessionTestCase):
@@ -464,7 +424,7 @@ class ServerStreamsTests(SessionTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.opened = StreamRecorderFactory()
+        self.opened = RecordingFactory(HalfCloseRecorder)
         self.client.streamFactory = self.opened
         self.control = self.openControl()
 
@@ -473,7 +433,7 @@ class ServerStreamsTests(SessionTestCase):
         A request is connected to a new server stream at once, and what it
         writes follows the control message on that stream.
         """
-        protocol = Recorder()
+        protocol = HalfCloseRecorder()
         connected = self.session.requestStream(TransportProtocol.WEBSOCKET, 8080, protocol)
         self.assertIs(self.successResultOf(connected), protocol)
         protocol.transport.write(b"GET / HTTP/1.1\r\n\r\n")
@@ -492,7 +452,7 @@ class ServerStreamsTests(SessionTestCase):
     def test_refusedStreamEndsTheRequestsConnection(self) -> None:
         """A stream the client refuses (resets) ends the protocol's connection."""
         self.client.streamFactory = None
-        protocol = Recorder()
+        protocol = HalfCloseRecorder()
         self.successResultOf(self.session.requestStream(TransportProtocol.HTTP, 80, protocol))
         self.pump.flush()
         self.assertTrue(protocol.lost.check(StreamResetError))
@@ -505,19 +465,19 @@ class ServerStreamsTests(SessionTestCase):
         """
         for _ in range(2):
             self.successResultOf(
-                self.session.requestStream(TransportProtocol.HTTP, 80, Recorder())
+                self.session.requestStream(TransportProtocol.HTTP, 80, HalfCloseRecorder())
             )
         self.failureResultOf(
-            self.session.requestStream(TransportProtocol.HTTP, 80, Recorder()),
+            self.session.requestStream(TransportProtocol.HTTP, 80, HalfCloseRecorder()),
             TooManyPendingStreams,
         )
         self.pump.flush()
-        self.successResultOf(self.session.requestStream(TransportProtocol.HTTP, 80, Recorder()))
+        self.successResultOf(self.session.requestStream(TransportProtocol.HTTP, 80, HalfCloseRecorder()))
 
     def test_requestAfterTheSessionEndedFails(self) -> None:
         """Once the session is closing, a request fails at once."""
         self.session.close("test")
         self.failureResultOf(
-            self.session.requestStream(TransportProtocol.HTTP, 80, Recorder()),
+            self.session.requestStream(TransportProtocol.HTTP, 80, HalfCloseRecorder()),
             SessionEndedError,
         )

@@ -22,7 +22,8 @@ from twisted.web.resource import Resource
 
 from tunnel.server.site import CONTINUE, StreamedBody, TunnelSite
 from tunnel.yamux import SessionConfig
-from tunnel.test.serversupport import PUBLIC_PEER, Harness, RawPublic
+from tunnel.test.serversupport import PUBLIC_PEER, Harness
+from tunnel.test.support import Recorder
 
 
 class FakeChannel:
@@ -184,7 +185,7 @@ def requestHead(size: int, headers: int = 0) -> bytes:
 class RefusalAssertions(SynchronousTestCase):
     """Checks the short refusals of a L{TunnelSite}."""
 
-    def assertRefused(self, public: RawPublic, status: bytes, message: bytes) -> None:
+    def assertRefused(self, public: Recorder, status: bytes, message: bytes) -> None:
         """C{public} got C{status} with C{message} as its text, and was closed."""
         head, _, body = bytes(public.received).partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 " + status + b" "), head)
@@ -206,16 +207,16 @@ class PublicConnectionLimitTests(RefusalAssertions):
         # Routed, its client not connected: a complete head gets a 502.
         self.harness.server.addHost("app.example", b"identifier")
 
-    def send(self, data: bytes, public: RawPublic | None = None) -> RawPublic:
+    def send(self, data: bytes, public: Recorder | None = None) -> Recorder:
         """Send C{data} on C{public}, or on a new public connection."""
         if public is None:
-            public = RawPublic()
+            public = Recorder()
             self.harness.connect(public)
         public.transport.write(data)
         self.harness.flush()
         return public
 
-    def assertServed(self, public: RawPublic, count: int = 1) -> None:
+    def assertServed(self, public: Recorder, count: int = 1) -> None:
         """The requests got through to the routing: a 502 each, and the connection is open."""
         self.assertEqual(bytes(public.received).count(b"HTTP/1.1 502 Bad Gateway\r\n"), count)
         self.assertIsNone(public.lost)
@@ -365,7 +366,7 @@ class AccessLogTests(SynchronousTestCase):
         harness.site.doStart()
         self.addCleanup(harness.site.doStop)
         harness.server.addHost("app.example", b"identifier")
-        public = RawPublic()
+        public = Recorder()
         harness.connect(public)
         public.transport.write(b"GET /logged HTTP/1.1\r\nHost: app.example\r\n\r\n")
         harness.flush()
@@ -414,14 +415,14 @@ class ConnectionCapTests(RefusalAssertions):
         self.connections = self.harness.site.connections
         self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
-    def open(self, host: str = PUBLIC_PEER.host) -> RawPublic:
+    def open(self, host: str = PUBLIC_PEER.host) -> Recorder:
         """Open a public connection from C{host}, and pump."""
-        public = RawPublic()
+        public = Recorder()
         self.harness.connect(public, peer=tcpAddress(host))
         self.harness.flush()
         return public
 
-    def assertOpen(self, *publics: RawPublic) -> None:
+    def assertOpen(self, *publics: Recorder) -> None:
         """Each of C{publics} is open, and was told nothing."""
         for public in publics:
             self.assertEqual(bytes(public.received), b"")

@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tunnel.core.control import ControlMessage, TransportProtocol
-from tunnel.test.serversupport import PUBLIC_PEER, Harness, RawLocal, RawPublic
+from tunnel.test.serversupport import PUBLIC_PEER, Harness, RawLocal
+from tunnel.test.support import Recorder
 
 IDENTIFIER = b"tcp-identifier"
 PORT = 2222
@@ -66,9 +67,9 @@ class TCPTunnelTests(SynchronousTestCase):
         self.locals.append(local)
         return local
 
-    def accept(self) -> RawPublic:
+    def accept(self) -> Recorder:
         """Connect a public client to the bound listener."""
-        public = RawPublic()
+        public = Recorder()
         server = self.endpoint.factory.buildProtocol(PUBLIC_PEER)
         pump = iosim.connect(
             server,

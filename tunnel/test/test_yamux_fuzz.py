@@ -68,6 +68,7 @@ from tunnel.mux import (
     StreamTransport,
     YamuxProtocol,
 )
+from tunnel.test.support import Frame, parseFrames, pattern
 from tunnel.yamux import (
     HEADER_SIZE,
     INITIAL_WINDOW,
@@ -111,9 +112,6 @@ RST = int(Flag.RST)
 #: Examples per test in a normal run of the suite.
 CI_EXAMPLES = 300
 
-#: Bytes whose content depends on their position, to write and check.
-PATTERN = bytes(range(251)) * (4 * 1024 * 1024 // 251 + 1)
-
 #: The largest receive window the programs configure.
 LARGEST_WINDOW = 2 * INITIAL_WINDOW + 3
 
@@ -131,12 +129,6 @@ def check(condition: object, message: str | Callable[[], str]) -> None:
     """
     if not condition:
         raise FuzzFailure(message() if callable(message) else message)
-
-
-def pattern(offset: int, size: int) -> bytes:
-    """C{size} bytes of L{PATTERN} from C{offset} (taken modulo 251)."""
-    start = offset % 251
-    return PATTERN[start : start + size]
 
 
 # -- where decisions come from -----------------------------------------------
@@ -219,37 +211,27 @@ class BytesChoices(Choices):
 
 # -- what the session sends --------------------------------------------------
 
-Frame = tuple[int, int, int, int, bytes]
-
 
 def parseOutput(data: bytes) -> list[Frame]:
     """
     Parse what a session sent in one go: whole, well-formed frames only.
 
-    @return: C{(type, flags, streamID, length, payload)} per frame.
+    @return: one L{Frame} per frame.
     @raise FuzzFailure: on a partial frame, a version other than 0, an
         unknown type or flag, or a session frame (Ping, Go Away) on a stream.
     """
-    frames: list[Frame] = []
-    position = 0
-    while position < len(data):
-        check(len(data) - position >= HEADER_SIZE, lambda: f"partial header sent: {data[position:]!r}")
-        version, frameType, flags, streamID, length = HEADER.unpack_from(data, position)
-        check(version == 0, f"frame of version {version} sent")
+    try:
+        frames = parseFrames(data)
+    except AssertionError as e:
+        raise FuzzFailure(f"malformed output sent: {e}") from None
+    for frameType, flags, streamID, length, payload in frames:
         check(frameType in (DATA, WINDOW_UPDATE, PING, GO_AWAY), f"frame of type {frameType} sent")
         check(flags & ~0xF == 0, f"unknown flags {flags:#x} sent")
         check(
             (streamID == 0) == (frameType in (PING, GO_AWAY)),
             f"frame of type {frameType} sent on stream {streamID}",
         )
-        position += HEADER_SIZE
-        payload = b""
-        if frameType == DATA:
-            check(length > 0 or flags, "empty Data frame without flags sent")
-            payload = data[position : position + length]
-            check(len(payload) == length, "partial Data payload sent")
-            position += length
-        frames.append((frameType, flags, streamID, length, payload))
+        check(frameType != DATA or length > 0 or flags, "empty Data frame without flags sent")
     return frames
 
 
@@ -422,9 +404,9 @@ class Peer:
         payload, so that the rest stays pending.
         """
         if length > LARGEST_WINDOW + 1:
-            payload = pattern(streamID, self.choices.integer(0, 64))
+            payload = pattern(self.choices.integer(0, 64), offset=streamID)
         else:
-            payload = pattern(streamID, length)
+            payload = pattern(length, offset=streamID)
         self.batchData[streamID] = self.batchData.get(streamID, 0) + length
         return encodeFrame(DATA, flags, streamID, length, payload)
 
@@ -568,7 +550,7 @@ class Peer:
         length = c.pick([0, 1, 12, INITIAL_WINDOW, INITIAL_WINDOW + 1, MAX_UINT32, c.integer(0, MAX_UINT32)])
         header = HEADER.pack(version, frameType, self.flags(), self.anyStreamID(), length)
         if frameType == DATA:
-            return header + pattern(0, min(length, c.integer(0, 32)))
+            return header + pattern(min(length, c.integer(0, 32)))
         return header
 
     def flood(self) -> bytes:
@@ -642,7 +624,7 @@ class StreamModel:
 
     @property
     def offset(self) -> int:
-        """Where this stream's bytes start in L{PATTERN}."""
+        """Where this stream's bytes start in L{pattern}."""
         return self.streamID * 7 + (0 if self.inbound else 3)
 
 
@@ -779,7 +761,7 @@ class SessionProgram:
         )()
         size = min(size, 3 * INITIAL_WINDOW)
         model = self.streams.get(streamID)
-        data = pattern(model.offset + model.written if model else 0, size)
+        data = pattern(size, offset=model.offset + model.written if model else 0)
         try:
             session.sendData(streamID, data)
         except SessionClosedError:
@@ -980,7 +962,7 @@ class SessionProgram:
         """Data sent on a stream is the next of what was written to it."""
         for model in self.senders.get(streamID, []):
             if model.sent < model.written:
-                expected = pattern(model.offset + model.sent, len(payload))
+                expected = pattern(len(payload), offset=model.offset + model.sent)
                 check(len(payload) <= model.written - model.sent, f"stream {streamID}: more sent than written")
                 check(payload == expected, f"stream {streamID}: sent bytes differ from those written")
                 check(not model.finSent, f"stream {streamID}: data sent after FIN")
@@ -1320,7 +1302,7 @@ class ProtocolProgram:
         if action == "write":
             window = self.config.maxStreamWindow
             size = c.weighted([(4, lambda: c.integer(1, 3000)), (1, lambda: c.integer(window - 10, window + 10)), (1, lambda: 3 * window)])()
-            transport.write(pattern(transport.streamID, size))
+            transport.write(pattern(size, offset=transport.streamID))
         elif action == "close":
             transport.loseConnection()
         elif action == "halfClose":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tunnel.test.support import Frame, parseFrames
 from tunnel.yamux import (
     INITIAL_WINDOW,
     Flag,
@@ -38,7 +39,7 @@ from tunnel.yamux.events import (
     StreamOpened,
     StreamReset,
 )
-from tunnel.yamux.frames import HEADER, MAX_UINT32
+from tunnel.yamux.frames import MAX_UINT32
 
 DATA = FrameType.DATA
 WINDOW_UPDATE = FrameType.WINDOW_UPDATE
@@ -49,38 +50,8 @@ ACK = Flag.ACK
 FIN = Flag.FIN
 RST = Flag.RST
 
-Frame = tuple[int, int, int, int, bytes]
-
 #: The exact bytes of a Go Away frame with code 1 (protocol error).
 PROTOCOL_ERROR_GO_AWAY = b"\x00\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01"
-
-
-def parseFrames(data: bytes) -> list[Frame]:
-    """
-    Split bytes a session sent into frames.
-
-    @return: one C{(type, flags, streamID, length, payload)} tuple per frame;
-        the payload is empty for every type but Data.
-    @raise AssertionError: if the bytes do not end on a frame boundary or a
-        frame has a version other than 0.
-    """
-    frames: list[Frame] = []
-    position = 0
-    while position < len(data):
-        if len(data) - position < HEADER.size:
-            raise AssertionError(f"truncated header at {position}: {data[position:]!r}")
-        version, frameType, flags, streamID, length = HEADER.unpack_from(data, position)
-        if version != 0:
-            raise AssertionError(f"version {version} at {position}")
-        position += HEADER.size
-        payload = b""
-        if frameType == DATA:
-            payload = data[position : position + length]
-            if len(payload) != length:
-                raise AssertionError(f"truncated payload at {position}")
-            position += length
-        frames.append((frameType, flags, streamID, length, payload))
-    return frames
 
 
 def sent(session: Session) -> list[Frame]:
