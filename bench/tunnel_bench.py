@@ -226,7 +226,9 @@ class Launcher:
         port = int(server.waitFor(r"TunnelSite starting on (\d+)").group(1))
         client = self.spawn("ours-client", twistd("client") + options + [
             "tunnel-client", "--server", f"127.0.0.1:{port}",
-            "--identifier", IDENTIFIER, "--local", origin])
+            "--identifier", IDENTIFIER, "--local", origin,
+            # The idle WebSockets are that many local connections at once.
+            "--max-local-connections", "100000"])
         client.waitFor(r"tunnel to \S+ is up")
         return Tunnel("ours", server, client, port)
 
