@@ -4,6 +4,7 @@ A yamux stream as a Twisted transport.
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone
@@ -33,6 +34,23 @@ from tunnel.mux.lifecycle import (
 
 if TYPE_CHECKING:
     from tunnel.mux.protocol import YamuxProtocol
+
+
+class _ProducerState(enum.Enum):
+    """What producer is registered on a stream, and whether the stream paused it."""
+
+    #: No producer is registered.
+    NONE = "none"
+    #: A streaming producer, producing.
+    STREAMING = "streaming"
+    #: A streaming producer the stream paused: its writes cannot be sent.
+    PAUSED = "paused"
+    #: A pull producer, asked for more each time all it wrote was sent.
+    PULL = "pull"
+
+
+#: The states of a registered streaming producer.
+_STREAMING = (_ProducerState.STREAMING, _ProducerState.PAUSED)
 
 
 @implementer(ITransport, IConsumer, IPushProducer)
@@ -69,8 +87,7 @@ class StreamTransport:
         self._readPaused = False
         self._received: list[bytes] = []
         self._producer: IProducer | None = None
-        self._producerStreaming = False
-        self._producerPaused = False
+        self._producerState = _ProducerState.NONE
         self._windowBlocked = False
         self._pullScheduled = False
 
@@ -176,8 +193,7 @@ class StreamTransport:
             producer.stopProducing()
             return
         self._producer = producer
-        self._producerStreaming = streaming
-        self._producerPaused = False
+        self._producerState = _ProducerState.STREAMING if streaming else _ProducerState.PULL
         self._mux._streamProducing(self, streaming)
         if streaming:
             self._updateProducer()
@@ -187,6 +203,7 @@ class StreamTransport:
     def unregisterProducer(self) -> None:
         """Forget the registered producer."""
         self._producer = None
+        self._producerState = _ProducerState.NONE
         self._mux._streamProducing(self, False)
 
     # -- IPushProducer (towards the attached protocol) ---------------------
@@ -280,8 +297,8 @@ class StreamTransport:
         # already: producers that resume themselves must be told again, as
         # Twisted's own transports do.
         self._windowBlocked = True
-        if self._producer is not None and self._producerStreaming:
-            self._producerPaused = True
+        if self._producerState in _STREAMING:
+            self._producerState = _ProducerState.PAUSED
             self._producer.pauseProducing()
 
     def _closed(self, reason: Failure) -> None:
@@ -303,6 +320,7 @@ class StreamTransport:
         self._change(StreamEvent.CONNECTION_LOST)
         self._received.clear()
         producer, self._producer = self._producer, None
+        self._producerState = _ProducerState.NONE
         self._mux._streamProducing(self, False)
         if producer is not None:
             try:
@@ -328,22 +346,21 @@ class StreamTransport:
 
     def _updateProducer(self) -> None:
         """Pause or resume the streaming producer to match the stream's state."""
-        producer = self._producer
-        if producer is None or not self._producerStreaming:
+        if self._producerState not in _STREAMING:
             return
         shouldPause = self._windowBlocked or self._mux._transportPaused
-        if shouldPause == self._producerPaused:
+        state = _ProducerState.PAUSED if shouldPause else _ProducerState.STREAMING
+        if state is self._producerState:
             return
-        self._producerPaused = shouldPause
+        self._producerState = state
         if shouldPause:
-            producer.pauseProducing()
+            self._producer.pauseProducing()
         else:
-            producer.resumeProducing()
+            self._producer.resumeProducing()
 
     def _schedulePull(self) -> None:
         if (
-            self._producer is None
-            or self._producerStreaming
+            self._producerState is not _ProducerState.PULL
             or self._pullScheduled
             or self._windowBlocked
         ):
@@ -353,5 +370,5 @@ class StreamTransport:
 
     def _pull(self) -> None:
         self._pullScheduled = False
-        if self._producer is not None and not self._producerStreaming and self.connected:
+        if self._producerState is _ProducerState.PULL and self.connected:
             self._producer.resumeProducing()
