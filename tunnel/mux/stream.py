@@ -4,6 +4,7 @@ A yamux stream as a Twisted transport.
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone
@@ -21,9 +22,35 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnel.mux.address import StreamAddress
+from tunnel.mux.lifecycle import (
+    DISCONNECTING,
+    FINAL,
+    HOLDING_END,
+    WRITABLE,
+    StreamEvent,
+    StreamLifecycle,
+    advance,
+)
 
 if TYPE_CHECKING:
     from tunnel.mux.protocol import YamuxProtocol
+
+
+class _ProducerState(enum.Enum):
+    """What producer is registered on a stream, and whether the stream paused it."""
+
+    #: No producer is registered.
+    NONE = "none"
+    #: A streaming producer, producing.
+    STREAMING = "streaming"
+    #: A streaming producer the stream paused: its writes cannot be sent.
+    PAUSED = "paused"
+    #: A pull producer, asked for more each time all it wrote was sent.
+    PULL = "pull"
+
+
+#: The states of a registered streaming producer.
+_STREAMING = (_ProducerState.STREAMING, _ProducerState.PAUSED)
 
 
 @implementer(ITransport, IConsumer, IPushProducer)
@@ -39,10 +66,11 @@ class StreamTransport:
     an L{IPushProducer} (pausing it stops delivery, and so stops the stream
     from granting the peer more window).
 
+    Where the stream is in its life is one L{StreamLifecycle}, moved along
+    the table of L{tunnel.mux.lifecycle}.
+
     @ivar streamID: the stream's ID.
     @ivar protocol: the protocol attached to the stream.
-    @ivar connected: whether the protocol has not yet lost its connection.
-    @ivar disconnecting: whether C{loseConnection} was called.
     """
 
     _log = Logger()
@@ -53,22 +81,33 @@ class StreamTransport:
         self._mux = multiplexer
         self.streamID = streamID
         self.protocol = protocol
-        self.connected = True
-        self.disconnecting = False
-        self._writeClosed = False
-        self._readEnded = False
-        self._eofPending = False
-        self._closePending: Failure | None = None
+        self._lifecycle = StreamLifecycle.OPEN
+        # Why the stream closed, while that waits in CLOSE_HELD.
+        self._heldClose: Failure | None = None
         self._readPaused = False
         self._received: list[bytes] = []
         self._producer: IProducer | None = None
-        self._producerStreaming = False
-        self._producerPaused = False
+        self._producerState = _ProducerState.NONE
         self._windowBlocked = False
         self._pullScheduled = False
 
     def __repr__(self) -> str:
         return f"<StreamTransport {self._mux.describe()} stream {self.streamID}>"
+
+    @property
+    def lifecycle(self) -> StreamLifecycle:
+        """Where the stream is in its life."""
+        return self._lifecycle
+
+    @property
+    def connected(self) -> bool:
+        """Whether the protocol has not yet lost its connection."""
+        return self._lifecycle not in FINAL
+
+    @property
+    def disconnecting(self) -> bool:
+        """Whether C{loseConnection} was called."""
+        return self._lifecycle in DISCONNECTING
 
     # -- ITransport --------------------------------------------------------
 
@@ -77,7 +116,7 @@ class StreamTransport:
         Send bytes on the stream. Writes after the write side was closed are
         ignored, as on a TCP transport.
         """
-        if self._writeClosed or not self.connected:
+        if self._lifecycle not in WRITABLE:
             return
         if not isinstance(data, bytes):
             data = bytes(data)
@@ -95,10 +134,11 @@ class StreamTransport:
         """
         if self.disconnecting or not self.connected:
             return
-        self.disconnecting = True
+        writable = self._lifecycle in WRITABLE
+        self._change(StreamEvent.CLOSE)
         self._received.clear()
-        self._eofPending = False
-        self._closeWriteSide()
+        if writable:
+            self._mux._streamClose(self)
         if self.connected and not self._mux._streamBuffered(self):
             self._connectionLost(Failure(ConnectionDone("stream closed")))
 
@@ -107,9 +147,10 @@ class StreamTransport:
         Half-close the stream: send FIN once the buffered data is sent, and go
         on reading until the peer half-closes too.
         """
-        if not self.connected:
+        if self._lifecycle not in WRITABLE:
             return
-        self._closeWriteSide()
+        self._change(StreamEvent.CLOSE_WRITE)
+        self._mux._streamClose(self)
 
     def abortConnection(self) -> None:
         """Reset the stream at once (RST), dropping any buffered data."""
@@ -152,8 +193,7 @@ class StreamTransport:
             producer.stopProducing()
             return
         self._producer = producer
-        self._producerStreaming = streaming
-        self._producerPaused = False
+        self._producerState = _ProducerState.STREAMING if streaming else _ProducerState.PULL
         self._mux._streamProducing(self, streaming)
         if streaming:
             self._updateProducer()
@@ -163,6 +203,7 @@ class StreamTransport:
     def unregisterProducer(self) -> None:
         """Forget the registered producer."""
         self._producer = None
+        self._producerState = _ProducerState.NONE
         self._mux._streamProducing(self, False)
 
     # -- IPushProducer (towards the attached protocol) ---------------------
@@ -182,11 +223,11 @@ class StreamTransport:
         while self._received and not self._readPaused and self.connected:
             data = self._received.pop(0)
             self._deliver(data)
-        if self._eofPending and not self._received and not self._readPaused:
-            self._eofPending = False
+        if self._lifecycle in HOLDING_END and not self._received and not self._readPaused:
+            heldClose, self._heldClose = self._heldClose, None
             self._peerEnded()
-            if self._closePending is not None and self.connected:
-                self._connectionLost(self._closePending)
+            if heldClose is not None and self.connected:
+                self._connectionLost(heldClose)
 
     def stopProducing(self) -> None:
         """Close the stream, as a TCP transport does."""
@@ -217,15 +258,15 @@ class StreamTransport:
         self._mux._streamConsumed(self, len(data))
 
     def _ended(self) -> None:
-        self._readEnded = True
         if not self.connected or self.disconnecting:
             return
         if self._readPaused and self._received:
-            self._eofPending = True
+            self._change(StreamEvent.END_HELD_BACK)
         else:
             self._peerEnded()
 
     def _peerEnded(self) -> None:
+        self._change(StreamEvent.END_DELIVERED)
         halfCloseable = IHalfCloseableProtocol(self.protocol, None)
         if halfCloseable is None:
             self.loseConnection()
@@ -256,8 +297,8 @@ class StreamTransport:
         # already: producers that resume themselves must be told again, as
         # Twisted's own transports do.
         self._windowBlocked = True
-        if self._producer is not None and self._producerStreaming:
-            self._producerPaused = True
+        if self._producerState in _STREAMING:
+            self._producerState = _ProducerState.PAUSED
             self._producer.pauseProducing()
 
     def _closed(self, reason: Failure) -> None:
@@ -265,20 +306,21 @@ class StreamTransport:
         The stream is closed both ways: the protocol loses its connection,
         once it has had the data and the end held back while it paused.
         """
-        if self._eofPending and self.connected and not self.disconnecting:
-            self._closePending = reason
+        if self._lifecycle in HOLDING_END:
+            self._heldClose = reason
+            self._change(StreamEvent.CLOSE_HELD_BACK)
         else:
             self._connectionLost(reason)
 
     def _connectionLost(self, reason: Failure) -> None:
         if not self.connected:
             return
-        self.connected = False
-        self._received.clear()
-        # The end held back for a paused reader is moot now: resuming must
+        # An end held back for a paused reader is moot now: resuming must
         # not report it after connectionLost.
-        self._eofPending = False
+        self._change(StreamEvent.CONNECTION_LOST)
+        self._received.clear()
         producer, self._producer = self._producer, None
+        self._producerState = _ProducerState.NONE
         self._mux._streamProducing(self, False)
         if producer is not None:
             try:
@@ -298,30 +340,27 @@ class StreamTransport:
 
     # -- helpers -----------------------------------------------------------
 
-    def _closeWriteSide(self) -> None:
-        if self._writeClosed:
-            return
-        self._writeClosed = True
-        self._mux._streamClose(self)
+    def _change(self, event: StreamEvent) -> None:
+        """Move the stream's lifecycle along C{event}."""
+        self._lifecycle = advance(self._lifecycle, event)
 
     def _updateProducer(self) -> None:
         """Pause or resume the streaming producer to match the stream's state."""
-        producer = self._producer
-        if producer is None or not self._producerStreaming:
+        if self._producerState not in _STREAMING:
             return
         shouldPause = self._windowBlocked or self._mux._transportPaused
-        if shouldPause == self._producerPaused:
+        state = _ProducerState.PAUSED if shouldPause else _ProducerState.STREAMING
+        if state is self._producerState:
             return
-        self._producerPaused = shouldPause
+        self._producerState = state
         if shouldPause:
-            producer.pauseProducing()
+            self._producer.pauseProducing()
         else:
-            producer.resumeProducing()
+            self._producer.resumeProducing()
 
     def _schedulePull(self) -> None:
         if (
-            self._producer is None
-            or self._producerStreaming
+            self._producerState is not _ProducerState.PULL
             or self._pullScheduled
             or self._windowBlocked
         ):
@@ -331,5 +370,5 @@ class StreamTransport:
 
     def _pull(self) -> None:
         self._pullScheduled = False
-        if self._producer is not None and not self._producerStreaming and self.connected:
+        if self._producerState is _ProducerState.PULL and self.connected:
             self._producer.resumeProducing()
