@@ -12,6 +12,8 @@ from __future__ import annotations
 from twisted.internet.interfaces import IProtocol
 from twisted.web.http import HTTPChannel, Request
 
+from tunnel.handover import handOver
+
 
 def takeOverConnection(request: Request, protocol: IProtocol) -> None:
     """
@@ -28,9 +30,8 @@ def takeOverConnection(request: Request, protocol: IProtocol) -> None:
     Call it at the earliest once the request's body has been read, that is
     from the resource's C{render} on.
 
-    @param request: a request whose channel is an L{HTTPChannel}, over TCP,
-        TLS or any transport that delivers to C{transport.protocol} or, as
-        wrappers do, to C{transport.wrappedProtocol}.
+    @param request: a request whose channel is an L{HTTPChannel}, over a
+        transport that L{handOver} can hand over.
     @param protocol: the protocol to connect.
     """
     channel = request.channel
@@ -43,14 +44,8 @@ def takeOverConnection(request: Request, protocol: IProtocol) -> None:
     transport.unregisterProducer()
     channel.setTimeout(None)
     channel.transport = None
-    if hasattr(transport, "wrappedProtocol"):
-        transport.wrappedProtocol = protocol
-    else:
-        transport.protocol = protocol
     transport.resumeProducing()
-    protocol.makeConnection(transport)
-    if buffered:
-        protocol.dataReceived(buffered)
+    handOver(transport, protocol, buffered)
 
 
 def requestLine(channel: HTTPChannel) -> tuple[bytes, bytes, bytes]:

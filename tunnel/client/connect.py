@@ -6,6 +6,8 @@ asks for.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
@@ -16,28 +18,19 @@ from twisted.python.failure import Failure
 
 from tunnel.client.address import joinHostPort
 from tunnel.client.control import AnnouncedStreamFactory, ControlStream
-from tunnel.client.errors import (
-    TunnelConnectError,
-    TunnelRefusedError,
-    TunnelResponseError,
-)
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS, LocalConnector, LocalRoutes
-from tunnel.core.control import (
-    FEATURES_HEADER,
-    SERVER_STREAMS,
-    ControlMessage,
-    connectRequest,
-    redactIdentifier,
+from tunnel.core.clientsession import (
+    Action,
+    ClientTunnel,
+    SetupFailed,
+    StartSession,
+    State,
+    Step,
 )
-from tunnel.core.http import ResponseError, ResponseHead, ResponseHeadReader, contentLength
+from tunnel.core.control import SERVER_STREAMS, ControlMessage, connectRequest, redactIdentifier
+from tunnel.handover import handOver
 from tunnel.mux import YamuxProtocol
 from tunnel.yamux import SessionConfig
-
-#: The longest response head accepted from the server.
-MAX_RESPONSE_HEAD = 16 * 1024
-
-#: How much of the body of a refusal is kept for the error.
-BODY_PREVIEW = 1024
 
 #: What a new stream is answered with while the client is shutting down.
 SHUTTING_DOWN = "tunnel: the client is shutting down\n"
@@ -135,14 +128,15 @@ class TunnelSettings:
 
 class TunnelClientProtocol(Protocol):
     """
-    The protocol of the client's connection to the tunnel server.
+    The protocol of the client's connection to the tunnel server: the
+    Twisted adapter of a L{ClientTunnel}, which decides every step.
 
     It sends the control request and reads the response head. Nothing else
     is written before the whole head was read: the Go server ignores bytes
-    that arrive with the request. On C{200} the connection carries a yamux
-    session (client side; streams the server opens are refused); the bytes
-    that followed the head are the session's. The client opens the control
-    stream, does the handshake, and then opens one stream per control
+    that arrive with the request. On C{200} the connection is handed over to
+    a yamux session (client side), as the server hands it over on its side;
+    the bytes that followed the head are the session's. The client opens the
+    control stream, does the handshake, and then opens one stream per control
     message, connected to a local service by the L{LocalConnector}.
 
     Once the handshake is answered, C{wrappedProtocol} is connected with
@@ -176,21 +170,23 @@ class TunnelClientProtocol(Protocol):
         self.serverName = settings.host or ""
         self._connector = connector
         self._clock = clock
-        self._headReader = ResponseHeadReader(MAX_RESPONSE_HEAD)
+        self._tunnel = ClientTunnel(settings.maxStreams, settings.setupTimeout)
         self._control: ControlStream | None = None
-        self._refusal: tuple[ResponseHead, bytes] | None = None
         self._setupTimer: IDelayedCall | None = None
         self._shutdownTimer: IDelayedCall | None = None
-        self._wrappedConnected = False
-        self._stopping = False
-        self._lost = False
-        self._openStreams = 0
+        self._shutdownTimeout = settings.shutdownTimeout
         self._closedWaiters: list[Deferred[None]] = []
+        self._lossReason: Failure = Failure(ConnectionDone())
+
+    @property
+    def state(self) -> State:
+        """Where the tunnel connection is."""
+        return self._tunnel.state
 
     @property
     def openStreams(self) -> int:
         """How many tunnelled connections are open."""
-        return self._openStreams
+        return self._tunnel.openStreams
 
     # -- the transport of wrappedProtocol -------------------------------------
 
@@ -203,25 +199,13 @@ class TunnelClientProtocol(Protocol):
 
         @return: a L{Deferred} that fires once the connection is closed.
         """
-        if self._lost:
+        if self._tunnel.state is State.ENDED:
             return succeed(None)
         closed: Deferred[None] = Deferred()
         self._closedWaiters.append(closed)
-        if self.session is None or not self._wrappedConnected:
-            self._closeConnection()
-        elif not self._stopping:
-            self._stopping = True
-            timeout = self.settings.shutdownTimeout if timeout is None else timeout
-            self._log.info(
-                "Closing the tunnel to {server}: waiting up to {timeout} s for "
-                "the open connections ({count})",
-                server=self.serverName,
-                timeout=timeout,
-                count=self._openStreams,
-            )
-            self.session.goAway()
-            self._shutdownTimer = self._clock.callLater(timeout, self._shutdownTimedOut)
-            self._closeIfIdle()
+        if timeout is not None:
+            self._shutdownTimeout = timeout
+        self._carryOut(self._tunnel.shutdown())
         return closed
 
     def loseConnection(self) -> None:
@@ -260,74 +244,113 @@ class TunnelClientProtocol(Protocol):
         )
 
     def dataReceived(self, data: bytes) -> None:
-        """Hand the bytes to the session, or read the response."""
-        if self.session is not None:
-            self.session.dataReceived(data)
-        elif self.established.called:
-            return  # The attempt failed; the connection is closing.
-        elif self._refusal is not None:
-            head, body = self._refusal
-            self._readRefusal(head, body + data)
-        else:
-            self._readHead(data)
+        """Read the server's answer to the control request."""
+        self._carryOut(self._tunnel.receiveResponse(data))
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        """End the session and tell whoever waits."""
-        self._lost = True
-        for timer in (self._setupTimer, self._shutdownTimer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        if self._refusal is not None:
-            self._fail(_responseError(*self._refusal))
-        else:
-            self._fail(
-                TunnelConnectError(
-                    "the connection ended before the tunnel was set up: "
-                    + describeLoss(reason)
-                )
-            )
+        """The connection is gone before the server said C{200}."""
+        self._carryOut(self._lost(reason))
+
+    def _lost(self, reason: Failure) -> tuple[Step, ...]:
+        """Tell the core that the connection is gone; return what to do."""
+        self._lossReason = reason
+        return self._tunnel.connectionLost(describeLoss(reason))
+
+    # -- carrying out what the core decides ------------------------------------
+
+    def _carryOut(self, steps: tuple[Step, ...]) -> None:
+        for step in steps:
+            if isinstance(step, SetupFailed):
+                self.established.errback(step.error)
+            elif isinstance(step, StartSession):
+                self._startSession(step)
+            else:
+                self._actions[step](self)
+
+    def _stopSetupTimer(self) -> None:
+        if self._setupTimer is not None and self._setupTimer.active():
+            self._setupTimer.cancel()
+        self._setupTimer = None
+
+    def _stopTimers(self) -> None:
+        self._stopSetupTimer()
+        if self._shutdownTimer is not None and self._shutdownTimer.active():
+            self._shutdownTimer.cancel()
+        self._shutdownTimer = None
+
+    def _connectProtocol(self) -> None:
+        self._log.info(
+            "Tunnel to {server} established as {identifier}",
+            server=self.serverName,
+            identifier=redactIdentifier(self.settings.identifier),
+        )
+        self.wrappedProtocol.makeConnection(self)
+        self.established.callback(self.wrappedProtocol)
+
+    def _goAway(self) -> None:
+        assert self.session is not None
+        self._log.info(
+            "Closing the tunnel to {server}: waiting up to {timeout} s for "
+            "the open connections ({count})",
+            server=self.serverName,
+            timeout=self._shutdownTimeout,
+            count=self.openStreams,
+        )
+        self.session.goAway()
+        self._shutdownTimer = self._clock.callLater(
+            self._shutdownTimeout, self._shutdownTimedOut
+        )
+
+    def _close(self) -> None:
+        """
+        Close the connection once what is written is sent. The session is
+        unregistered as the transport's producer first: a transport does not
+        close while a producer is registered (a TLS one waits for it).
+        """
         if self.session is not None:
-            self.session.connectionLost(reason)
-        if self._wrappedConnected:
-            self._wrappedConnected = False
-            self.wrappedProtocol.connectionLost(reason)
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _abort(self) -> None:
+        self.transport.abortConnection()
+
+    def _holdMessages(self) -> None:
+        assert self._control is not None
+        self._control.holdMessages()
+
+    def _releaseMessages(self) -> None:
+        assert self._control is not None
+        self._control.releaseMessages()
+
+    def _disconnectProtocol(self) -> None:
+        self.wrappedProtocol.connectionLost(self._lossReason)
+
+    def _notifyClosed(self) -> None:
         waiters, self._closedWaiters = self._closedWaiters, []
         for waiter in waiters:
             waiter.callback(None)
 
+    _actions: dict[Action, Callable[[TunnelClientProtocol], None]] = {
+        Action.STOP_SETUP_TIMER: _stopSetupTimer,
+        Action.STOP_TIMERS: _stopTimers,
+        Action.CONNECT_PROTOCOL: _connectProtocol,
+        Action.GO_AWAY: _goAway,
+        Action.CLOSE: _close,
+        Action.ABORT: _abort,
+        Action.HOLD_MESSAGES: _holdMessages,
+        Action.RELEASE_MESSAGES: _releaseMessages,
+        Action.DISCONNECT_PROTOCOL: _disconnectProtocol,
+        Action.NOTIFY_CLOSED: _notifyClosed,
+    }
+
     # -- setting up ----------------------------------------------------------
 
-    def _readHead(self, data: bytes) -> None:
-        try:
-            parsed = self._headReader.feed(data)
-        except ResponseError as e:
-            self._fail(TunnelConnectError(f"the server's answer is not a valid HTTP response: {e}"))
-            return
-        if parsed is None:
-            return
-        head, rest = parsed
-        if head.code == 200:
-            self._startSession(rest, SERVER_STREAMS in head.tokens(FEATURES_HEADER.lower()))
-        else:
-            self._readRefusal(head, rest)
-
-    def _readRefusal(self, head: ResponseHead, body: bytes) -> None:
-        """
-        Keep the start of a refusal's body (as much as its
-        C{Content-Length} promises, up to L{BODY_PREVIEW}), then fail.
-        """
-        self._refusal = (head, body[:BODY_PREVIEW])
-        try:
-            wanted = min(contentLength(head) or 0, BODY_PREVIEW)
-        except ResponseError:
-            wanted = 0  # Content-Lengths that disagree promise nothing.
-        if len(body) >= wanted:
-            self._fail(_responseError(*self._refusal))
-
-    def _startSession(self, rest: bytes, serverStreams: bool) -> None:
-        streams = AnnouncedStreamFactory(self._serve, self._counted) if serverStreams else None
+    def _startSession(self, start: StartSession) -> None:
+        streams = (
+            AnnouncedStreamFactory(self._serve, self._counted) if start.serverStreams else None
+        )
         config = self.settings.sessionConfig or SessionConfig()
-        if serverStreams:
+        if start.serverStreams:
             # The server opens a stream for every request, and a burst of
             # them can arrive in one read: they are all taken once it is
             # read, so the accept backlog must not refuse any of them. The
@@ -335,56 +358,25 @@ class TunnelClientProtocol(Protocol):
             # opens for control messages are.
             inbound = min(config.maxInboundStreams, self.settings.maxStreams)
             config = attrs.evolve(config, acceptBacklog=inbound, maxInboundStreams=inbound)
-        session = self.session = YamuxProtocol(True, streams, config, self._clock)
-        session.makeConnection(self.transport)
-        if rest:
-            session.dataReceived(rest)
+        session = self.session = _TunnelSession(self, streams, config, self._clock)
+        handOver(self.transport, session, start.rest)
         control = self._control = ControlStream(self._messageReceived)
-        control.ready.addCallbacks(self._ready, lambda failure: self._fail(failure.value))
+        control.ready.addCallbacks(
+            lambda ignored: self._carryOut(self._tunnel.handshakeAnswered()),
+            lambda failure: self._carryOut(
+                self._tunnel.handshakeFailed(failure.getErrorMessage())
+            ),
+        )
         control.ended.addCallback(self._controlEnded)
         # The control stream's end reports a refused or unanswered open.
         session.openStream(control).addErrback(lambda failure: None)
 
-    def _ready(self, ignored: None) -> None:
-        if self.established.called:
-            return
-        if self._setupTimer is not None and self._setupTimer.active():
-            self._setupTimer.cancel()
-        self._log.info(
-            "Tunnel to {server} established as {identifier}",
-            server=self.serverName,
-            identifier=redactIdentifier(self.settings.identifier),
-        )
-        self._wrappedConnected = True
-        self.wrappedProtocol.makeConnection(self)
-        self.established.callback(self.wrappedProtocol)
-
-    def _fail(self, error: Exception) -> None:
-        """Fail L{established} (if it is still waiting) and drop the connection."""
-        if self.established.called:
-            return
-        if self._setupTimer is not None and self._setupTimer.active():
-            self._setupTimer.cancel()
-        self.established.errback(error)
-        if not self._lost:
-            self._closeConnection()
-
     def _setupTimedOut(self) -> None:
         self._setupTimer = None
-        if self._refusal is not None:
-            self._fail(_responseError(*self._refusal))
-        else:
-            self._fail(
-                TunnelConnectError(
-                    f"no tunnel within {self.settings.setupTimeout} s of connecting"
-                )
-            )
-        if not self._lost:
-            self.transport.abortConnection()
+        self._carryOut(self._tunnel.setupTimedOut())
 
     def _cancelSetup(self, established: Deferred[IProtocol]) -> None:
-        if not self._lost:
-            self.transport.abortConnection()
+        self._carryOut(self._tunnel.cancelled())
 
     # -- serving -----------------------------------------------------------
 
@@ -394,17 +386,15 @@ class TunnelClientProtocol(Protocol):
         forwarder, or a refusal while shutting down. Once it is connected,
         the stream counts as open until it ends.
         """
-        if self._stopping:
+        if self._tunnel.refusesStreams:
             return self._connector.refusalFor(message, SHUTTING_DOWN)
         return self._connector.forwarderFor(message)
 
     def _counted(self, protocol: Protocol) -> None:
         # A stream that could not be opened at all never connected its protocol.
         if protocol.connected:
-            self._openStreams += 1
+            self._carryOut(self._tunnel.streamOpened())
             protocol.ended.addCallback(self._streamEnded)
-            if self._openStreams >= self.settings.maxStreams and self._control is not None:
-                self._control.holdMessages()
 
     def _messageReceived(self, message: ControlMessage) -> None:
         assert self.session is not None
@@ -421,46 +411,51 @@ class TunnelClientProtocol(Protocol):
         )
 
     def _streamEnded(self, ignored: None) -> None:
-        self._openStreams -= 1
-        if self._openStreams < self.settings.maxStreams and self._control is not None:
-            self._control.releaseMessages()
-        self._closeIfIdle()
+        self._carryOut(self._tunnel.streamEnded())
 
     def _controlEnded(self, ignored: None) -> None:
-        if self._wrappedConnected and not self._lost:
+        if self._tunnel.state in (State.READY, State.CLOSING):
             self._log.warn(
                 "The server ended the control stream of the tunnel to {server}; "
                 "closing the tunnel",
                 server=self.serverName,
             )
-            self._closeConnection()
+        self._carryOut(self._tunnel.controlEnded())
 
     # -- closing -----------------------------------------------------------
-
-    def _closeConnection(self) -> None:
-        """
-        Close the connection once what is written is sent. The session is
-        unregistered as the transport's producer first: a transport does not
-        close while a producer is registered (a TLS one waits for it).
-        """
-        if self.session is not None:
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
-
-    def _closeIfIdle(self) -> None:
-        if self._stopping and not self._openStreams and not self._lost:
-            self._closeConnection()
 
     def _shutdownTimedOut(self) -> None:
         self._shutdownTimer = None
         self._log.warn(
             "Closing the tunnel to {server} with connections still open ({count})",
             server=self.serverName,
-            count=self._openStreams,
+            count=self.openStreams,
         )
-        self.transport.abortConnection()
+        self._carryOut(self._tunnel.shutdownTimedOut())
 
 
-def _responseError(head: ResponseHead, body: bytes) -> TunnelResponseError:
-    errorClass = TunnelRefusedError if head.code == 403 else TunnelResponseError
-    return errorClass(head.code, head.phrase.decode("latin-1"), body)
+class _TunnelSession(YamuxProtocol):
+    """
+    The yamux client side of a L{TunnelClientProtocol}'s connection, to
+    which the connection is handed over at the C{200}.
+    """
+
+    def __init__(
+        self,
+        tunnel: TunnelClientProtocol,
+        streamFactory: AnnouncedStreamFactory | None,
+        config: SessionConfig,
+        clock: IReactorTime,
+    ) -> None:
+        super().__init__(True, streamFactory, config, clock)
+        self._tunnel = tunnel
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        """
+        End the tunnel, then every stream, then tell whoever waits: the
+        tunnel is told first so that the streams' ends no longer count for
+        a graceful close.
+        """
+        steps = self._tunnel._lost(reason)
+        super().connectionLost(reason)
+        self._tunnel._carryOut(steps)

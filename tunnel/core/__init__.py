@@ -14,7 +14,10 @@ and driven by any framework:
     messages;
   - L{tunnel.core.exchange}: one forwarded HTTP exchange as a transition
     table: which error answers a public request, when the response timer
-    runs, when a stream is reset or a public connection cut.
+    runs, when a stream is reset or a public connection cut;
+  - L{tunnel.core.clientsession}: the client's tunnel connection as a
+    transition table: the answer to the control request, why the set-up
+    failed, when the session starts, closing and the end.
 
 The Twisted adapters live in L{tunnel.server} and L{tunnel.client}.
 """

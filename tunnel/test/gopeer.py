@@ -42,7 +42,6 @@ __all__ = [
     "GoPeerProcess",
     "buildGoPeer",
     "goAvailable",
-    "pattern",
     "spawnGoPeer",
 ]
 

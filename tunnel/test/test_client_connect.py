@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.client import (
@@ -61,7 +63,18 @@ class Connection:
         )
         self.established = deferredResult(self.tunnel.established)
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 8080))
+        # As a TCP transport does, it delivers to whichever protocol it
+        # serves: the tunnel, then the yamux session it hands over to.
+        self.transport.protocol = self.tunnel
         self.tunnel.makeConnection(self.transport)
+
+    def receive(self, data: bytes) -> None:
+        """Deliver bytes from the server."""
+        self.transport.protocol.dataReceived(data)
+
+    def lose(self) -> None:
+        """End the connection."""
+        self.transport.protocol.connectionLost(Failure(ConnectionDone()))
 
     def written(self) -> bytes:
         """What was written since the last call."""
@@ -71,8 +84,8 @@ class Connection:
 
     def answerHandshake(self) -> None:
         """Accept the CONNECT and answer the handshake."""
-        self.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
-        self.tunnel.dataReceived(ACK_CONTROL + data(1, HANDSHAKE_RESPONSE))
+        self.receive(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        self.receive(ACK_CONTROL + data(1, HANDSHAKE_RESPONSE))
 
 
 class ConnectRequestTests(SynchronousTestCase):
@@ -134,21 +147,21 @@ class ResponseTests(SynchronousTestCase):
         """The Go server's C{200} ends with C{\\n\\n}; the session starts."""
         connection = Connection()
         connection.written()
-        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.receive(b"HTTP/1.1 200 Connected to Tunnel\n\n")
         self.assertSessionStarted(connection)
 
     def test_acceptedWithCRLF(self) -> None:
         """A C{200} ending with C{\\r\\n\\r\\n} starts the session too."""
         connection = Connection()
         connection.written()
-        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\r\n\r\n")
+        connection.receive(b"HTTP/1.1 200 Connected to Tunnel\r\n\r\n")
         self.assertSessionStarted(connection)
 
     def test_acceptedWithHeaders(self) -> None:
         """Headers in the C{200} are skipped."""
         connection = Connection()
         connection.written()
-        connection.tunnel.dataReceived(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n")
+        connection.receive(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n")
         self.assertSessionStarted(connection)
 
     def test_nothingWrittenBeforeWholeResponse(self) -> None:
@@ -159,9 +172,9 @@ class ResponseTests(SynchronousTestCase):
         connection = Connection()
         connection.written()
         for piece in [b"HTTP/1.1 200 Conn", b"ected to Tunnel\r", b"\n", b"\r"]:
-            connection.tunnel.dataReceived(piece)
+            connection.receive(piece)
             self.assertEqual(connection.written(), b"", piece)
-        connection.tunnel.dataReceived(b"\n")
+        connection.receive(b"\n")
         self.assertSessionStarted(connection)
 
     def test_bytesAfterHeadGoToSession(self) -> None:
@@ -171,13 +184,37 @@ class ResponseTests(SynchronousTestCase):
         """
         connection = Connection()
         connection.written()
-        connection.tunnel.dataReceived(
+        connection.receive(
             b"HTTP/1.1 200 Connected to Tunnel\n\n"
             + encodeFrame(FrameType.PING, Flag.SYN, 0, 77)
         )
         self.assertIn(
             (FrameType.PING, Flag.ACK, 0, 77, b""), parseFrames(connection.written())
         )
+
+    def test_connectionHandedOverAtConnected(self) -> None:
+        """
+        At the C{200} the connection is handed over to the yamux session, as
+        a protocol switch: the transport delivers to it from then on, and
+        its loss reaches the tunnel through it.
+        """
+        connection = Connection()
+        connection.answerHandshake()
+        self.assertIs(connection.transport.protocol, connection.tunnel.session)
+        self.assertIs(connection.tunnel.session.transport, connection.transport)
+        connection.lose()
+        self.assertIsNotNone(connection.wrapped.lost)
+
+    def test_wrapperHandedOver(self) -> None:
+        """
+        Over a transport that wraps another (TLS), the session takes the
+        wrapper's C{wrappedProtocol}.
+        """
+        connection = Connection()
+        connection.transport.wrappedProtocol = connection.tunnel
+        connection.receive(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        self.assertIs(connection.transport.wrappedProtocol, connection.tunnel.session)
+        self.assertIs(connection.transport.protocol, connection.tunnel)
 
     def test_refusedIdentifier(self) -> None:
         """
@@ -186,7 +223,7 @@ class ResponseTests(SynchronousTestCase):
         """
         connection = Connection()
         connection.written()
-        connection.tunnel.dataReceived(REFUSAL)
+        connection.receive(REFUSAL)
         [failure] = connection.established
         failure.trap(TunnelRefusedError)
         self.assertEqual(
@@ -207,9 +244,9 @@ class ResponseTests(SynchronousTestCase):
         """
         connection = Connection()
         head, body = REFUSAL.split(b"\r\n\r\n")
-        connection.tunnel.dataReceived(head + b"\r\n\r\nunknown")
+        connection.receive(head + b"\r\n\r\nunknown")
         self.assertEqual(connection.established, [])
-        connection.tunnel.dataReceived(b" identifier\n")
+        connection.receive(b" identifier\n")
         [failure] = connection.established
         self.assertEqual(failure.value.bodyPreview, b"unknown identifier\n")
 
@@ -219,8 +256,8 @@ class ResponseTests(SynchronousTestCase):
         what came.
         """
         connection = Connection()
-        connection.tunnel.dataReceived(REFUSAL[:-6])
-        connection.tunnel.connectionLost()
+        connection.receive(REFUSAL[:-6])
+        connection.lose()
         [failure] = connection.established
         failure.trap(TunnelRefusedError)
         self.assertEqual(failure.value.bodyPreview, b"unknown ident")
@@ -230,7 +267,7 @@ class ResponseTests(SynchronousTestCase):
         Any other status fails with L{TunnelResponseError}, not a refusal.
         """
         connection = Connection()
-        connection.tunnel.dataReceived(b"HTTP/1.1 404 Not Found\r\n\r\n")
+        connection.receive(b"HTTP/1.1 404 Not Found\r\n\r\n")
         [failure] = connection.established
         failure.trap(TunnelResponseError)
         self.assertNotIsInstance(failure.value, TunnelRefusedError)
@@ -239,7 +276,7 @@ class ResponseTests(SynchronousTestCase):
     def test_notHTTP(self) -> None:
         """An answer that is not HTTP fails the attempt."""
         connection = Connection()
-        connection.tunnel.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
+        connection.receive(b"SSH-2.0-OpenSSH\r\n\r\n")
         [failure] = connection.established
         failure.trap(TunnelConnectError)
         self.assertIn("not a valid HTTP response", str(failure.value))
@@ -248,8 +285,8 @@ class ResponseTests(SynchronousTestCase):
     def test_headTooLong(self) -> None:
         """A head that goes on past the limit fails the attempt."""
         connection = Connection()
-        connection.tunnel.dataReceived(b"HTTP/1.1 200 OK\r\n")
-        connection.tunnel.dataReceived(b"X: " + b"y" * 16 * 1024)
+        connection.receive(b"HTTP/1.1 200 OK\r\n")
+        connection.receive(b"X: " + b"y" * 16 * 1024)
         [failure] = connection.established
         failure.trap(TunnelConnectError)
         self.assertIn("longer than 16384 bytes", str(failure.value))
@@ -273,17 +310,17 @@ class HandshakeTests(SynchronousTestCase):
     def test_answerInPieces(self) -> None:
         """An answer split over several frames is collected."""
         connection = Connection()
-        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
-        connection.tunnel.dataReceived(ACK_CONTROL + data(1, b"contr"))
+        connection.receive(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.receive(ACK_CONTROL + data(1, b"contr"))
         self.assertEqual(connection.established, [])
-        connection.tunnel.dataReceived(data(1, b"olOk"))
+        connection.receive(data(1, b"olOk"))
         self.assertEqual(connection.established, [connection.wrapped])
 
     def test_wrongAnswer(self) -> None:
         """A wrong answer fails the attempt and closes the connection."""
         connection = Connection()
-        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
-        connection.tunnel.dataReceived(ACK_CONTROL + data(1, b"controlNo"))
+        connection.receive(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.receive(ACK_CONTROL + data(1, b"controlNo"))
         [failure] = connection.established
         failure.trap(TunnelConnectError)
         self.assertIn("controlNo", str(failure.value))
@@ -294,16 +331,16 @@ class HandshakeTests(SynchronousTestCase):
     def test_wrongStartFailsAtOnce(self) -> None:
         """An answer that starts wrong fails without waiting for the rest."""
         connection = Connection()
-        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
-        connection.tunnel.dataReceived(ACK_CONTROL + data(1, b"no"))
+        connection.receive(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.receive(ACK_CONTROL + data(1, b"no"))
         [failure] = connection.established
         failure.trap(TunnelConnectError)
 
     def test_controlStreamRefused(self) -> None:
         """A server that resets the control stream fails the attempt."""
         connection = Connection()
-        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
-        connection.tunnel.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0))
+        connection.receive(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.receive(encodeFrame(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0))
         [failure] = connection.established
         failure.trap(TunnelConnectError)
         self.assertIn("control stream ended", str(failure.value))
@@ -314,7 +351,7 @@ class HandshakeTests(SynchronousTestCase):
         connection is dropped.
         """
         connection = Connection(setupTimeout=5.0)
-        connection.tunnel.dataReceived(b"HTTP/1.1 200 Connected to Tunnel\n\n")
+        connection.receive(b"HTTP/1.1 200 Connected to Tunnel\n\n")
         connection.reactor.advance(4.9)
         self.assertEqual(connection.established, [])
         connection.reactor.advance(0.1)
@@ -333,7 +370,7 @@ class HandshakeTests(SynchronousTestCase):
     def test_connectionLostBeforeSetup(self) -> None:
         """A connection lost during setup fails the attempt."""
         connection = Connection()
-        connection.tunnel.connectionLost()
+        connection.lose()
         [failure] = connection.established
         failure.trap(TunnelConnectError)
         self.assertIn("the connection ended before the tunnel was set up", str(failure.value))
@@ -345,14 +382,14 @@ class HandshakeTests(SynchronousTestCase):
         [failure] = connection.established
         failure.trap(CancelledError)
         self.assertTrue(connection.transport.disconnecting)
-        connection.tunnel.connectionLost()
+        connection.lose()
         self.assertIsNone(connection.wrapped.lost)
 
     def test_connectionLostAfterSetup(self) -> None:
         """The wrapped protocol loses its connection when the tunnel ends."""
         connection = Connection()
         connection.answerHandshake()
-        connection.tunnel.connectionLost()
+        connection.lose()
         self.assertIsNotNone(connection.wrapped.lost)
 
     def test_serverOpenedStreamsRefused(self) -> None:
@@ -360,7 +397,7 @@ class HandshakeTests(SynchronousTestCase):
         connection = Connection()
         connection.answerHandshake()
         connection.written()
-        connection.tunnel.dataReceived(encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0))
+        connection.receive(encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0))
         self.assertEqual(
             parseFrames(connection.written()),
             [(FrameType.WINDOW_UPDATE, Flag.RST, 2, 0, b"")],
@@ -378,14 +415,14 @@ class ServerStreamsTests(SynchronousTestCase):
 
     def established(self, **settings: object) -> Connection:
         connection = Connection(**settings)
-        connection.tunnel.dataReceived(CONNECTED_WITH_SERVER_STREAMS)
-        connection.tunnel.dataReceived(ACK_CONTROL + data(1, HANDSHAKE_RESPONSE))
+        connection.receive(CONNECTED_WITH_SERVER_STREAMS)
+        connection.receive(ACK_CONTROL + data(1, HANDSHAKE_RESPONSE))
         connection.written()
         return connection
 
     def openStream(self, connection: Connection, payload: bytes) -> list[tuple]:
         """The server opens stream 2 with C{payload}; return the frames written."""
-        connection.tunnel.dataReceived(
+        connection.receive(
             encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0) + data(2, payload)
         )
         return parseFrames(connection.written())
@@ -409,7 +446,7 @@ class ServerStreamsTests(SynchronousTestCase):
         connection = self.established()
         self.openStream(connection, ANNOUNCEMENT[:10])
         self.assertEqual(connection.reactor.tcpClients, [])
-        connection.tunnel.dataReceived(data(2, ANNOUNCEMENT[10:]))
+        connection.receive(data(2, ANNOUNCEMENT[10:]))
         self.assertEqual(len(connection.reactor.tcpClients), 1)
 
     def test_badAnnouncementResetsTheStream(self) -> None:
@@ -443,7 +480,7 @@ class ServerStreamsTests(SynchronousTestCase):
         """
         connection = self.established()
         burst = 1000
-        connection.tunnel.dataReceived(b"".join(
+        connection.receive(b"".join(
             encodeFrame(FrameType.WINDOW_UPDATE, Flag.SYN, streamID, 0)
             + data(streamID, ANNOUNCEMENT)
             for streamID in range(2, 2 * burst + 2, 2)

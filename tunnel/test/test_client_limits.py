@@ -205,7 +205,7 @@ class LocalConnectionLimitTests(SynchronousTestCase):
         # Unread: the bytes wait in the stream, which grants no window.
         self.assertEqual(served, [])
         self.assertTrue(control.transport._readPaused)
-        tunnel._openStreams = tunnel.settings.maxStreams
+        tunnel._tunnel.openStreams = tunnel.settings.maxStreams
         tunnel._streamEnded(None)
         self.assertEqual((len(served), control.waiting), (5, 0))
         self.assertFalse(control.transport._readPaused)
@@ -217,7 +217,7 @@ class LocalConnectionLimitTests(SynchronousTestCase):
         world.server.request(HTTP, 3000)
         world.flush()
         self.assertFalse(tunnel._control._holding)
-        tunnel._openStreams += 1
+        tunnel._tunnel.openStreams += 1
         world.server.request(HTTP, 3000)
         world.flush()
         self.assertTrue(tunnel._control._holding)

@@ -37,7 +37,6 @@ from tunnel.test.support import MiB, sleep, until, untilSteady
 from tunnel.test.test_e2e_faults import FaultTestCase
 from tunnel.test.test_e2e_plugins import SILENT_IDENTIFIER, Collector
 from tunnel.test.twistdprocess import (
-    TwistdProcess,
     ensureOpenFileLimit,
     processMetricsAvailable,
     spawnTwistd,
