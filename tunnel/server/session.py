@@ -27,6 +27,7 @@ from tunnel.core.control import (
     TransportProtocol,
     redactIdentifier,
 )
+from tunnel.core.serversession import SessionSettings
 from tunnel.mux import SessionEndedError, StreamAddress, StreamTransport, YamuxProtocol
 from tunnel.sparselog import isSparseCount
 from tunnel.yamux import SessionConfig
@@ -60,40 +61,6 @@ class ISessionObserver(Interface):
 
     def sessionEnded(session: ClientSession, reason: Failure) -> None:
         """The session's connection is gone, ready before or not."""
-
-
-@attrs.frozen
-class SessionSettings:
-    """
-    Limits and timeouts of the server side of a tunnel session.
-
-    @ivar streamTimeout: seconds the client has to open a stream asked for.
-    @ivar handshakeTimeout: seconds the client has to open the control
-        stream and send the handshake; a client that does not is dropped.
-    @ivar maxPendingStreams: the most streams a client may owe: asked for
-        and not opened yet, timed-out ones included. Asking for more fails
-        with L{TooManyPendingStreams}.
-    @ivar drainTimeout: seconds the open streams of a session that is closed
-        (replaced by a newer one, or its identifier removed) may take to
-        finish before the connection is closed.
-    @ivar responseTimeout: seconds the local service may keep a forwarded
-        HTTP request waiting, once its stream is there: for the response
-        head after the whole request was sent, or at a time while it reads
-        none of the request body; the public request then gets a C{504}.
-        L{None} for no limit.
-    @ivar yamux: the yamux settings of the sessions; an accept backlog
-        smaller than C{maxPendingStreams} is raised to it. Its
-        C{maxSessionBuffer} bounds what a session holds for a client that
-        does not read (requests beyond get a C{503}), and its
-        C{writeStallTimeout} how long such a client keeps its session.
-    """
-
-    streamTimeout: float = 10.0
-    handshakeTimeout: float = 10.0
-    maxPendingStreams: int = 1000
-    drainTimeout: float = 60.0
-    responseTimeout: float | None = 60.0
-    yamux: SessionConfig = SessionConfig()
 
 
 def _backlogForEveryOwedStream(settings: SessionSettings) -> SessionConfig:
