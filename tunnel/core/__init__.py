@@ -15,6 +15,10 @@ and driven by any framework:
   - L{tunnel.core.exchange}: one forwarded HTTP exchange as a transition
     table: which error answers a public request, when the response timer
     runs, when a stream is reset or a public connection cut;
+  - L{tunnel.core.serversession}: the server side of a client's tunnel
+    session as a transition table: the control stream and its handshake,
+    which request an arriving stream belongs to, which requests are
+    refused, closing and what ends the connection;
   - L{tunnel.core.clientsession}: the client's tunnel connection as a
     transition table: the answer to the control request, why the set-up
     failed, when the session starts, closing and the end.

@@ -1,15 +1,19 @@
 """
 The server side of one client's tunnel: a yamux session, its control stream,
 and the pairing of the streams the client opens with the requests for them.
+
+What happens when is decided by L{tunnel.core.serversession.ServerSession};
+this module connects it to Twisted: it tells the core what the yamux session
+and the control stream report, and carries out the core's steps with
+transports, timers and L{Deferred}s, logging as it goes.
 """
 
 from __future__ import annotations
 
-import enum
-from collections import deque
+from typing import Iterable
 
 import attrs
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
@@ -17,15 +21,28 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
-from tunnel.core.control import (
-    HANDSHAKE_REQUEST,
-    HANDSHAKE_RESPONSE,
-    ControlLineReader,
-    ControlMessage,
-    ControlProtocolError,
-    HandshakeReader,
-    TransportProtocol,
-    redactIdentifier,
+from tunnel.core.control import ControlProtocolError, TransportProtocol, redactIdentifier
+from tunnel.core.serversession import (
+    Abort,
+    AcceptControl,
+    Backlog,
+    CancelTimer,
+    CloseControl,
+    CloseStream,
+    Deliver,
+    Fail,
+    NotifyReady,
+    OpenStream,
+    Reason,
+    RefuseStream,
+    SendControl,
+    ServerSession,
+    SessionSettings,
+    Shutdown,
+    StartTimer,
+    State,
+    Step,
+    Timer,
 )
 from tunnel.mux import SessionEndedError, StreamAddress, StreamTransport, YamuxProtocol
 from tunnel.sparselog import isSparseCount
@@ -52,6 +69,26 @@ class ClientStalled(Exception):
     """The client read nothing of what was queued for it for too long."""
 
 
+#: The error that stands for each reason of the core, given its message.
+_ERRORS: dict[Reason, type[Exception]] = {
+    Reason.NOT_READY: SessionEndedError,
+    Reason.NOT_READING: ClientNotReading,
+    Reason.TOO_MANY_PENDING: TooManyPendingStreams,
+    Reason.STREAM_TIMEOUT: StreamTimeout,
+    Reason.CLOSED: SessionEndedError,
+    Reason.ENDED: SessionEndedError,
+    Reason.PROTOCOL_ERROR: ControlProtocolError,
+    Reason.HANDSHAKE_TIMEOUT: StreamTimeout,
+    Reason.STALLED: ClientStalled,
+    Reason.CONTROL_CLOSED: ConnectionDone,
+}
+
+
+def _error(reason: Reason, message: str) -> Exception:
+    """The error that stands for C{reason}, saying C{message}."""
+    return _ERRORS[reason](message)
+
+
 class ISessionObserver(Interface):
     """Is told when a L{ClientSession} becomes ready and when it ends."""
 
@@ -60,40 +97,6 @@ class ISessionObserver(Interface):
 
     def sessionEnded(session: ClientSession, reason: Failure) -> None:
         """The session's connection is gone, ready before or not."""
-
-
-@attrs.frozen
-class SessionSettings:
-    """
-    Limits and timeouts of the server side of a tunnel session.
-
-    @ivar streamTimeout: seconds the client has to open a stream asked for.
-    @ivar handshakeTimeout: seconds the client has to open the control
-        stream and send the handshake; a client that does not is dropped.
-    @ivar maxPendingStreams: the most streams a client may owe: asked for
-        and not opened yet, timed-out ones included. Asking for more fails
-        with L{TooManyPendingStreams}.
-    @ivar drainTimeout: seconds the open streams of a session that is closed
-        (replaced by a newer one, or its identifier removed) may take to
-        finish before the connection is closed.
-    @ivar responseTimeout: seconds the local service may keep a forwarded
-        HTTP request waiting, once its stream is there: for the response
-        head after the whole request was sent, or at a time while it reads
-        none of the request body; the public request then gets a C{504}.
-        L{None} for no limit.
-    @ivar yamux: the yamux settings of the sessions; an accept backlog
-        smaller than C{maxPendingStreams} is raised to it. Its
-        C{maxSessionBuffer} bounds what a session holds for a client that
-        does not read (requests beyond get a C{503}), and its
-        C{writeStallTimeout} how long such a client keeps its session.
-    """
-
-    streamTimeout: float = 10.0
-    handshakeTimeout: float = 10.0
-    maxPendingStreams: int = 1000
-    drainTimeout: float = 60.0
-    responseTimeout: float | None = 60.0
-    yamux: SessionConfig = SessionConfig()
 
 
 def _backlogForEveryOwedStream(settings: SessionSettings) -> SessionConfig:
@@ -108,32 +111,17 @@ def _backlogForEveryOwedStream(settings: SessionSettings) -> SessionConfig:
     return attrs.evolve(settings.yamux, acceptBacklog=settings.maxPendingStreams)
 
 
-class _State(enum.Enum):
-    HANDSHAKE = "handshake"
-    READY = "ready"
-    CLOSING = "closing"
-    ENDED = "ended"
-
-
 @attrs.define(eq=False)
-class _PendingStream:
+class _Request:
     """
-    A stream asked for and not opened yet.
+    A request for a stream, the core's token for it.
 
-    @ivar protocol: what to attach to the stream, or L{None} once the
-        request gave up (timed out or cancelled): the stream is then closed
-        as soon as it arrives.
+    @ivar protocol: what to attach to the stream.
+    @ivar connected: fires with C{protocol} once it is attached.
     """
 
-    protocol: Protocol | None
+    protocol: Protocol
     connected: Deferred[Protocol]
-    timer: IDelayedCall | None = None
-
-    def abandon(self) -> None:
-        """Give up waiting: the stream will be closed when it arrives."""
-        self.protocol = None
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
 
 
 class ClientSession:
@@ -182,18 +170,16 @@ class ClientSession:
         self._settings = settings
         self._observer = observer
         self._clock = clock
-        self._state = _State.HANDSHAKE
+        self._core = ServerSession(settings, self.label, serverStreams)
         self._control: Protocol | None = None
-        self._pending: deque[_PendingStream] = deque()
-        self._handshakeTimer: IDelayedCall | None = None
-        self._endReason: Failure | None = None
+        self._timers: dict[Timer, IDelayedCall] = {}
         self._refusedStreams = 0
         self._refusedForBuffer = 0
 
     @property
     def ready(self) -> bool:
         """Whether the session completed its handshake and is not closing."""
-        return self._state is _State.READY
+        return self._core.state is State.READY
 
     def requestStream(
         self, transportProtocol: TransportProtocol, localPort: int, protocol: Protocol
@@ -208,59 +194,18 @@ class ClientSession:
             if the session ends or closes first. Cancelling it gives up the
             request; the stream the client opens for it later is closed.
         """
-        if self._state is not _State.READY:
-            return fail(SessionEndedError(f"the session of client {self.label} is not ready"))
-        if self.protocol.bufferFull:
-            return fail(self._notReading())
-        owed = self.protocol.unacknowledgedStreams if self.serverStreams else len(self._pending)
-        if owed >= self._settings.maxPendingStreams:
-            return fail(
-                TooManyPendingStreams(f"client {self.label} owes {owed} streams already")
-            )
-        message = ControlMessage(transportProtocol=transportProtocol, localPort=localPort)
-        if self.serverStreams:
-            return self._openStream(message, protocol)
-        entry = _PendingStream(protocol, Deferred(lambda d: entry.abandon()))
-        entry.timer = self._clock.callLater(
-            self._settings.streamTimeout, self._streamTimedOut, entry
+        request = _Request(
+            protocol, Deferred(lambda _: self._carryOut(self._core.requestAbandoned(request)))
         )
-        self._pending.append(entry)
-        self._control.transport.write(message.encode())
-        return entry.connected
-
-    def _notReading(self) -> ClientNotReading:
-        """
-        The refusal of a request while the session's buffer is full, logged
-        for the 1st, 10th, 100th... of them.
-        """
-        queued = self.protocol.bufferedBytes
-        self._refusedForBuffer += 1
-        if isSparseCount(self._refusedForBuffer):
-            self._log.warn(
-                "Client {client} does not read: {queued} bytes are queued for it, "
-                "{cap} at most; refusing requests for it ({count} so far)",
-                client=self.label,
-                queued=queued,
-                cap=self.protocol.config.maxSessionBuffer,
-                count=self._refusedForBuffer,
-            )
-        return ClientNotReading(
-            f"client {self.label} does not read: {queued} bytes are queued for it"
+        backlog = Backlog(
+            self.protocol.bufferedBytes,
+            self.protocol.bufferFull,
+            self.protocol.unacknowledgedStreams,
         )
-
-    def _openStream(self, message: ControlMessage, protocol: Protocol) -> Deferred[Protocol]:
-        """
-        Open a stream to the client, announced by C{message} as its first
-        line, with C{protocol} attached at once; a stream the client refuses
-        or does not acknowledge in time ends C{protocol}'s connection.
-        """
-        announcing = _Announcing(message.encode(), protocol)
-        opened = self.protocol.openStream(announcing)
-        failures: list[Failure] = []
-        opened.addErrback(failures.append)
-        if failures and protocol.transport is None:
-            return fail(failures[0])
-        return succeed(protocol)
+        self._carryOut(
+            self._core.streamRequested(request, transportProtocol, localPort, backlog)
+        )
+        return request.connected
 
     def close(self, why: str) -> Deferred[None]:
         """
@@ -272,18 +217,8 @@ class ClientSession:
         @param why: the reason, for logs and observers.
         @return: a L{Deferred} that fires once the connection is closed.
         """
-        if self._state in (_State.CLOSING, _State.ENDED):
-            return self.protocol.whenClosed()
-        self._log.info("Closing the session of client {client}: {why}", client=self.label, why=why)
-        self._endReason = Failure(SessionEndedError(why))
-        self._state = _State.CLOSING
-        self._failPending(SessionEndedError(f"the session of client {self.label} closed: {why}"))
-        closing = self.protocol.shutdown(self._settings.drainTimeout)
-        if self._control is not None:
-            # No more control messages: only the streams carrying traffic
-            # keep the session open.
-            self._control.transport.loseConnection()
-        return closing
+        self._carryOut(self._core.close(why))
+        return self.protocol.whenClosed()
 
     # -- as the stream factory of the yamux session ------------------------
 
@@ -292,27 +227,7 @@ class ClientSession:
         Route a stream the client opened: the first is the control stream;
         later ones go to the oldest pending request; others are refused.
         """
-        if self._control is None and self._state is _State.HANDSHAKE:
-            self._control = _ControlStream(self)
-            return self._control
-        if self._state is not _State.READY or not self._pending:
-            # Logged sparingly (the 1st, 10th, 100th...): a client flooding
-            # the session with such streams must not flood the log too.
-            self._refusedStreams += 1
-            if isSparseCount(self._refusedStreams):
-                self._log.warn(
-                    "Client {client} opened stream {streamID} that nobody asked for; "
-                    "refusing it ({count} such streams so far)",
-                    client=self.label,
-                    streamID=addr.streamID,
-                    count=self._refusedStreams,
-                )
-            return None
-        entry = self._pending.popleft()
-        if entry.protocol is None:
-            return _Discard()
-        entry.timer.cancel()
-        return _Handover(entry.protocol, entry.connected)
+        return self._carryOut(self._core.streamArrived(addr))
 
     # -- events from the yamux protocol and the control stream ------------
 
@@ -323,47 +238,13 @@ class ClientSession:
             client=self.label,
             peer=self.peer,
         )
-        self._handshakeTimer = self._clock.callLater(
-            self._settings.handshakeTimeout, self._handshakeTimedOut
-        )
+        self._carryOut(self._core.connected())
 
-    def _handshakeDone(self) -> None:
-        self._handshakeTimer.cancel()
-        if self._state is not _State.HANDSHAKE:
-            return
-        self._state = _State.READY
-        self.connectedSince = self._clock.seconds()
-        self._observer.sessionReady(self)
-
-    def _protocolError(self, why: str) -> None:
-        self._log.error(
-            "Client {client} broke the tunnel protocol, ending its session: {why}",
-            client=self.label,
-            why=why,
-        )
-        self._drop(ControlProtocolError(why))
+    def _controlDataReceived(self, data: bytes) -> None:
+        self._carryOut(self._core.controlDataReceived(data))
 
     def _controlLost(self) -> None:
-        if self._state in (_State.HANDSHAKE, _State.READY):
-            self._log.info("Client {client} closed its control stream", client=self.label)
-            self._drop(ConnectionDone("the client closed its control stream"))
-
-    def _ended(self, reason: Failure) -> None:
-        if self._handshakeTimer is not None and self._handshakeTimer.active():
-            self._handshakeTimer.cancel()
-        self._state = _State.ENDED
-        self._failPending(SessionEndedError(f"the session of client {self.label} ended"))
-        self._observer.sessionEnded(self, self._endReason or reason)
-
-    # -- helpers -----------------------------------------------------------
-
-    def _handshakeTimedOut(self) -> None:
-        self._log.warn(
-            "Client {client} did not complete the handshake within {timeout} s; dropping it",
-            client=self.label,
-            timeout=self._settings.handshakeTimeout,
-        )
-        self._drop(StreamTimeout("no handshake in time"))
+        self._carryOut(self._core.controlLost())
 
     def _stalled(self, seconds: float, queued: int) -> None:
         self._log.error(
@@ -373,28 +254,143 @@ class ClientSession:
             timeout=seconds,
             queued=queued,
         )
-        self._drop(ClientStalled(f"the client did not read for {seconds} s"))
+        self._carryOut(self._core.stalled(seconds))
 
-    def _streamTimedOut(self, entry: _PendingStream) -> None:
-        entry.abandon()
-        self._log.warn(
-            "Client {client} did not open a stream within {timeout} s",
-            client=self.label,
-            timeout=self._settings.streamTimeout,
-        )
-        entry.connected.errback(
-            StreamTimeout(f"client {self.label} did not open a stream in time")
-        )
+    def _ended(self, reason: Failure) -> None:
+        self._carryOut(self._core.connectionLost())
+        why = self._core.endReason
+        self._observer.sessionEnded(self, reason if why is None else Failure(_error(*why)))
 
-    def _failPending(self, error: Exception) -> None:
-        for entry in self._pending:
-            if entry.protocol is not None:
-                entry.abandon()
-                entry.connected.errback(error)
+    def _timerFired(self, timer: Timer) -> None:
+        del self._timers[timer]
+        self._carryOut(self._core.timerFired(timer))
 
-    def _drop(self, error: Exception) -> None:
-        if self._endReason is None:
-            self._endReason = Failure(error)
+    # -- carrying out the core's steps -------------------------------------
+
+    def _carryOut(self, steps: Iterable[Step]) -> Protocol | None:
+        """
+        Carry out the core's steps, in order.
+
+        @return: the protocol for the stream that arrived, if the steps
+            accept one; L{None} refuses it.
+        """
+        protocol: Protocol | None = None
+        for step in steps:
+            match step:
+                case SendControl(data):
+                    self._control.transport.write(data)
+                case CloseControl():
+                    # No more control messages: only the streams carrying
+                    # traffic keep the session open.
+                    self._control.transport.loseConnection()
+                case NotifyReady():
+                    self.connectedSince = self._clock.seconds()
+                    self._observer.sessionReady(self)
+                case StartTimer(timer, seconds):
+                    self._timers[timer] = self._clock.callLater(seconds, self._timerFired, timer)
+                case CancelTimer(timer):
+                    call = self._timers.pop(timer, None)
+                    if call is not None:
+                        call.cancel()
+                case AcceptControl():
+                    protocol = self._control = _ControlStream(self)
+                case Deliver(token=request):
+                    protocol = _Handover(request.protocol, request.connected)
+                case CloseStream():
+                    protocol = _Discard()
+                case RefuseStream(stream):
+                    self._refuse(stream)
+                case OpenStream(request, announcement):
+                    self._openStream(request, announcement)
+                case Fail(request, reason, message):
+                    self._fail(request, reason, message)
+                case Shutdown(why, drainTimeout):
+                    self._log.info(
+                        "Closing the session of client {client}: {why}",
+                        client=self.label,
+                        why=why,
+                    )
+                    self.protocol.shutdown(drainTimeout)
+                case Abort(reason, message):
+                    self._abort(reason, message)
+        return protocol
+
+    def _refuse(self, stream: StreamAddress) -> None:
+        """
+        Refuse a stream nobody asked for, logged sparingly (the 1st, 10th,
+        100th...): a client flooding the session with such streams must not
+        flood the log too.
+        """
+        self._refusedStreams += 1
+        if isSparseCount(self._refusedStreams):
+            self._log.warn(
+                "Client {client} opened stream {streamID} that nobody asked for; "
+                "refusing it ({count} such streams so far)",
+                client=self.label,
+                streamID=stream.streamID,
+                count=self._refusedStreams,
+            )
+
+    def _openStream(self, request: _Request, announcement: bytes) -> None:
+        """
+        Open a stream to the client, C{announcement} its first line, with
+        the request's protocol attached at once; a stream the client
+        refuses or does not acknowledge in time ends that protocol's
+        connection.
+        """
+        opened = self.protocol.openStream(_Announcing(announcement, request.protocol))
+        failures: list[Failure] = []
+        opened.addErrback(failures.append)
+        if failures and request.protocol.transport is None:
+            request.connected.errback(failures[0])
+        else:
+            request.connected.callback(request.protocol)
+
+    def _fail(self, request: _Request, reason: Reason, message: str) -> None:
+        """
+        Fail a request with the error that stands for C{reason}, logging a
+        stream that did not come and, sparingly, a client that does not read.
+        """
+        if reason is Reason.STREAM_TIMEOUT:
+            self._log.warn(
+                "Client {client} did not open a stream within {timeout} s",
+                client=self.label,
+                timeout=self._settings.streamTimeout,
+            )
+        elif reason is Reason.NOT_READING:
+            # For the 1st, 10th, 100th... of them.
+            self._refusedForBuffer += 1
+            if isSparseCount(self._refusedForBuffer):
+                self._log.warn(
+                    "Client {client} does not read: {queued} bytes are queued for it, "
+                    "{cap} at most; refusing requests for it ({count} so far)",
+                    client=self.label,
+                    queued=self.protocol.bufferedBytes,
+                    cap=self.protocol.config.maxSessionBuffer,
+                    count=self._refusedForBuffer,
+                )
+        request.connected.errback(_error(reason, message))
+
+    def _abort(self, reason: Reason, message: str) -> None:
+        """
+        Drop the connection, saying why in the log (a stall was logged
+        with its figures as it was reported).
+        """
+        if reason is Reason.PROTOCOL_ERROR:
+            self._log.error(
+                "Client {client} broke the tunnel protocol, ending its session: {why}",
+                client=self.label,
+                why=message,
+            )
+        elif reason is Reason.HANDSHAKE_TIMEOUT:
+            self._log.warn(
+                "Client {client} did not complete the handshake within {timeout} s; "
+                "dropping it",
+                client=self.label,
+                timeout=self._settings.handshakeTimeout,
+            )
+        elif reason is Reason.CONTROL_CLOSED:
+            self._log.info("Client {client} closed its control stream", client=self.label)
         self.protocol.transport.abortConnection()
 
 
@@ -419,29 +415,13 @@ class _ServerProtocol(YamuxProtocol):
 
 
 class _ControlStream(Protocol):
-    """
-    The control stream: reads the handshake (accumulating until it is
-    complete), answers it in one write, then reads the client's messages,
-    which are checked and otherwise ignored.
-    """
+    """The control stream: its bytes and its end go to the session."""
 
     def __init__(self, session: ClientSession) -> None:
         self._session = session
-        self._handshake = HandshakeReader(HANDSHAKE_REQUEST)
-        self._reader = ControlLineReader()
 
     def dataReceived(self, data: bytes) -> None:
-        try:
-            if not self._handshake.complete:
-                rest = self._handshake.feed(data)
-                if rest is None:
-                    return
-                self.transport.write(HANDSHAKE_RESPONSE)
-                self._session._handshakeDone()
-                data = rest
-            self._reader.feed(data)
-        except ControlProtocolError as e:
-            self._session._protocolError(str(e))
+        self._session._controlDataReceived(data)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self._session._controlLost()

@@ -150,7 +150,7 @@ class NoInputOutputTests(SynchronousTestCase):
         """
         script = (
             "import sys, tunnel.core.http, tunnel.core.control, tunnel.core.exchange\n"
-            "import tunnel.core.clientsession\n"
+            "import tunnel.core.serversession, tunnel.core.clientsession\n"
             "import tunnel.yamux\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))\n"
         )
