@@ -494,11 +494,13 @@ class YamuxProtocol(Protocol):
         session = self.session
         if session.terminated is not None:
             return
-        if not session.awaitsAcceptance(streamID):
-            # The events are dispatched once the core has read all the bytes
-            # that came with this SYN: the peer reset the stream later in the
-            # same read.
-            return
+        # The events are dispatched once the core has read all the bytes
+        # that came with this SYN: the peer may have reset the stream later
+        # in the same read. Its protocol is built all the same, as if the
+        # reset had come in a later read: a factory that pairs streams with
+        # what waits for them (FIFO) must see every stream the peer opened.
+        # The data that came before the reset is delivered, then the reset.
+        reset = not session.awaitsAcceptance(streamID)
         protocol = None
         if self.streamFactory is not None:
             try:
@@ -514,7 +516,8 @@ class YamuxProtocol(Protocol):
         if protocol is None:
             self.session.resetStream(streamID)
             return
-        self.session.acceptStream(streamID)
+        if not reset:
+            self.session.acceptStream(streamID)
         transport = StreamTransport(self, streamID, protocol)
         self._streams[streamID] = transport
         protocol.makeConnection(transport)

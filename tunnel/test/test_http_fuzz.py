@@ -993,6 +993,44 @@ class PublicPathFuzzTests(SynchronousTestCase):
         PublicPathProgram(program).run()
 
 
+class PublicPathRegressionTests(SynchronousTestCase):
+    """
+    What the fuzzers found on the public path, reduced to one case each.
+    """
+
+    def tearDown(self) -> None:
+        self.flushLoggedErrors()
+
+    def test_streamsResetInTheReadThatOpenedThemKeepThePairing(self) -> None:
+        """
+        Pipelined requests whose streams the client opens, answers on and
+        resets all in one write (a local service that answers at once and
+        aborts): each stream still answers the oldest request waiting, so
+        every request gets the answer sent before the reset, at once,
+        instead of waiting for a stream that never comes.
+        """
+        request = b"GET / HTTP/1.1\r\nHost: app.example\r\n\r\n"
+        case = hs.RequestCase(data=request, method=b"GET", clean=True)
+        program = PublicProgram(
+            connections=(PublicScript(requests=(case,) * 4, pieces=(request * 4,)),),
+            scripts=(
+                LocalScript(
+                    response=b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+                    when="connect",
+                    cuts=(),
+                    end="abort",
+                    acceptUpgrade=False,
+                ),
+            ),
+            steps=(),
+        )
+        run = PublicPathProgram(program)
+        run.run()
+        [connection] = run.connections
+        self.assertEqual(connection.transport.value().count(b"HTTP/1.1 200 "), 4)
+        self.assertNotIn(b" 504 ", connection.transport.value())
+
+
 class ResponseHeadRegressionTests(SynchronousTestCase):
     """
     What the fuzzers found in the response parser, reduced to one case

@@ -318,11 +318,14 @@ class OpenStreamTests(SynchronousTestCase):
         transport.clear()
         return server, transport
 
-    def test_streamOpenedAndResetInOneReadIsForgotten(self) -> None:
+    def test_streamOpenedAndResetInOneReadIsStillDelivered(self) -> None:
         """
         A stream the peer opens and resets in the same read (its events are
-        handled once the whole read is) gets no protocol, raises nothing,
-        and leaves nothing behind; the session goes on.
+        handled once the whole read is) gets its protocol all the same, as
+        if the reset had come in a later read: a factory that pairs streams
+        FIFO must see every stream the peer opened. The protocol gets the
+        data sent before the reset, then the reset; nothing is sent for the
+        stream, nothing is left behind, and the session goes on.
         """
         streams = RecordingFactory()
         server, transport = self.serverHeard(streams)
@@ -331,9 +334,13 @@ class OpenStreamTests(SynchronousTestCase):
             + encodeFrame(FrameType.DATA, 0, 1, 2, b"hi")
             + encodeFrame(FrameType.WINDOW_UPDATE, Flag.RST, 1, 0)
         )
-        self.assertEqual(streams.built, [])
+        [protocol] = streams.built
+        self.assertEqual(protocol.received, b"hi")
+        protocol.lost.trap(StreamResetError)
+        protocol.transport.write(b"too late")
         self.assertEqual((server.session.streamIDs, server.streams), ([], {}))
         self.assertEqual(transport.value(), b"")
+        self.assertEqual(server._clock.getDelayedCalls(), [])
         server.dataReceived(encodeFrame(FrameType.PING, Flag.SYN, 0, 5))
         self.assertEqual(parseFrames(transport.value()), [(FrameType.PING, Flag.ACK, 0, 5, b"")])
 
