@@ -5,6 +5,7 @@ Command-line options of C{twistd tunnel-server} and C{twistd tunnel-client}.
 from __future__ import annotations
 
 import os
+import re
 
 from twisted.python import usage
 
@@ -43,9 +44,23 @@ SESSION_BUFFER_PARAMETER = [
 ]
 
 
+# The server endpoint types whose first argument (or C{port=}) is a port.
+_PORT_TYPES = frozenset({"tcp", "tcp6", "ssl"})
+
+
+def serverEndpointDescription(text: str) -> str:
+    """
+    The server endpoint description of an option's value: a bare port
+    (C{8080}) means C{tcp:8080}, anything else is a description already.
+    """
+    text = text.strip()
+    return f"tcp:{text}" if text.isdigit() else text
+
+
 def checkServerEndpoint(option: str, description: str) -> None:
     """
-    Check that a server endpoint description can be used, without listening.
+    Check that a server endpoint description can be used, without listening:
+    its type and arguments, and the range of its port.
 
     @raise usage.UsageError: saying which option and why, on one line.
     """
@@ -55,7 +70,18 @@ def checkServerEndpoint(option: str, description: str) -> None:
     try:
         serverFromString(reactor, description)
     except Exception as e:
-        raise usage.UsageError(f"{option} {description!r}: {e}") from None
+        raise usage.UsageError(f"{option} {description!r}: {endpointProblem(e)}") from None
+    kind, _, arguments = description.partition(":")
+    if kind.strip().lower() not in _PORT_TYPES:
+        return
+    fields = re.split(r"(?<!\\):", arguments)
+    positional = [field for field in fields if "=" not in field]
+    named = [field[len("port="):] for field in fields if field.startswith("port=")]
+    for port in (positional[:1] or named[:1]):
+        if not (port.isdigit() and int(port) <= 65535):
+            raise usage.UsageError(
+                f"{option} {description!r}: the port must be a number from 0 to 65535"
+            )
 
 
 #: The listen backlog of the public endpoints, unless their string gives
@@ -99,6 +125,22 @@ def sessionConfig(options: usage.Options) -> SessionConfig:
                 raise usage.UsageError(f"--{option} must be positive")
             settings[setting] = options[option]
     return SessionConfig(**settings)
+
+
+def endpointProblem(error: Exception) -> str:
+    """
+    What is wrong with a client endpoint description that Twisted refused
+    with C{error}, in words that say what to change.
+    """
+    from twisted.python.filepath import UnlistableError
+
+    if isinstance(error, UnlistableError):
+        return ("trustRoots must name a directory of PEM certificates (for one CA "
+                "file, put it alone in a directory)")
+    if isinstance(error, OSError):
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot read{where}: {error.strerror or error}"
+    return str(error) or type(error).__name__
 
 
 def readSecretFile(path: str, what: str) -> str:
@@ -182,8 +224,8 @@ class ServerOptions(usage.Options):
         self["tcp"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """A server endpoint for public HTTP and tunnel clients, e.g. tcp:8080 or ssl:443:privateKey=key.pem:certKey=cert.pem (repeatable; default tcp:8080; a listen backlog of 1024 unless it gives one)."""
-        self["listen"].append(endpoint)
+        """A port or server endpoint for public HTTP and tunnel clients, e.g. 8080, tcp:8080:interface=127.0.0.1 or ssl:443:privateKey=key.pem:certKey=cert.pem (repeatable; default 8080; a listen backlog of 1024 unless it gives one)."""
+        self["listen"].append(serverEndpointDescription(endpoint))
 
     def opt_host(self, assignment: str) -> None:
         """HOST=IDENTIFIER: route the virtual host HOST (or HOST:PORT) to the client with IDENTIFIER (repeatable)."""
@@ -194,22 +236,28 @@ class ServerOptions(usage.Options):
             raise usage.UsageError(f"--host: {e}") from None
 
     def opt_tcp(self, assignment: str) -> None:
-        """ENDPOINT=IDENTIFIER: listen on the server endpoint ENDPOINT and tunnel each connection to the client with IDENTIFIER (repeatable; split at the last '=')."""
+        """ENDPOINT=IDENTIFIER: listen on ENDPOINT (a port or a server endpoint) and tunnel each connection to the client with IDENTIFIER (repeatable; split at the last '=')."""
         try:
-            self["tcp"].append(parseAssignment(assignment, "ENDPOINT=IDENTIFIER", True))
+            endpoint, identifier = parseAssignment(assignment, "ENDPOINT=IDENTIFIER", True)
         except ValueError as e:
             raise usage.UsageError(f"--tcp: {e}") from None
+        self["tcp"].append((serverEndpointDescription(endpoint), identifier))
 
     def postOptions(self) -> None:
         """Apply defaults, read the hosts and token files, check consistency."""
         if not self["listen"]:
             self["listen"] = ["tcp:8080"]
-        self["listen"] = [withListenBacklog(listen) for listen in self["listen"]]
         for description in self["listen"]:
             checkServerEndpoint("--listen", description)
+        self["listen"] = [withListenBacklog(listen) for listen in self["listen"]]
         for description, _ in self["tcp"]:
             checkServerEndpoint("--tcp", description)
         if self["hosts-file"]:
+            if not (self["admin"] or os.path.exists(self["hosts-file"])):
+                raise usage.UsageError(
+                    f"hosts file {self['hosts-file']} does not exist (it may be missing "
+                    "only with --admin, which creates it)"
+                )
             try:
                 fromFile = readHostsFile(self["hosts-file"])
             except HostsFileError as e:
@@ -231,6 +279,7 @@ class ServerOptions(usage.Options):
         if self["admin"]:
             if not self["admin-token-file"]:
                 raise usage.UsageError("--admin needs --admin-token-file")
+            self["admin"] = serverEndpointDescription(self["admin"])
             checkServerEndpoint("--admin", self["admin"])
             self["adminToken"] = readSecretFile(self["admin-token-file"], "admin token")
         elif self["admin-token-file"]:
@@ -289,9 +338,12 @@ class ClientOptions(usage.Options):
             raise usage.UsageError("--server is required")
         try:
             self["serverAddress"] = parseServerAddress(self["server"])
-            self["serverAddress"].endpoint(reactor)
         except ValueError as e:
             raise usage.UsageError(f"--server: {e}") from None
+        try:
+            self["serverAddress"].endpoint(reactor)
+        except Exception as e:
+            raise usage.UsageError(f"--server {self['server']!r}: {endpointProblem(e)}") from None
         try:
             PortRanges.fromStrings(self["local-ports"])
         except ValueError as e:

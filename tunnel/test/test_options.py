@@ -90,6 +90,43 @@ class ServerOptionsTests(SynchronousTestCase):
              "unix:/tmp/tunnel.sock:backlog=1024", "stdio:"],
         )
 
+    def test_barePortsMeanTCP(self) -> None:
+        """A bare port given to --listen, --tcp or --admin means tcp:PORT."""
+        token = self.mktemp()
+        with open(token, "w") as f:
+            f.write("the-token\n")
+        options = parsed(ServerOptions(), "--listen", "8080", "--tcp", "2222=ident",
+                         "--admin", "8081", "--admin-token-file", token)
+        self.assertEqual(options["listen"], ["tcp:8080:backlog=1024"])
+        self.assertEqual(options["tcp"], [("tcp:2222", "ident")])
+        self.assertEqual(options["admin"], "tcp:8081")
+        options = parsed(ServerOptions(), "--listen", "tcp6:port=8443:interface=\\:\\:1")
+        self.assertEqual(options["listen"], ["tcp6:port=8443:interface=\\:\\:1:backlog=1024"])
+
+    def test_portOutOfRangeIsUsageError(self) -> None:
+        """A port above 65535, positional or by keyword, is a usage error, not a crash at bind."""
+        for argv in (["--listen", "tcp:80800"], ["--listen", "80800"],
+                     ["--listen", "tcp6:port=70000:interface=\\:\\:1"], ["--tcp", "99999=id"]):
+            error = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
+            self.assertIn("the port must be a number from 0 to 65535", str(error))
+            self.assertNotIn("backlog", str(error))
+
+    def test_missingHostsFileIsUsageError(self) -> None:
+        """
+        A hosts file that does not exist (a typo) is a usage error, unless
+        the admin API is there to create it.
+        """
+        path = self.mktemp()
+        error = self.assertRaises(usage.UsageError, ServerOptions().parseOptions,
+                                  ["--hosts-file", path])
+        self.assertIn(f"hosts file {path} does not exist", str(error))
+        token = self.mktemp()
+        with open(token, "w") as f:
+            f.write("the-token\n")
+        options = parsed(ServerOptions(), "--hosts-file", path, "--admin", "tcp:8081",
+                         "--admin-token-file", token)
+        self.assertEqual(options["hosts"], {})
+
     def test_tcpSplitsAtLastEquals(self) -> None:
         """--tcp splits at the last '=', since endpoint strings contain '='."""
         options = parsed(ServerOptions(), "--tcp", "tcp:port=2222:interface=127.0.0.1=ident")
@@ -318,6 +355,31 @@ class ClientOptionsTests(SynchronousTestCase):
             ["--server", "no port here", "--identifier", "x"],
         )
         self.assertIn("--server", str(error))
+
+    def test_serverURL(self) -> None:
+        """--server takes the server's http:// or https:// URL."""
+        options = parsed(ClientOptions(), "--server", "http://127.0.0.1:8080", "--identifier", "x")
+        self.assertEqual(options["serverAddress"].description, "tcp:host=127.0.0.1:port=8080")
+
+    def test_unusableServerEndpointSaysWhatToChange(self) -> None:
+        """
+        A TLS endpoint whose trust roots are a file, or whose certificate is
+        missing, is a one-line usage error that says what to change.
+        """
+        caFile = self.mktemp()
+        with open(caFile, "w") as f:
+            f.write("not a directory\n")
+        cases = [
+            (f"tls:tunnel.example.com:443:trustRoots={caFile}", "must name a directory"),
+            ("tls:tunnel.example.com:443:certificate=/nonexistent.pem",
+             "cannot read /nonexistent.pem"),
+        ]
+        for server, said in cases:
+            error = self.assertRaises(usage.UsageError, ClientOptions().parseOptions,
+                                      ["--server", server, "--identifier", "x"])
+            self.assertIn(said, str(error))
+            self.assertIn("--server", str(error))
+            self.assertNotIn("\n", str(error))
 
     def test_serverRequired(self) -> None:
         """--server is required."""
