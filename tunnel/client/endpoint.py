@@ -53,18 +53,43 @@ class ServerAddress:
         return clientFromString(reactor, self.description)
 
 
+#: The endpoint type and default port of each URL scheme C{--server} takes.
+_URL_SCHEMES = {"http": ("tcp", 80), "https": ("tls", 443)}
+
+
 def parseServerAddress(text: str) -> ServerAddress:
     """
     Read the C{--server} option: a Twisted client endpoint description
-    (C{tcp:HOST:PORT}, C{tls:HOST:PORT}, C{unix:PATH}, ...) or a bare
-    C{HOST:PORT}, which means C{tcp:HOST:PORT}.
+    (C{tcp:HOST:PORT}, C{tls:HOST:PORT}, C{unix:PATH}, ...), a bare
+    C{HOST:PORT}, which means C{tcp:HOST:PORT}, or the URL of the server
+    (C{http://HOST[:PORT]} over TCP, C{https://HOST[:PORT]} over TLS).
 
-    @raise ValueError: if C{text} is neither.
+    @raise ValueError: if C{text} is none of them.
     """
+    scheme, separator, rest = text.partition("://")
+    if separator:
+        return _serverAddressFromURL(scheme.lower(), rest, text)
     if isEndpointDescription(text):
         return ServerAddress(text, hostFromDescription(text))
     host, port = parseHostPort(text)
     return ServerAddress(tcpDescription(host, port), joinHostPort(host, port))
+
+
+def _serverAddressFromURL(scheme: str, rest: str, text: str) -> ServerAddress:
+    """The server address of the URL C{text}: C{scheme://rest}."""
+    if scheme not in _URL_SCHEMES:
+        raise ValueError(f"a server URL starts with http:// or https://: {text!r}")
+    authority, _, path = rest.partition("/")
+    if path or "?" in authority or "#" in authority or "@" in authority:
+        raise ValueError(f"a server URL has no path, query or user: {text!r}")
+    kind, defaultPort = _URL_SCHEMES[scheme]
+    if authority.endswith("]") or ":" not in authority:
+        authority = f"{authority}:{defaultPort}"
+    host, port = parseHostPort(authority)
+    description = tcpDescription(host, port)
+    if kind == "tls":
+        description = "tls:" + description.partition(":")[2]
+    return ServerAddress(description, joinHostPort(host, port))
 
 
 @implementer(IStreamClientEndpoint)

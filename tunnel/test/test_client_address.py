@@ -219,6 +219,29 @@ class ServerAddressTests(SynchronousTestCase):
         endpoint = parseServerAddress("127.0.0.1:8080").endpoint(MemoryReactor())
         self.assertEqual((endpoint._host, endpoint._port), ("127.0.0.1", 8080))
 
+    def test_url(self) -> None:
+        """
+        The server's URL: C{http://} over TCP, C{https://} over TLS, at the
+        scheme's port unless it names one.
+        """
+        self.assertEqual(
+            parseServerAddress("http://127.0.0.1:8080"),
+            ServerAddress("tcp:host=127.0.0.1:port=8080", "127.0.0.1:8080"),
+        )
+        self.assertEqual(
+            parseServerAddress("HTTPS://tunnel.example.com/"),
+            ServerAddress("tls:host=tunnel.example.com:port=443", "tunnel.example.com:443"),
+        )
+        self.assertEqual(parseServerAddress("http://[::1]").host, "[::1]:80")
+        self.assertEqual(parseServerAddress("http://[::1]:81").host, "[::1]:81")
+
+    def test_urlWithMoreThanAServer(self) -> None:
+        """A URL with another scheme, a path, a query or a user: L{ValueError}, saying so."""
+        for text in ["ftp://tunnel.example.com", "http://h/app", "http://h?x=1", "http://u@h"]:
+            with self.assertRaises(ValueError, msg=text) as raised:
+                parseServerAddress(text)
+            self.assertIn("server URL", str(raised.exception))
+
     def test_malformed(self) -> None:
         """Neither an endpoint description nor C{HOST:PORT}: L{ValueError}."""
         for text in ["tunnel.example.com", "8080", "host:port"]:
