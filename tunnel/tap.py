@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tunnel.client import TunnelClientService, TunnelEndpoint
 from tunnel.options import ClientOptions, ServerOptions
@@ -38,10 +39,21 @@ class TCPTunnelService(Service):
         self._port: Deferred[IListeningPort] | None = None
 
     def startService(self) -> None:
-        """Bind the listener."""
+        """
+        Bind the listener.
+
+        @raise Exception: why it cannot listen, when the endpoint says so at
+            once (TCP, TLS and UNIX endpoints do), so that the server stops
+            as it does for a C{--listen} endpoint.
+        """
         super().startService()
-        self._port = self.server.bindTCP(self.endpoint, self.identifier)
-        self._port.addErrback(
+        port = self.server.bindTCP(self.endpoint, self.identifier)
+        if port.called and isinstance(port.result, Failure):
+            failure = port.result
+            port.addErrback(lambda _: None)
+            failure.raiseException()
+        self._port = port
+        port.addErrback(
             lambda f: self._log.failure(
                 "Cannot listen for TCP tunnel of {identifier}",
                 f,
