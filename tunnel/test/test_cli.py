@@ -1,0 +1,264 @@
+"""
+Tests for L{tunnel.cli} and C{python -m tunnel}: how the console commands
+and the twistd plugins say the mistakes people make, in memory and as real
+processes on loopback.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import socket
+import sys
+from importlib import metadata
+
+from twisted.application.service import Service
+from twisted.internet import defer, reactor
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tunnel import __main__ as tunnelMain
+from tunnel import cli
+from tunnel.test.twistdprocess import TwistdProcess, spawnPython, spawnTwistd
+
+
+def inUse(port: int) -> CannotListenError:
+    """The error of a listener on C{port} of 127.0.0.1 that another program has."""
+    return CannotListenError("127.0.0.1", port, OSError(errno.EADDRINUSE, "Address already in use"))
+
+
+class RefusingService(Service):
+    """A service whose listener cannot start."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def privilegedStartService(self) -> None:
+        raise self.error
+
+
+class UsageErrorTests(SynchronousTestCase):
+    """Usage errors are two lines: what is wrong, and where the options are."""
+
+    def message(self, command: cli.Command, argv: list[str]) -> str:
+        options = command.options()
+        with self.assertRaises(usage.UsageError) as raised:
+            options.parseOptions(argv)
+        return cli.usageErrorMessage(command.name, command, options, raised.exception)
+
+    def test_misspeltOptionIsNamed(self) -> None:
+        """A misspelt option gets the one it is closest to."""
+        self.assertEqual(
+            self.message(cli.CLIENT, ["--sever", "127.0.0.1:8080"]),
+            "tunnel-client: option --sever not recognized (did you mean --server?)\n"
+            "Run 'tunnel-client --help' to see every option.\n",
+        )
+
+    def test_wordForAnOptionIsNamed(self) -> None:
+        """A word people use for an option gets that option: --port means --local."""
+        self.assertIn("(did you mean --local?)", self.message(cli.CLIENT, ["--port", "3000"]))
+        self.assertIn("(did you mean --listen?)", self.message(cli.SERVER, ["--port", "8080"]))
+
+    def test_nothingCloseIsNoGuess(self) -> None:
+        """An option like none of them gets no guess."""
+        message = self.message(cli.SERVER, ["--zzzz"])
+        self.assertNotIn("did you mean", message)
+        self.assertEqual(len(message.splitlines()), 2)
+
+    def test_otherErrorsAsTheyAre(self) -> None:
+        """Errors from the options' checks are said as they are, on the first line."""
+        message = self.message(cli.SERVER, ["--listen", "tcp:80800"])
+        self.assertEqual(
+            message.splitlines()[0],
+            "tunnel-server: --listen 'tcp:80800': the port must be a number from 0 to 65535",
+        )
+
+    def test_pluginOptionsExitWithUsageStatus(self) -> None:
+        """
+        The twistd plugins' options say a usage error in the same two lines
+        and end the process with L{cli.EXIT_USAGE}, not under twistd's help.
+        """
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        options = cli.oneLineUsageErrors(cli.CLIENT, "twistd tunnel-client")()
+        with self.assertRaises(SystemExit) as raised:
+            options.parseOptions(["--port", "3000"])
+        self.assertEqual(raised.exception.code, cli.EXIT_USAGE)
+        self.assertEqual(
+            stderr.getvalue(),
+            "twistd tunnel-client: option --port not recognized (did you mean --local?)\n"
+            "Run 'twistd tunnel-client --help' to see every option.\n",
+        )
+
+    def test_pluginOptionsParseAsBefore(self) -> None:
+        """Good options parse as they do with the plain options class."""
+        options = cli.oneLineUsageErrors(cli.SERVER, "twistd tunnel-server")()
+        options.parseOptions(["--listen", "8080"])
+        self.assertEqual(options["listen"], ["tcp:8080:backlog=1024"])
+
+
+class StartupProblemTests(SynchronousTestCase):
+    """A service that cannot start is said in one line."""
+
+    def test_addressInUse(self) -> None:
+        """A port in use is named, with what to do."""
+        self.assertEqual(
+            cli.startupProblem(RefusingService(inUse(8080))),
+            "cannot listen on port 8080 of 127.0.0.1: Address already in use (another "
+            "program listens there: stop it or choose another port)",
+        )
+
+    def test_privilegedPort(self) -> None:
+        """A port the user may not bind says what it needs."""
+        error = CannotListenError("", 80, OSError(errno.EACCES, "Permission denied"))
+        self.assertEqual(
+            cli.startupProblem(RefusingService(error)),
+            "cannot listen on port 80: Permission denied (ports below 1024 need root or "
+            "CAP_NET_BIND_SERVICE)",
+        )
+
+    def test_started(self) -> None:
+        """A service that starts has no problem, and runs."""
+        service = Service()
+        self.assertIsNone(cli.startupProblem(service))
+        self.assertTrue(service.running)
+
+    def test_pluginServiceExits(self) -> None:
+        """
+        The twistd plugin's service ends the process with the one line,
+        when twistd starts its listeners.
+        """
+        guarded = cli.OneLineStartupErrors("twistd tunnel-server", RefusingService(inUse(8080)))
+        with self.assertRaises(SystemExit) as raised:
+            guarded.privilegedStartService()
+        self.assertEqual(
+            raised.exception.code,
+            "twistd tunnel-server: " + cli.startupProblem(RefusingService(inUse(8080))),
+        )
+
+    def test_pluginServiceStartsItsChild(self) -> None:
+        """The twistd plugin's service starts and stops its child once."""
+        child = Service()
+        guarded = cli.OneLineStartupErrors("twistd tunnel-server", child)
+        guarded.privilegedStartService()
+        guarded.startService()
+        self.assertTrue(child.running)
+        self.assertTrue(guarded.running)
+        guarded.stopService()
+        self.assertFalse(child.running)
+
+
+class ModuleMainTests(SynchronousTestCase):
+    """C{python -m tunnel}."""
+
+    def test_saysHowToRun(self) -> None:
+        """Without a command it says how to run the server and the client."""
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        self.assertEqual(tunnelMain.main([]), cli.EXIT_STOPPED)
+        self.assertIn("tunnel-server", stdout.getvalue())
+        self.assertIn("tunnel-client --server", stdout.getvalue())
+
+    def test_unknownCommand(self) -> None:
+        """An unknown command is a usage error."""
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        self.assertEqual(tunnelMain.main(["sever"]), cli.EXIT_USAGE)
+        self.assertIn("give server or client", stderr.getvalue())
+
+    def test_consoleScripts(self) -> None:
+        """The installed distribution names the console commands."""
+        scripts = {
+            entry.name: entry.value
+            for entry in metadata.entry_points(group="console_scripts")
+            if entry.value.startswith("tunnel.cli:")
+        }
+        self.assertEqual(
+            scripts, {"tunnel-server": "tunnel.cli:server", "tunnel-client": "tunnel.cli:client"}
+        )
+
+
+class ProcessTests(TestCase):
+    """The commands and plugins as real processes: what a person sees, and the exit status."""
+
+    def command(self, *arguments: str) -> TwistdProcess:
+        return spawnPython(reactor, [sys.executable, "-m", "tunnel", *arguments])
+
+    def takenPort(self) -> int:
+        """A port of 127.0.0.1 that this test listens on."""
+        port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    @defer.inlineCallbacks
+    def assertEnds(self, process: TwistdProcess, status: int, lines: list[str]):
+        """
+        The process ends with C{status}, its last lines ending with C{lines}
+        (twistd puts its log's prefix before them), and no traceback.
+        """
+        code = yield process.ended.addTimeout(30, reactor)
+        last = process.output.splitlines()[-len(lines):]
+        self.assertEqual(code, status, process.output)
+        self.assertEqual(len(last), len(lines), process.output)
+        for line, expected in zip(last, lines):
+            self.assertTrue(line.endswith(expected), f"{line!r} does not end with {expected!r}")
+        self.assertNotIn("Traceback", process.output)
+
+    def test_usageError(self) -> None:
+        """A usage error is two lines and exit status 2."""
+        return self.assertEnds(self.command("client", "--server", "127.0.0.1:1", "--port", "3000"),
+                               cli.EXIT_USAGE, [
+            "tunnel-client: option --port not recognized (did you mean --local?)",
+            "Run 'tunnel-client --help' to see every option.",
+        ])
+
+    def test_portInUse(self) -> None:
+        """A --listen port in use is one line and exit status 1."""
+        port = self.takenPort()
+        return self.assertEnds(self.command("server", "--listen", f"tcp:{port}:interface=127.0.0.1"),
+                               cli.EXIT_FAILED, [
+            f"tunnel-server: cannot listen on port {port} of 127.0.0.1: Address already in "
+            "use (another program listens there: stop it or choose another port)",
+        ])
+
+    def test_tcpListenerInUse(self) -> None:
+        """A --tcp listener that cannot listen stops the server as --listen does."""
+        port = self.takenPort()
+        process = self.command("server", "--listen", "tcp:0:interface=127.0.0.1",
+                               "--tcp", f"tcp:{port}:interface=127.0.0.1=tcp-identifier-0123")
+        return self.assertEnds(process, cli.EXIT_FAILED, [
+            f"tunnel-server: cannot listen on port {port} of 127.0.0.1: Address already in "
+            "use (another program listens there: stop it or choose another port)",
+        ])
+
+    @defer.inlineCallbacks
+    def test_stopsCleanly(self):
+        """The server logs to the terminal while it runs and exits 0 on SIGTERM."""
+        process = self.command("server", "--listen", "0", "--host", "a.example=a-identifier-0123")
+        match = yield process.waitFor(r"TunnelSite starting on (\d+)")
+        # Once it says so, its signal handlers are in place.
+        yield process.waitFor(r"tunnel-server is running; Ctrl-C stops it")
+        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=5):
+            pass
+        code = yield process.stop().addTimeout(30, reactor)
+        self.assertEqual(code, cli.EXIT_STOPPED)
+        self.assertRegex(process.output, r"(?m)^\d\d:\d\d:\d\d \[")
+
+    def test_pluginPortInUse(self) -> None:
+        """C{twistd tunnel-server} says a port in use in one line too, and exits 1."""
+        port = self.takenPort()
+        process = spawnTwistd(reactor, "tunnel-server", ["--listen", f"tcp:{port}:interface=127.0.0.1"])
+        return self.assertEnds(process, cli.EXIT_FAILED, [
+            f"twistd tunnel-server: cannot listen on port {port} of 127.0.0.1: Address already "
+            "in use (another program listens there: stop it or choose another port)",
+        ])
+
+    def test_pluginUsageError(self) -> None:
+        """C{twistd tunnel-client} says a usage error in two lines, without twistd's help."""
+        process = spawnTwistd(reactor, "tunnel-client", ["--sever", "127.0.0.1:1"])
+        return self.assertEnds(process, cli.EXIT_USAGE, [
+            "twistd tunnel-client: option --sever not recognized (did you mean --server?)",
+            "Run 'twistd tunnel-client --help' to see every option.",
+        ])
