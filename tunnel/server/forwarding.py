@@ -36,6 +36,7 @@ from tunnel.core.http import (
     ResponseHead,
     ResponseParser,
     contentLength,
+    reasonPhrase,
     splitTokens,
 )
 from tunnel.mux import SessionEndedError
@@ -75,7 +76,8 @@ def writeError(request: Request, code: int, message: bytes) -> None:
     Answer C{request} with C{code} and a short plain-text body.
     """
     body = message + b"\n"
-    request.setResponseCode(code)
+    # twisted.web's table lacks some phrases (429 would be "Unknown Status").
+    request.setResponseCode(code, reasonPhrase(code) or None)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     request.setHeader(b"content-length", b"%d" % (len(body),))
     request.setHeader(b"x-content-type-options", b"nosniff")

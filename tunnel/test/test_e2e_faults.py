@@ -337,7 +337,7 @@ class SlowLocalServiceTests(FaultTestCase):
         self.assertFalse(slow.called)
         response = yield slow
         elapsed = reactor.seconds() - started
-        self.assertTrue(response.startswith(b"HTTP/1.1 504 Gateway Time-out"), response[:200])
+        self.assertTrue(response.startswith(b"HTTP/1.1 504 Gateway Timeout"), response[:200])
         self.assertIn(b"did not answer within 2 s", response)
         self.assertGreater(elapsed, 1.9)
         self.assertLess(elapsed, 2 + PROMPTLY)

@@ -512,7 +512,7 @@ class ResponseTimeoutTests(ForwardingTestCase):
 
     def assertTimedOut(self, public: Recorder, seconds: bytes = b"60") -> None:
         head, _, body = bytes(public.received).partition(b"\r\n\r\n")
-        self.assertTrue(head.startswith(b"HTTP/1.1 504 Gateway Time-out\r\n"), head)
+        self.assertTrue(head.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n"), head)
         self.assertEqual(
             body,
             b"the local service for host app.example did not answer within %s s\n" % (seconds,),
