@@ -6,7 +6,9 @@ The commands take the options of the twistd plugins and run the same
 services in the foreground, logging to standard error one line per event.
 Their exit status is L{EXIT_STOPPED} after a stop by C{SIGINT} or
 C{SIGTERM}, L{EXIT_FAILED} when the service cannot start (a port in use, a
-port it may not bind), and L{EXIT_USAGE} for a usage error, which is said
+port it may not bind) or the server refused the client's identifier
+C{--give-up-after} times in a row (3 by default here, never under twistd),
+and L{EXIT_USAGE} for a usage error, which is said
 in two lines, the second naming the fix, never as the whole help and never
 as a traceback.
 """
@@ -17,7 +19,7 @@ import difflib
 import errno
 import re
 import sys
-from typing import Callable, Mapping, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 import attrs
 from twisted.application.service import IService, MultiService
@@ -33,6 +35,7 @@ from twisted.logger import (
 from twisted.python import usage
 
 from tunnel import tap
+from tunnel.client import ClientState, TunnelClientService
 from tunnel.options import ClientOptions, ServerOptions
 
 #: The exit status after a stop by a signal.
@@ -56,12 +59,15 @@ class Command:
     @ivar makeService: builds the service from parsed options and a reactor.
     @ivar synonyms: words people type for an option, by the option they
         mean (C{port} for the client's C{local}), for "did you mean".
+    @ivar defaults: the command's own defaults of options, where they
+        differ from the twistd plugin's.
     """
 
     name: str
     options: type[usage.Options]
     makeService: Callable[[usage.Options, object], IService]
     synonyms: Mapping[str, str] = attrs.field(factory=dict)
+    defaults: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 SERVER = Command(
@@ -75,6 +81,9 @@ CLIENT = Command(
     ClientOptions,
     tap.makeClientService,  # type: ignore[arg-type]
     {"port": "local", "to": "local", "target": "local", "url": "server", "id": "identifier"},
+    # A person at a terminal is told of a refused identifier and the
+    # command ends; a daemon keeps trying.
+    {"give-up-after": 3},
 )
 
 # getopt's and usage.Options' words for an option they do not know.
@@ -205,6 +214,7 @@ def run(command: Command, argv: list[str], reactor: object = None) -> int:
     @return: the exit status (L{EXIT_STOPPED}, L{EXIT_FAILED} or L{EXIT_USAGE}).
     """
     options = command.options()
+    options.update(command.defaults)
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
@@ -218,11 +228,23 @@ def run(command: Command, argv: list[str], reactor: object = None) -> int:
     if problem is not None:
         sys.stderr.write(f"{command.name}: {problem}\n")
         return EXIT_FAILED
+    refusals: list[str] = []
+    if isinstance(service, TunnelClientService):
+
+        def stopIfRefused(state: ClientState) -> None:
+            if state.name == "refused":
+                refusals.append(state.detail)
+                reactor.stop()  # type: ignore[attr-defined]
+
+        service.addStateObserver(stopIfRefused)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
     reactor.callWhenRunning(  # type: ignore[attr-defined]
         _log.info, "{command} is running; Ctrl-C stops it", command=command.name
     )
     reactor.run()  # type: ignore[attr-defined]
+    if refusals:
+        sys.stderr.write(f"{command.name}: {refusals[0]}\n")
+        return EXIT_FAILED
     return EXIT_STOPPED
 
 

@@ -311,6 +311,9 @@ class ClientOptions(usage.Options):
         ["identifier-file", None, None, "Read the identifier from this file."],
         ["stop-timeout", None, 10.0,
          "On stop, seconds to let open requests finish before closing.", float],
+        ["give-up-after", None, 0,
+         "Stop after the server refused the identifier this many times in a "
+         "row (0: keep trying; the console command's default is 3).", int],
         ["max-local-connections", None, DEFAULT_MAX_LOCAL_CONNECTIONS,
          "The most local connections open at once; a request beyond it gets 503 "
          "(a TCP connection is closed) without a dial.", int],
@@ -352,6 +355,8 @@ class ClientOptions(usage.Options):
             self["routes"] = LocalRoutes.fromStrings(self["local"], self["local-ports"])
         except ValueError as e:
             raise usage.UsageError(f"--local: {e}") from None
+        if self["give-up-after"] < 0:
+            raise usage.UsageError("--give-up-after must not be negative")
         if self["max-local-connections"] < 1:
             raise usage.UsageError("--max-local-connections must be positive")
         if self["identifier"] and self["identifier-file"]:

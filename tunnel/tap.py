@@ -151,4 +151,4 @@ def makeClientService(options: ClientOptions, reactor: object = None) -> IServic
     endpoint = TunnelEndpoint(
         options["serverAddress"].endpoint(reactor), options["settings"], reactor
     )
-    return TunnelClientService(endpoint)
+    return TunnelClientService(endpoint, giveUpAfter=options["give-up-after"] or None)

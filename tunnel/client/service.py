@@ -5,13 +5,14 @@ and tells embedding code what state it is in.
 
 from __future__ import annotations
 
+import random
 from contextlib import contextmanager
 from typing import Callable, Iterator, Literal
 
 import attrs
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -25,7 +26,22 @@ from tunnel.client.endpoint import TunnelEndpoint
 from tunnel.client.errors import TunnelRefusedError
 from tunnel.core.control import redactIdentifier
 
-StateName = Literal["stopped", "connecting", "connected", "disconnected", "waiting", "stopping"]
+StateName = Literal[
+    "stopped", "connecting", "connected", "disconnected", "waiting", "stopping", "refused"
+]
+
+
+def reconnectPolicy() -> Callable[[int], float]:
+    """
+    The default retry policy: the first attempt after a tunnel ended or an
+    attempt failed comes within a second (0.375 s plus up to 0.5 s of
+    jitter), then the wait grows by a factor of 1.5 up to 10 s, so that a
+    client is back within about 10 s of its server, however long it was
+    away.
+    """
+    return backoffPolicy(
+        initialDelay=0.25, factor=1.5, maxDelay=10.0, jitter=lambda: random.uniform(0, 0.5)
+    )
 
 
 @attrs.frozen
@@ -36,8 +52,10 @@ class ClientState:
     @ivar name: C{"stopped"} (not running), C{"connecting"} (an attempt is
         under way), C{"connected"} (the tunnel is up), C{"disconnected"}
         (the tunnel just ended), C{"waiting"} (for the next attempt, after a
-        failure or a disconnection) or C{"stopping"} (closing the tunnel
-        gracefully).
+        failure or a disconnection), C{"stopping"} (closing the tunnel
+        gracefully) or C{"refused"} (stopped for good: the server refused
+        the identifier as many times in a row as the client was told to
+        take).
     @ivar detail: a sentence for people: the server, the failure, the delay.
     @ivar since: when the client entered the state, in the clock's seconds.
     """
@@ -51,9 +69,11 @@ class TunnelClientService(Service):
     """
     Keeps a tunnel up through a L{TunnelEndpoint}, on a L{ClientService}:
     after a failed attempt (a refused identifier included) or the end of a
-    tunnel it waits as C{retryPolicy} says, which by default grows from
-    1.5 s by a factor of 1.5 up to 60 s, plus up to 1 s of jitter; the
-    growth starts over once a tunnel is established. Every state change is
+    tunnel it waits as C{retryPolicy} says (by default L{reconnectPolicy}:
+    under a second, growing to 10 s); the growth starts over once a tunnel
+    is established. A client told to give up after some refusals stops, in
+    state C{"refused"}, when the server has refused its identifier that
+    many times in a row. Every state change is
     logged and passed to the state observers. Stopping closes the tunnel
     gracefully (see L{TunnelClientProtocol.shutdown}).
 
@@ -66,16 +86,22 @@ class TunnelClientService(Service):
         self,
         endpoint: TunnelEndpoint,
         retryPolicy: Callable[[int], float] | None = None,
+        giveUpAfter: int | None = None,
     ) -> None:
         """
         @param endpoint: the endpoint to make tunnels with; its reactor is
             the service's clock.
         @param retryPolicy: the seconds to wait after the given number of
             failed attempts in a row (see L{backoffPolicy}).
+        @param giveUpAfter: how many refusals of the identifier in a row
+            make the client stop, or L{None} to try for ever.
         """
         self.endpoint = endpoint
         self._clock = endpoint.reactor
-        self._retryPolicy = backoffPolicy() if retryPolicy is None else retryPolicy
+        self._retryPolicy = reconnectPolicy() if retryPolicy is None else retryPolicy
+        self._giveUpAfter = giveUpAfter
+        self._refusals = 0
+        self._refusal: str | None = None
         self._identifier = redactIdentifier(endpoint.settings.identifier)
         self._server = endpoint.settings.host or "the tunnel server"
         self._observers: list[Callable[[ClientState], object]] = []
@@ -116,10 +142,14 @@ class TunnelClientService(Service):
 
         @return: a L{Deferred} that fires once the connection is closed.
         """
+        if not self.running:
+            return succeed(None)
         super().stopService()
         self._stopping = True
         tunnel = self._tunnel
-        if tunnel is None:
+        if self._refusal is not None:
+            self._setState("stopping", f"giving up: {self._refusal}")
+        elif tunnel is None:
             self._setState("stopping", "no longer trying to connect")
         else:
             self._setState(
@@ -133,8 +163,14 @@ class TunnelClientService(Service):
             stopped = deferLater(self._clock, 0, self._clientService.stopService)
         else:
             stopped = self._clientService.stopService()
-        stopped.addCallback(lambda ignored: self._setState("stopped", "stopped"))
+        stopped.addCallback(lambda ignored: self._stopped())
         return stopped
+
+    def _stopped(self) -> None:
+        if self._refusal is None:
+            self._setState("stopped", "stopped")
+        else:
+            self._setState("refused", self._refusal)
 
     # -- what the ClientService tells us -------------------------------------
 
@@ -152,11 +188,24 @@ class TunnelClientService(Service):
                 error=str(reason.value),
             )
             self._lastProblem = f"the server refused identifier {self._identifier}"
+            self._refusals += 1
+            if self._giveUpAfter is not None and self._refusals >= self._giveUpAfter:
+                self._giveUp(str(reason.value))
         else:
             self._lastProblem = f"connecting failed: {_describe(reason)}"
         return reason
 
+    def _giveUp(self, error: str) -> None:
+        self._refusal = (
+            f"{self._server} refused identifier {self._identifier} {self._refusals} "
+            f"time{'s' if self._refusals > 1 else ''} in a row ({error}): check the "
+            "identifier, and that the server still has hosts bound to it"
+        )
+        self._log.error("{refusal}", refusal=self._refusal)
+        self.stopService()
+
     def _connected(self, tunnel: TunnelClientProtocol) -> None:
+        self._refusals = 0
         self._tunnel = tunnel
         self._setState("connected", f"tunnel to {tunnel.serverName} is up")
 

@@ -246,6 +246,27 @@ class ProcessTests(TestCase):
         self.assertEqual(code, cli.EXIT_STOPPED)
         self.assertRegex(process.output, r"(?m)^\d\d:\d\d:\d\d \[")
 
+    @defer.inlineCallbacks
+    def test_clientGivesUpOnARefusedIdentifier(self):
+        """
+        The console client whose identifier the server refuses stops after
+        three refusals in a row, says what to check, and exits 1.
+        """
+        server = self.command("server", "--listen", "tcp:0:interface=127.0.0.1",
+                              "--host", "a.example=the-right-identifier-0123")
+        self.addCleanup(server.stop)
+        match = yield server.waitFor(r"TunnelSite starting on (\d+)")
+        client = self.command("client", "--server", f"127.0.0.1:{match.group(1)}",
+                              "--identifier", "a-wrong-identifier-4567", "--local", "1")
+        code = yield client.ended.addTimeout(30, reactor)
+        self.assertEqual(code, cli.EXIT_FAILED, client.output)
+        last = client.output.splitlines()[-1]
+        self.assertTrue(last.startswith("tunnel-client: "), last)
+        self.assertIn("refused identifier a-wr", last)
+        self.assertIn("3 times in a row", last)
+        self.assertIn("check the identifier", last)
+        self.assertNotIn("a-wrong-identifier-4567", client.output)
+
     def test_pluginPortInUse(self) -> None:
         """C{twistd tunnel-server} says a port in use in one line too, and exits 1."""
         port = self.takenPort()

@@ -5,6 +5,7 @@ exposed to embedding code, its logs, and stopping.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
@@ -12,6 +13,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.client import ClientState, TunnelClientService
+from tunnel.client.service import reconnectPolicy
 from tunnel.core.control import CONNECTED_RESPONSE, TransportProtocol
 from tunnel.test.test_client_support import IDENTIFIER, REFUSAL, World
 from tunnel.test.test_client_tunnel import Responder
@@ -24,7 +26,7 @@ class Client:
     def __init__(self, test: SynchronousTestCase, world: World, **settings: Any) -> None:
         self.world = world
         self.service = TunnelClientService(
-            world.endpoint, retryPolicy=backoffPolicy(jitter=lambda: 0)
+            world.endpoint, retryPolicy=backoffPolicy(jitter=lambda: 0), **settings
         )
         self.states: list[ClientState] = []
         self.service.addStateObserver(self.states.append)
@@ -100,6 +102,82 @@ class BackoffTests(SynchronousTestCase):
         client.world.flush()
         self.assertEqual(client.names()[-2:], ["disconnected", "waiting"])
         self.assertNextAttemptAfter(client, 1.5)
+
+
+class ReconnectPolicyTests(SynchronousTestCase):
+    """L{reconnectPolicy}: quick at first, then at most about 10 s."""
+
+    def waits(self, jitter: float) -> list[float]:
+        self.patch(random, "uniform", lambda low, high: low + jitter * (high - low))
+        policy = reconnectPolicy()
+        return [policy(attempts) for attempts in range(1, 30)]
+
+    def test_firstWaitUnderASecond(self) -> None:
+        """The first wait, after a tunnel ended or one failed attempt, is under a second."""
+        self.assertEqual([self.waits(0)[0], self.waits(1)[0]], [0.375, 0.875])
+
+    def test_growsThenStaysAtTenSeconds(self) -> None:
+        """The waits grow, and stop growing at 10 s plus the jitter."""
+        waits = self.waits(0)
+        self.assertEqual(waits, sorted(waits))
+        self.assertEqual(waits[-1], 10.0)
+        self.assertEqual(max(self.waits(1)), 10.5)
+
+
+class GiveUpTests(SynchronousTestCase):
+    """A client told to give up after some refusals stops, saying why."""
+
+    def test_stopsAfterRefusalsInARow(self) -> None:
+        """
+        After C{giveUpAfter} refusals in a row the client stops in state
+        C{"refused"}, whose detail says what to check, and makes no more
+        attempts.
+        """
+        client = Client(self, World(response=REFUSAL), giveUpAfter=3)
+        client.service.startService()
+        client.advance(0)
+        client.advance(1.5)
+        client.advance(2.25)
+        self.assertEqual(client.attempts, 3)
+        self.assertEqual(client.names()[-2:], ["stopping", "refused"])
+        detail = client.service.state.detail
+        self.assertIn("refused identifier", detail)
+        self.assertIn("3 times in a row", detail)
+        self.assertIn("check the identifier", detail)
+        self.assertNotIn(IDENTIFIER, detail)
+        self.assertFalse(client.service.running)
+        client.advance(100)
+        self.assertEqual(client.attempts, 3)
+        errors = [formatEvent(e) for e in client.events if e.get("log_level") == LogLevel.error]
+        self.assertIn(detail, errors)
+
+    def test_tunnelStartsTheCountOver(self) -> None:
+        """Refusals count only in a row: an established tunnel starts the count over."""
+        world = World(response=REFUSAL)
+        client = Client(self, world, giveUpAfter=3)
+        client.service.startService()
+        client.advance(0)
+        client.advance(1.5)
+        world.response = CONNECTED_RESPONSE
+        client.advance(2.25)
+        self.assertEqual(client.service.state.name, "connected")
+        world.response = REFUSAL
+        world.server.transport.loseConnection()
+        client.world.flush()
+        client.advance(1.5)
+        client.advance(2.25)
+        self.assertEqual(client.service.state.name, "waiting")
+        client.advance(3.375)
+        self.assertEqual(client.service.state.name, "refused")
+
+    def test_stoppedAfterGivingUp(self) -> None:
+        """Stopping a client that gave up is a no-op that succeeds."""
+        client = Client(self, World(response=REFUSAL), giveUpAfter=1)
+        client.service.startService()
+        client.advance(0)
+        self.assertEqual(client.service.state.name, "refused")
+        self.assertEqual(deferredResult(client.service.stopService()), [None])
+        self.assertEqual(client.service.state.name, "refused")
 
 
 class StateTests(SynchronousTestCase):

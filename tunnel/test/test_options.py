@@ -356,6 +356,19 @@ class ClientOptionsTests(SynchronousTestCase):
         )
         self.assertIn("--server", str(error))
 
+    def test_giveUpAfter(self) -> None:
+        """
+        --give-up-after reaches the client service; 0, the plugin's
+        default, means it keeps trying; a negative count is a usage error.
+        """
+        def giveUpAfter(*argv: str) -> int | None:
+            options = parsed(ClientOptions(), "--server", "127.0.0.1:8080", "--identifier", "x", *argv)
+            return tap.makeClientService(options)._giveUpAfter
+
+        self.assertEqual([giveUpAfter(), giveUpAfter("--give-up-after", "2")], [None, 2])
+        self.assertRaises(usage.UsageError, ClientOptions().parseOptions,
+                          ["--server", "127.0.0.1:8080", "--identifier", "x", "--give-up-after", "-1"])
+
     def test_serverURL(self) -> None:
         """--server takes the server's http:// or https:// URL."""
         options = parsed(ClientOptions(), "--server", "http://127.0.0.1:8080", "--identifier", "x")
