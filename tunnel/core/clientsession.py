@@ -34,6 +34,11 @@ MAX_RESPONSE_HEAD = 16 * 1024
 BODY_PREVIEW = 1024
 
 
+# The first byte of a TLS alert or handshake record: what a TLS server
+# answers to plain text. No HTTP response starts with either.
+_TLS_RECORD_TYPES = (b"\x15", b"\x16")
+
+
 class TunnelConnectError(Exception):
     """
     The tunnel could not be set up: the server's answer was not what the
@@ -269,6 +274,7 @@ class ClientTunnel:
         self._refusal: ResponseHead | None = None
         self._preview = b""
         self._serverStreams = False
+        self._answered = False
 
     @property
     def refusesStreams(self) -> bool:
@@ -285,6 +291,14 @@ class ClientTunnel:
             return self._readRefusal(data)
         if self.state is not State.REQUESTING:
             return ()
+        if not self._answered and data[:1] in _TLS_RECORD_TYPES:
+            return self._receive(
+                Event.INVALID_RESPONSE,
+                "the server answered in TLS: connect with tls:HOST:PORT (or "
+                "https://HOST:PORT)",
+                b"",
+            )
+        self._answered = self._answered or bool(data)
         try:
             parsed = self._headReader.feed(data)
         except ResponseError as e:
@@ -354,9 +368,13 @@ class ClientTunnel:
 
     def connectionLost(self, why: str) -> tuple[Step, ...]:
         """The connection is gone, for the reason C{why}."""
+        hint = ""
+        if self.state is State.REQUESTING and not self._answered:
+            # What a TLS server does with a plain request, OpenSSL's at least.
+            hint = (" (no answer came: use tls: if and only if the server's port serves TLS)")
         return self._receive(
             Event.CONNECTION_LOST,
-            f"the connection ended before the tunnel was set up: {why}",
+            f"the connection ended before the tunnel was set up: {why}{hint}",
         )
 
     def _closeIfIdle(self) -> tuple[Step, ...]:

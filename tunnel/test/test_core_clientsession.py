@@ -123,6 +123,36 @@ class ResponseTests(SynchronousTestCase):
         self.assertIn("not a valid HTTP response", str(failure(steps)))
         self.assertEqual(steps[-1], A.CLOSE)
 
+    def test_tlsAnswer(self) -> None:
+        """
+        A TLS server's answer to the plain control request (an alert record)
+        fails the set-up with how to connect to it instead.
+        """
+        tunnel = ClientTunnel(4, 30.0)
+        steps = tunnel.receiveResponse(b"\x15\x03\x01\x00\x02\x02\x46")
+        self.assertIn("the server answered in TLS: connect with tls:", str(failure(steps)))
+        self.assertEqual(steps[-1], A.CLOSE)
+
+    def test_tlsRecordByteLaterIsPlainGarbage(self) -> None:
+        """Only the answer's first byte tells TLS: later on it is an invalid response."""
+        tunnel = ClientTunnel(4, 30.0)
+        tunnel.receiveResponse(b"H")
+        steps = tunnel.receiveResponse(b"\x16\x03\r\n\r\n")
+        self.assertIn("not a valid HTTP response", str(failure(steps)))
+
+    def test_endWithoutAnswerHintsAtTLS(self) -> None:
+        """
+        A connection that ends before any answer (what a TLS server does
+        with a plain request) fails with a hint at tls:; one that ends in
+        the middle of an answer does not.
+        """
+        tunnel = ClientTunnel(4, 30.0)
+        self.assertIn("use tls: if and only if the server's port serves TLS",
+                      str(failure(tunnel.connectionLost("reset"))))
+        tunnel = ClientTunnel(4, 30.0)
+        tunnel.receiveResponse(b"HTTP/1.1 200")
+        self.assertNotIn("TLS", str(failure(tunnel.connectionLost("reset"))))
+
     def test_headTooLong(self) -> None:
         """A head longer than L{MAX_RESPONSE_HEAD} fails without waiting for its end."""
         tunnel = ClientTunnel(4, 30.0)
