@@ -169,15 +169,20 @@ class ModuleMainTests(SynchronousTestCase):
         self.assertIn("give server or client", stderr.getvalue())
 
     def test_consoleScripts(self) -> None:
-        """The installed distribution names the console commands."""
+        """
+        The installed distribution, C{txtunnel} (the name C{tunnel} is another
+        project's on PyPI), names the console commands and the Pythons it runs on.
+        """
+        distribution = metadata.distribution("txtunnel")
         scripts = {
             entry.name: entry.value
-            for entry in metadata.entry_points(group="console_scripts")
-            if entry.value.startswith("tunnel.cli:")
+            for entry in distribution.entry_points
+            if entry.group == "console_scripts"
         }
         self.assertEqual(
             scripts, {"tunnel-server": "tunnel.cli:server", "tunnel-client": "tunnel.cli:client"}
         )
+        self.assertEqual(distribution.metadata["Requires-Python"], ">=3.10")
 
 
 class ProcessTests(TestCase):
