@@ -1,0 +1,85 @@
+"""
+The systemd unit files in C{doc/systemd}: their commands are valid command
+lines of the console commands.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+import trustme
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+import tunnel
+from tunnel import cli
+
+
+def unitsDirectory() -> str:
+    """
+    C{doc/systemd} of the checkout the tests run from: above the package in
+    an editable install, above the working directory (trial's temporary
+    directory inside the checkout) otherwise.
+    """
+    here = os.path.abspath(os.getcwd())
+    candidates = [os.path.dirname(os.path.dirname(os.path.abspath(tunnel.__file__)))]
+    while os.path.dirname(here) != here:
+        candidates.append(here)
+        here = os.path.dirname(here)
+    for candidate in candidates:
+        path = os.path.join(candidate, "doc", "systemd")
+        if os.path.isdir(path):
+            return path
+    raise SkipTest("doc/ is not installed with the package: run the tests from a checkout")
+
+
+def execStart(unit: str) -> list[str]:
+    """The words of a unit file's C{ExecStart}, continuation lines joined."""
+    with open(os.path.join(unitsDirectory(), unit)) as f:
+        text = f.read().replace("\\\n", " ")
+    [line] = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    return shlex.split(line[len("ExecStart="):])
+
+
+class UnitTests(SynchronousTestCase):
+    """Each unit's C{ExecStart} passes its command's option checks."""
+
+    def setUp(self) -> None:
+        self.credentials = self.mktemp()
+        os.makedirs(self.credentials)
+        ca = trustme.CA()
+        certificate = ca.issue_cert("tunnel.example.com")
+        certificate.private_key_pem.write_to_path(self.path("key.pem"))
+        certificate.cert_chain_pems[0].write_to_path(self.path("cert.pem"))
+        for secret in ("admin-token", "identifier"):
+            with open(self.path(secret), "w") as f:
+                f.write("a-long-random-secret-of-the-right-size-0123456789\n")
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.credentials, name)
+
+    def parse(self, command: cli.Command, unit: str) -> dict:
+        program, *arguments = execStart(unit)
+        self.assertEqual(os.path.basename(program), command.name)
+        arguments = [
+            word.replace("${CREDENTIALS_DIRECTORY}", self.credentials).replace(
+                "/var/lib/tunnel", self.credentials
+            )
+            for word in arguments
+        ]
+        options = command.options()
+        options.parseOptions(arguments)
+        return dict(options)
+
+    def test_server(self) -> None:
+        """The server's unit listens on 443 with TLS and on 80, with the admin API on loopback."""
+        options = self.parse(cli.SERVER, "tunnel-server.service")
+        self.assertEqual(len(options["listen"]), 2)
+        self.assertIn("interface=127.0.0.1", options["admin"])
+
+    def test_client(self) -> None:
+        """The client's unit reads its identifier from the credential."""
+        options = self.parse(cli.CLIENT, "tunnel-client.service")
+        self.assertEqual(
+            options["identifier"], "a-long-random-secret-of-the-right-size-0123456789"
+        )
