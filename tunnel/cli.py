@@ -19,7 +19,7 @@ import difflib
 import errno
 import re
 import sys
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 import attrs
 from twisted.application.service import IService, MultiService
@@ -35,7 +35,7 @@ from twisted.logger import (
 from twisted.python import usage
 
 from tunnel import tap
-from tunnel.client import ClientState, TunnelClientService
+from tunnel.client import ClientState, Forward, TunnelClientService
 from tunnel.options import ClientOptions, ServerOptions
 
 #: The exit status after a stop by a signal.
@@ -198,6 +198,19 @@ def oneLineUsageErrors(command: Command, program: str) -> type[usage.Options]:
     return Options
 
 
+def forwardsBlock(forwards: Sequence[Forward]) -> str:
+    """
+    What the console client prints on standard output each time the tunnel
+    is up: a line per public address, aligned, and where it leads.
+    """
+    width = max(len(forward.public) for forward in forwards)
+    return "".join(
+        f"Forwarding  {forward.public:<{width}}  ->  "
+        f"{forward.local or 'nothing: no --local route takes it'}\n"
+        for forward in forwards
+    )
+
+
 def beginTerminalLogging(stream: TextIO) -> None:
     """Log events of level info and above to C{stream}, a line each."""
     observer = FilteringLogObserver(
@@ -231,12 +244,15 @@ def run(command: Command, argv: list[str], reactor: object = None) -> int:
     refusals: list[str] = []
     if isinstance(service, TunnelClientService):
 
-        def stopIfRefused(state: ClientState) -> None:
+        def watch(state: ClientState) -> None:
+            if state.forwards:
+                sys.stdout.write(forwardsBlock(state.forwards))
+                sys.stdout.flush()
             if state.name == "refused":
                 refusals.append(state.detail)
                 reactor.stop()  # type: ignore[attr-defined]
 
-        service.addStateObserver(stopIfRefused)
+        service.addStateObserver(watch)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
     reactor.callWhenRunning(  # type: ignore[attr-defined]
         _log.info, "{command} is running; Ctrl-C stops it", command=command.name

@@ -39,10 +39,11 @@ from tunnel.client.local import (
     parseLocalAddress,
     parseLocalOption,
 )
-from tunnel.client.service import ClientState, TunnelClientService
+from tunnel.client.service import ClientState, Forward, TunnelClientService
 
 __all__ = [
     "ClientState",
+    "Forward",
     "LocalAddress",
     "LocalRoutes",
     "PortRanges",

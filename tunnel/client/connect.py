@@ -27,7 +27,13 @@ from tunnel.core.clientsession import (
     State,
     Step,
 )
-from tunnel.core.control import SERVER_STREAMS, ControlMessage, connectRequest, redactIdentifier
+from tunnel.core.control import (
+    ADDRESSES,
+    SERVER_STREAMS,
+    ControlMessage,
+    connectRequest,
+    redactIdentifier,
+)
 from tunnel.handover import handOver
 from tunnel.mux import YamuxProtocol
 from tunnel.yamux import SessionConfig
@@ -101,6 +107,9 @@ class TunnelSettings:
     @ivar offerServerStreams: whether to offer the server the extension in
         which it opens the streams itself (L{SERVER_STREAMS}); a server that
         does not know it (the Go one) ignores the offer.
+    @ivar offerAddresses: whether to offer the extension in which the
+        server says where the public reaches this client (L{ADDRESSES});
+        ignored likewise.
     @ivar maxLocalConnections: the most local connections (being dialled or
         open) at once; a tunnelled connection beyond it is refused without
         dialling (C{503} for HTTP and WebSocket, a closed stream for TCP).
@@ -116,9 +125,16 @@ class TunnelSettings:
     shutdownTimeout: float = 10.0
     sessionConfig: SessionConfig | None = None
     offerServerStreams: bool = True
+    offerAddresses: bool = True
     maxLocalConnections: int = attrs.field(
         default=DEFAULT_MAX_LOCAL_CONNECTIONS, validator=_positive
     )
+
+    @property
+    def features(self) -> bytes:
+        """The extensions the control request offers, comma-separated."""
+        offers = ((SERVER_STREAMS, self.offerServerStreams), (ADDRESSES, self.offerAddresses))
+        return b", ".join(feature for feature, offered in offers if offered)
 
     @property
     def maxStreams(self) -> int:
@@ -152,6 +168,8 @@ class TunnelClientProtocol(Protocol):
         server refused the identifier) if it could not be. Cancelling it
         drops the connection.
     @ivar serverName: the C{Host} the control request named.
+    @ivar addresses: where the public reaches this client, as the server
+        said on its C{200}; none from a server that does not say (a Go one).
     """
 
     _log = Logger()
@@ -168,6 +186,7 @@ class TunnelClientProtocol(Protocol):
         self.session: YamuxProtocol | None = None
         self.established: Deferred[IProtocol] = Deferred(self._cancelSetup)
         self.serverName = settings.host or ""
+        self.addresses: tuple[str, ...] = ()
         self._connector = connector
         self._clock = clock
         self._tunnel = ClientTunnel(settings.maxStreams, settings.setupTimeout)
@@ -239,7 +258,7 @@ class TunnelClientProtocol(Protocol):
             connectRequest(
                 self.settings.identifier,
                 self.serverName,
-                SERVER_STREAMS if self.settings.offerServerStreams else b"",
+                self.settings.features,
             )
         )
 
@@ -346,6 +365,7 @@ class TunnelClientProtocol(Protocol):
     # -- setting up ----------------------------------------------------------
 
     def _startSession(self, start: StartSession) -> None:
+        self.addresses = start.addresses
         streams = (
             AnnouncedStreamFactory(self._serve, self._counted) if start.serverStreams else None
         )

@@ -17,6 +17,7 @@ The number of local connections open at once is bounded too.
 from __future__ import annotations
 
 from typing import Iterable, Mapping
+from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -175,6 +176,22 @@ class LocalRoutes:
             default = self.ports.get(DEFAULT_HTTP_PORT)
             return default or tcpLocalAddress(DEFAULT_LOCAL_HOST, DEFAULT_HTTP_PORT)
         return None
+
+
+    def addressForPublic(self, address: str) -> LocalAddress | None:
+        """
+        The local address that what arrives at a public address (a URL the
+        server said, see L{tunnel.core.control.ADDRESSES}) goes to, or
+        L{None} if the routes do not expose it. A URL's port is the
+        C{localPort} its requests come with; none is 0.
+        """
+        parts = urlsplit(address)
+        try:
+            port = parts.port or 0
+        except ValueError:
+            return None
+        protocol = TransportProtocol.TCP if parts.scheme == "tcp" else TransportProtocol.HTTP
+        return self.addressFor(ControlMessage(transportProtocol=protocol, localPort=port))
 
 
 def serviceUnavailable(body: str) -> bytes:

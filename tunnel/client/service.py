@@ -24,6 +24,7 @@ from zope.interface import implementer
 from tunnel.client.connect import TunnelClientProtocol
 from tunnel.client.endpoint import TunnelEndpoint
 from tunnel.client.errors import TunnelRefusedError
+from tunnel.client.local import LocalAddress
 from tunnel.core.control import redactIdentifier
 
 StateName = Literal[
@@ -45,6 +46,25 @@ def reconnectPolicy() -> Callable[[int], float]:
 
 
 @attrs.frozen
+class Forward:
+    """
+    What arrives at one public address goes to one local address.
+
+    @ivar public: the URL the server said (C{https://myapp.example.com/},
+        C{tcp://tunnel.example.com:2222}).
+    @ivar local: where the client sends it, or L{None} if no C{--local}
+        route takes it.
+    """
+
+    public: str
+    local: LocalAddress | None
+
+    def __str__(self) -> str:
+        local = "nothing (no local route takes it)" if self.local is None else self.local
+        return f"{self.public} -> {local}"
+
+
+@attrs.frozen
 class ClientState:
     """
     What the client is doing.
@@ -58,11 +78,14 @@ class ClientState:
         take).
     @ivar detail: a sentence for people: the server, the failure, the delay.
     @ivar since: when the client entered the state, in the clock's seconds.
+    @ivar forwards: once C{"connected"}, where each public address the
+        server said leads (none from a server that does not say them).
     """
 
     name: StateName
     detail: str
     since: float
+    forwards: tuple[Forward, ...] = ()
 
 
 class TunnelClientService(Service):
@@ -207,7 +230,13 @@ class TunnelClientService(Service):
     def _connected(self, tunnel: TunnelClientProtocol) -> None:
         self._refusals = 0
         self._tunnel = tunnel
-        self._setState("connected", f"tunnel to {tunnel.serverName} is up")
+        routes = self.endpoint.settings.routes
+        forwards = tuple(
+            Forward(address, routes.addressForPublic(address)) for address in tunnel.addresses
+        )
+        self._setState("connected", f"tunnel to {tunnel.serverName} is up", forwards)
+        for forward in forwards:
+            self._log.info("Forwarding {forward}", forward=str(forward))
 
     def _disconnected(self, reason: Failure) -> None:
         self._tunnel = None
@@ -230,8 +259,8 @@ class TunnelClientService(Service):
         finally:
             self._insideClientService -= 1
 
-    def _setState(self, name: StateName, detail: str) -> None:
-        self._state = state = ClientState(name, detail, self._clock.seconds())
+    def _setState(self, name: StateName, detail: str, forwards: tuple[Forward, ...] = ()) -> None:
+        self._state = state = ClientState(name, detail, self._clock.seconds(), forwards)
         self._log.info(
             "Tunnel client ({identifier}) {state}: {detail}",
             identifier=self._identifier,

@@ -24,7 +24,7 @@ from typing import Mapping, Union
 
 import attrs
 
-from tunnel.core.control import FEATURES_HEADER, SERVER_STREAMS
+from tunnel.core.control import ADDRESSES_HEADER, FEATURES_HEADER, SERVER_STREAMS, readAddresses
 from tunnel.core.http import ResponseError, ResponseHead, ResponseHeadReader, contentLength
 
 #: The longest response head accepted from the server.
@@ -173,10 +173,14 @@ class StartSession:
     @ivar rest: the bytes that followed the C{200}'s head: the session's.
     @ivar serverStreams: whether the server accepted the extension in which
         it opens the streams itself.
+    @ivar addresses: where the public reaches this client, as the server
+        said (L{tunnel.core.control.ADDRESSES}); none from a server that
+        does not say.
     """
 
     rest: bytes
     serverStreams: bool
+    addresses: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -274,6 +278,7 @@ class ClientTunnel:
         self._refusal: ResponseHead | None = None
         self._preview = b""
         self._serverStreams = False
+        self._addresses: tuple[str, ...] = ()
         self._answered = False
 
     @property
@@ -312,6 +317,7 @@ class ClientTunnel:
         head, rest = parsed
         if head.code == 200:
             self._serverStreams = SERVER_STREAMS in head.tokens(FEATURES_HEADER.lower())
+            self._addresses = readAddresses(head.values(ADDRESSES_HEADER.lower()))
             return self._receive(Event.ACCEPTED, "", rest)
         self._refusal = head
         return self._receive(Event.REFUSED) + self._readRefusal(rest)
@@ -410,7 +416,7 @@ class ClientTunnel:
         if action is Action.FAIL_SETUP:
             return SetupFailed(self._setupError(why))
         if action is Action.START_SESSION:
-            return StartSession(rest, self._serverStreams)
+            return StartSession(rest, self._serverStreams, self._addresses)
         return action
 
     def _setupError(self, why: str) -> TunnelConnectError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+from typing import Iterable, Sequence
 
 import attrs
 
@@ -35,11 +36,24 @@ FEATURES_HEADER = b"X-Tunnel-Features"
 #: per request.
 SERVER_STREAMS = b"server-streams"
 
-#: The server's answer to a control request that asked for
-#: L{SERVER_STREAMS}, which it accepts.
-CONNECTED_WITH_SERVER_STREAMS = (
-    b"HTTP/1.1 200 Connected to Tunnel\n%s: %s\n\n" % (FEATURES_HEADER, SERVER_STREAMS)
-)
+#: The extension in which the server says, on its C{200}, where the public
+#: reaches the client: the URL of each virtual host and the address of each
+#: TCP listener bound to its identifier, in L{ADDRESSES_HEADER}.
+ADDRESSES = b"addresses"
+
+#: The header of the server's C{200} that lists the addresses
+#: (L{ADDRESSES}), comma-separated.
+ADDRESSES_HEADER = b"X-Tunnel-Addresses"
+
+#: The most addresses a client takes from the server, and the longest one:
+#: what a client prints must stay a screenful.
+MAX_ADDRESSES = 64
+MAX_ADDRESS_LENGTH = 300
+
+# What a client accepts as an address: a URL of printable ASCII without
+# spaces or commas, so that a hostile server cannot write control sequences
+# to the user's terminal.
+_ADDRESS = re.compile(rb"(?:https?|tcp)://[!-+\--~]+")
 
 #: What the client writes first on the control stream, in one Data frame.
 HANDSHAKE_REQUEST = b"controlHandshake"
@@ -49,6 +63,67 @@ HANDSHAKE_RESPONSE = b"controlOk"
 
 #: The longest control message line accepted, as a bound on memory.
 MAX_CONTROL_LINE = 64 * 1024
+
+
+def connectedResponse(features: Sequence[bytes] = (), addresses: Sequence[bytes] = ()) -> bytes:
+    """
+    The server's answer to an accepted control request: byte for byte
+    L{CONNECTED_RESPONSE} when the client took no extension, else with the
+    extensions it took (C{features}) and, for L{ADDRESSES}, the addresses.
+    """
+    lines = [b"HTTP/1.1 200 Connected to Tunnel"]
+    if features:
+        lines.append(b"%s: %s" % (FEATURES_HEADER, b", ".join(features)))
+    if addresses:
+        lines.append(b"%s: %s" % (ADDRESSES_HEADER, b", ".join(addresses)))
+    return b"\n".join(lines) + b"\n\n"
+
+
+#: The server's answer to a control request that asked for
+#: L{SERVER_STREAMS}, which it accepts.
+CONNECTED_WITH_SERVER_STREAMS = connectedResponse([SERVER_STREAMS])
+
+
+def publicAddresses(
+    hosts: Iterable[str], tcpPorts: Iterable[int], secure: bool, listenerPort: int, serverName: str
+) -> list[bytes]:
+    """
+    Where the public reaches a client (L{ADDRESSES}): its virtual hosts as
+    URLs of the scheme and port its control connection came through (a host
+    that names its own port keeps it), and its TCP listeners at the name the
+    client knows the server by.
+
+    @param secure: whether the control connection came through TLS.
+    @param listenerPort: the port of the listener it came through.
+    @param serverName: the name the client calls the server, without port.
+    """
+    scheme = "https" if secure else "http"
+    suffix = "" if listenerPort == (443 if secure else 80) else f":{listenerPort}"
+    urls = [
+        f"{scheme}://{host}/" if ":" in host else f"{scheme}://{host}{suffix}/"
+        for host in hosts
+    ]
+    urls += [f"tcp://{serverName}:{port}" for port in tcpPorts]
+    return [url.encode("ascii") for url in urls]
+
+
+def readAddresses(values: Iterable[bytes]) -> tuple[str, ...]:
+    """
+    The addresses of a C{200}'s L{ADDRESSES_HEADER} fields: at most
+    L{MAX_ADDRESSES}, each a URL of printable ASCII; anything else is
+    dropped.
+    """
+    addresses = []
+    for value in values:
+        for item in value.split(b","):
+            item = item.strip()
+            if (
+                len(item) <= MAX_ADDRESS_LENGTH
+                and _ADDRESS.fullmatch(item)
+                and len(addresses) < MAX_ADDRESSES
+            ):
+                addresses.append(item.decode("ascii"))
+    return tuple(addresses)
 
 
 def connectRequest(identifier: str, host: str, features: bytes = b"") -> bytes:

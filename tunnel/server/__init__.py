@@ -165,18 +165,16 @@ class TunnelServer:
             listens; pass it to L{unbindTCP} to stop.
         """
         key = _identifier(identifier)
-        self._registry.bindListener(key)
+        if not key:
+            raise ValueError("an identifier must not be empty")
         listening = endpoint.listen(TCPTunnelFactory(lambda: self._registry.session(key)))
 
         def listened(port: IListeningPort) -> IListeningPort:
+            self._registry.bindListener(key, port.getHost().port)
             self._listeners[port] = key
             return port
 
-        def failed(reason: object) -> object:
-            self._registry.unbindListener(key)
-            return reason
-
-        return listening.addCallbacks(listened, failed)
+        return listening.addCallback(listened)
 
     def unbindTCP(self, port: IListeningPort) -> Deferred[None]:
         """
@@ -187,7 +185,7 @@ class TunnelServer:
         @raise KeyError: if C{port} was not bound by L{bindTCP}.
         """
         key = self._listeners.pop(port)
-        self._registry.unbindListener(key)
+        self._registry.unbindListener(key, port.getHost().port)
         return maybeDeferred(port.stopListening)
 
     def addObserver(self, observer: Callable[[Event], None]) -> None:

@@ -49,16 +49,29 @@ class Route:
     session: ClientSession | None
 
 
+@attrs.frozen
+class Bindings:
+    """
+    What an identifier's client is reachable through.
+
+    @ivar hosts: its virtual hosts, sorted.
+    @ivar tcpPorts: the ports of its TCP listeners, sorted.
+    """
+
+    hosts: tuple[str, ...]
+    tcpPorts: tuple[int, ...]
+
+
 @attrs.define(eq=False)
 class _Tunnel:
     """
-    One identifier: its hosts, how many TCP listeners are bound to it, and
-    its connected session.
+    One identifier: its hosts, the ports of the TCP listeners bound to it
+    (one entry per listener), and its connected session.
     """
 
     identifier: bytes
     hosts: set[str] = attrs.Factory(set)
-    listeners: int = 0
+    listeners: list[int] = attrs.Factory(list)
     session: ClientSession | None = None
 
     def info(self, session: ClientSession) -> ClientInfo:
@@ -125,19 +138,19 @@ class Registry:
         tunnel.hosts.discard(name)
         self._forgetIfUnused(tunnel)
 
-    def bindListener(self, identifier: bytes) -> None:
+    def bindListener(self, identifier: bytes, port: int) -> None:
         """
-        Count a TCP listener bound to C{identifier}, which keeps the
-        identifier known.
+        Count a TCP listener on C{port} bound to C{identifier}, which keeps
+        the identifier known.
 
         @raise ValueError: if the identifier is empty.
         """
-        self._tunnel(identifier, create=True).listeners += 1
+        self._tunnel(identifier, create=True).listeners.append(port)
 
-    def unbindListener(self, identifier: bytes) -> None:
+    def unbindListener(self, identifier: bytes, port: int) -> None:
         """Forget a TCP listener counted by L{bindListener}."""
         tunnel = self._tunnel(identifier)
-        tunnel.listeners -= 1
+        tunnel.listeners.remove(port)
         self._forgetIfUnused(tunnel)
 
     def addObserver(self, observer: Callable[[Event], None]) -> None:
@@ -158,6 +171,15 @@ class Registry:
         """The connected session of C{identifier}'s client, if any."""
         tunnel = self._lookup(identifier)
         return None if tunnel is None else tunnel.session
+
+    def bindings(self, identifier: bytes) -> Bindings:
+        """
+        What C{identifier}'s client is reachable through.
+
+        @raise KeyError: if the identifier is not known.
+        """
+        tunnel = self._tunnel(identifier)
+        return Bindings(tuple(sorted(tunnel.hosts)), tuple(sorted(tunnel.listeners)))
 
     def route(self, hostHeader: bytes, listenerPort: int | None = None) -> Route | None:
         """

@@ -16,14 +16,15 @@ from twisted.web.server import NOT_DONE_YET
 
 from tunnel._hijack import takeOverConnection
 from tunnel.core.control import (
-    CONNECTED_RESPONSE,
-    CONNECTED_WITH_SERVER_STREAMS,
+    ADDRESSES,
     FEATURES_HEADER,
     IDENTIFIER_HEADER,
     SERVER_STREAMS,
+    connectedResponse,
+    publicAddresses,
     redactIdentifier,
 )
-from tunnel.core.http import isValidHost, splitTokens
+from tunnel.core.http import isValidHost, parseHost, splitTokens
 from tunnel.server.forwarding import (
     HTTPForwarding,
     UpgradeForwarding,
@@ -125,16 +126,33 @@ class TunnelResource(Resource):
                 )
             writeError(request, 403, b"unknown identifier")
             return
-        serverStreams = SERVER_STREAMS in splitTokens(
-            request.requestHeaders.getRawHeaders(FEATURES_HEADER, [])
-        )
+        offered = splitTokens(request.requestHeaders.getRawHeaders(FEATURES_HEADER, []))
+        accepted = [feature for feature in (SERVER_STREAMS, ADDRESSES) if feature in offered]
+        addresses = self._addresses(request, identifiers[0]) if ADDRESSES in accepted else []
         session = ClientSession(
-            identifiers[0], self._settings, self.registry, self._clock, serverStreams
+            identifiers[0], self._settings, self.registry, self._clock, SERVER_STREAMS in accepted
         )
-        request.transport.write(
-            CONNECTED_WITH_SERVER_STREAMS if serverStreams else CONNECTED_RESPONSE
-        )
+        request.transport.write(connectedResponse(accepted, addresses))
         takeOverConnection(request, session.protocol)
+
+    def _addresses(self, request: Request, identifier: bytes) -> list[bytes]:
+        """
+        Where the public reaches the client of C{identifier}, which made the
+        control request C{request} (see L{publicAddresses}).
+        """
+        bindings = self.registry.bindings(identifier)
+        listener = request.getHost()
+        try:
+            serverName = parseHost(request.getHeader(b"host") or b"").name
+        except ValueError:
+            serverName = getattr(listener, "host", "localhost")
+        return publicAddresses(
+            bindings.hosts,
+            bindings.tcpPorts,
+            request.isSecure(),
+            getattr(listener, "port", 0),
+            serverName,
+        )
 
     def _forward(self, request: Request, target: RequestTarget) -> None:
         hosts = request.requestHeaders.getRawHeaders(b"host", [])

@@ -272,6 +272,32 @@ class ProcessTests(TestCase):
         self.assertIn("check the identifier", last)
         self.assertNotIn("a-wrong-identifier-4567", client.output)
 
+    @defer.inlineCallbacks
+    def test_clientSaysWhereItIsReached(self):
+        """
+        Once the tunnel is up the console client prints, on standard output,
+        each public address of its identifier and where it leads.
+        """
+        identifier = "the-right-identifier-0123"
+        server = self.command("server", "--listen", "tcp:0:interface=127.0.0.1",
+                              "--host", f"app.localhost={identifier}",
+                              "--tcp", f"tcp:0:interface=127.0.0.1={identifier}")
+        self.addCleanup(server.stop)
+        listening = yield server.waitFor(r"TunnelSite starting on (\d+)")
+        tcp = yield server.waitFor(r"TCPTunnelFactory starting on (\d+)")
+        port, tcpPort = listening.group(1), tcp.group(1)
+        client = self.command("client", "--server", f"127.0.0.1:{port}",
+                              "--identifier", identifier, "--local", "3000",
+                              "--local", f"{tcpPort}=127.0.0.1:22")
+        self.addCleanup(client.stop)
+        yield client.waitFor(r"tcp://")
+        self.assertIn(
+            f"Forwarding  http://app.localhost:{port}/  ->  127.0.0.1:3000\n"
+            f"Forwarding  tcp://127.0.0.1:{tcpPort}{' ' * (len(port) - len(tcpPort) + 6)}"
+            "  ->  127.0.0.1:22\n",
+            client.output,
+        )
+
     def test_pluginPortInUse(self) -> None:
         """C{twistd tunnel-server} says a port in use in one line too, and exits 1."""
         port = self.takenPort()

@@ -97,18 +97,19 @@ class ConnectRequestTests(SynchronousTestCase):
         CONNECT request with the Host and identifier headers, and nothing
         else.
         """
-        connection = Connection(offerServerStreams=False)
+        connection = Connection(offerServerStreams=False, offerAddresses=False)
         self.assertEqual(connection.written(), REQUEST)
 
-    def test_requestOffersServerStreams(self) -> None:
+    def test_requestOffersExtensions(self) -> None:
         """
-        By default the request offers the server-streams extension in one
-        more header line, which servers that do not know it ignore.
+        By default the request offers the server-streams and addresses
+        extensions in one more header line, which servers that do not know
+        them ignore.
         """
         connection = Connection()
         self.assertEqual(
             connection.written(),
-            REQUEST[:-2] + b"X-Tunnel-Features: server-streams\r\n\r\n",
+            REQUEST[:-2] + b"X-Tunnel-Features: server-streams, addresses\r\n\r\n",
         )
 
     def test_hostDefaultsToServerAddress(self) -> None:

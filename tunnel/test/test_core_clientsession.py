@@ -68,6 +68,17 @@ class ResponseTests(SynchronousTestCase):
             (StartSession(b"", True),),
         )
 
+    def test_addressesSaid(self) -> None:
+        """The addresses a C{200} lists go with the session's start."""
+        tunnel = ClientTunnel(4, 30.0)
+        self.assertEqual(
+            tunnel.receiveResponse(
+                b"HTTP/1.1 200 Connected to Tunnel\nX-Tunnel-Features: addresses\n"
+                b"X-Tunnel-Addresses: https://a.example/, tcp://s.example:2222\n\n"
+            ),
+            (StartSession(b"", False, ("https://a.example/", "tcp://s.example:2222")),),
+        )
+
     def test_headInPieces(self) -> None:
         """A head split anywhere is read once all of it came."""
         for cut in range(1, len(CONNECTED_RESPONSE)):

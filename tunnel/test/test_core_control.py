@@ -10,12 +10,19 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import tunnel
 from tunnel.core.control import (
+    ADDRESSES,
+    CONNECTED_RESPONSE,
+    MAX_ADDRESS_LENGTH,
+    MAX_ADDRESSES,
     ControlLineReader,
     ControlMessage,
     ControlProtocolError,
     TransportProtocol,
     HANDSHAKE_REQUEST,
     HandshakeReader,
+    connectedResponse,
+    publicAddresses,
+    readAddresses,
     redactIdentifier,
 )
 
@@ -162,3 +169,55 @@ class NoInputOutputTests(SynchronousTestCase):
             text=True,
         ).stdout
         self.assertEqual(loaded.strip(), "[]")
+
+
+class AddressesTests(SynchronousTestCase):
+    """The addresses extension: what the server says, what the client takes."""
+
+    def test_connectedResponseWithoutExtensionsIsGoExact(self) -> None:
+        """Without extensions the C{200} is the Go server's, byte for byte."""
+        self.assertEqual(connectedResponse(), CONNECTED_RESPONSE)
+
+    def test_connectedResponseWithAddresses(self) -> None:
+        """Accepted extensions and the addresses take a header line each."""
+        self.assertEqual(
+            connectedResponse([ADDRESSES], [b"http://a.example/", b"tcp://s.example:2222"]),
+            b"HTTP/1.1 200 Connected to Tunnel\nX-Tunnel-Features: addresses\n"
+            b"X-Tunnel-Addresses: http://a.example/, tcp://s.example:2222\n\n",
+        )
+
+    def test_publicAddresses(self) -> None:
+        """
+        Hosts take the scheme and port of the control connection, without
+        the scheme's default port; a host with its own port keeps it; TCP
+        listeners are at the server's name.
+        """
+        self.assertEqual(
+            publicAddresses(["a.example", "b.example:9000"], [2222], True, 443, "s.example"),
+            [b"https://a.example/", b"https://b.example:9000/", b"tcp://s.example:2222"],
+        )
+        self.assertEqual(
+            publicAddresses(["a.example"], [], False, 80, "s.example"), [b"http://a.example/"]
+        )
+        self.assertEqual(
+            publicAddresses(["a.example"], [], False, 8080, "s"), [b"http://a.example:8080/"]
+        )
+
+    def test_readAddresses(self) -> None:
+        """
+        The client takes URLs of printable ASCII only: a hostile server
+        cannot write control sequences to the user's terminal, nor a
+        screenful of addresses.
+        """
+        self.assertEqual(
+            readAddresses(
+                [
+                    b"https://a.example/, tcp://s.example:2222",
+                    b"http://\x1b[2Jevil/, ftp://x/, http://a b/, ",
+                    b"http://" + b"x" * (MAX_ADDRESS_LENGTH - len("http://") + 1),
+                ]
+            ),
+            ("https://a.example/", "tcp://s.example:2222"),
+        )
+        many = b", ".join(b"http://h%d.example/" % (i,) for i in range(MAX_ADDRESSES + 10))
+        self.assertEqual(len(readAddresses([many])), MAX_ADDRESSES)

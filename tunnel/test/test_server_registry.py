@@ -9,7 +9,7 @@ import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.server.events import HostStatus
-from tunnel.server.registry import Registry
+from tunnel.server.registry import Bindings, Registry
 
 
 class RegistryTests(SynchronousTestCase):
@@ -76,7 +76,7 @@ class RegistryTests(SynchronousTestCase):
         """Hosts and listeners cannot be given an empty identifier, nor hosts an empty name."""
         self.assertRaises(ValueError, self.registry.addHost, "a.example", b"")
         self.assertRaises(ValueError, self.registry.addHost, "", b"identifier")
-        self.assertRaises(ValueError, self.registry.bindListener, b"")
+        self.assertRaises(ValueError, self.registry.bindListener, b"", 2222)
 
     def test_addingAHostAgainMovesIt(self) -> None:
         """A host added for another identifier moves to it; the first is forgotten."""
@@ -97,10 +97,23 @@ class RegistryTests(SynchronousTestCase):
 
     def test_listenerKeepsTheIdentifierKnown(self) -> None:
         """A bound listener keeps its identifier known until unbound."""
-        self.registry.bindListener(b"tcp-only")
+        self.registry.bindListener(b"tcp-only", 2222)
         self.assertTrue(self.registry.knows(b"tcp-only"))
-        self.registry.unbindListener(b"tcp-only")
+        self.registry.unbindListener(b"tcp-only", 2222)
         self.assertFalse(self.registry.knows(b"tcp-only"))
+
+    def test_bindings(self) -> None:
+        """An identifier's bindings are its hosts and its listeners' ports, sorted."""
+        self.registry.addHost("b.example", b"secret")
+        self.registry.addHost("a.example:8080", b"secret")
+        self.registry.bindListener(b"secret", 2223)
+        self.registry.bindListener(b"secret", 2222)
+        self.registry.addHost("c.example", b"other")
+        self.assertEqual(
+            self.registry.bindings(b"secret"),
+            Bindings(("a.example:8080", "b.example"), (2222, 2223)),
+        )
+        self.assertRaises(KeyError, self.registry.bindings, b"unknown")
 
     def test_hostsNeverShowIdentifiers(self) -> None:
         """The host list shows names and connection state only."""

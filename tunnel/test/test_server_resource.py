@@ -107,6 +107,31 @@ class ControlPathTests(ResourceTestCase):
         )
         self.assertEqual(client.received, CONNECTED_WITH_SERVER_STREAMS)
 
+    def test_offeredAddressesAreSaid(self) -> None:
+        """
+        A CONNECT that offers the addresses extension gets, on its C{200},
+        the URL of each of its identifier's hosts at the scheme and port it
+        came through, and its TCP listeners at the name it called the server.
+        """
+        self.server.addHost("other.example:9000", IDENTIFIER)
+        self.server.addHost("not-this-one.example", b"another-identifier")
+        self.server._registry.bindListener(IDENTIFIER, 2222)
+        client = Recorder()
+        self.harness.connect(client, secure=True)
+        client.transport.write(
+            b"CONNECT /_controlPath/ HTTP/1.1\r\nHost: tunnel.example:8080\r\n"
+            b"X-KTunnel-Identifier: " + IDENTIFIER + b"\r\n"
+            b"X-Tunnel-Features: server-streams, addresses\r\n\r\n"
+        )
+        self.harness.flush()
+        self.assertEqual(
+            client.received,
+            b"HTTP/1.1 200 Connected to Tunnel\n"
+            b"X-Tunnel-Features: server-streams, addresses\n"
+            b"X-Tunnel-Addresses: https://app.example:8080/, https://other.example:9000/, "
+            b"tcp://tunnel.example:2222\n\n",
+        )
+
     def connectOnly(self) -> Recorder:
         """A client whose CONNECT was answered, and which says nothing yet."""
         client = Recorder()
