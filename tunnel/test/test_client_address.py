@@ -120,6 +120,28 @@ class LocalRoutesTests(SynchronousTestCase):
         for port in (0, 22, 80, 3000, 6379):
             self.assertIsNone(self.label(routes, TCP, port), port)
 
+    def test_addressForPublic(self) -> None:
+        """
+        A public address the server said leads where a request through it
+        would go: a URL's port is the request's C{localPort}, none is 0; a
+        C{tcp://} address is a TCP connection.
+        """
+        routes = LocalRoutes.fromStrings(["3000", "2222=127.0.0.1:22"])
+
+        def label(address: str) -> str | None:
+            local = routes.addressForPublic(address)
+            return None if local is None else local.label
+
+        self.assertEqual(label("https://app.example/"), "127.0.0.1:3000")
+        self.assertEqual(label("http://app.example:8080/"), "127.0.0.1:3000")
+        self.assertEqual(label("tcp://tunnel.example:2222"), "127.0.0.1:22")
+        self.assertIsNone(label("tcp://tunnel.example:2223"))
+        self.assertIsNone(label("http://app.example:99999/"))
+        self.assertEqual(
+            LocalRoutes.fromStrings(["8080=4000"]).addressForPublic("http://a.example:8080/"),
+            LocalRoutes.fromStrings(["4000"]).fixed,
+        )
+
     def test_fixed(self) -> None:
         """
         The fixed address takes every HTTP and WebSocket connection, even for
