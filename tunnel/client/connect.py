@@ -42,6 +42,10 @@ from tunnel.yamux import SessionConfig
 SHUTTING_DOWN = "tunnel: the client is shutting down\n"
 
 
+# What OpenSSL says when the peer answers a handshake in plain text.
+_PLAIN_PEER_SIGNS = ("wrong version number", "packet length too long", "http request")
+
+
 def describeLoss(reason: Failure) -> str:
     """
     Why a connection to the server was lost, for people; in particular, that
@@ -70,6 +74,11 @@ def describeLoss(reason: Failure) -> str:
             return (
                 "TLS certificate verification failed: the server's certificate is "
                 f"not trusted ({text})"
+            )
+        if any(sign in text for sign in _PLAIN_PEER_SIGNS):
+            return (
+                f"TLS failed ({text}): the server's port does not speak TLS; connect "
+                "with tcp:HOST:PORT (or http://HOST:PORT) instead"
             )
         return f"TLS failed: {text or 'unknown error'}"
     return reason.getErrorMessage()

@@ -375,7 +375,7 @@ class ClientTunnel:
     def connectionLost(self, why: str) -> tuple[Step, ...]:
         """The connection is gone, for the reason C{why}."""
         hint = ""
-        if self.state is State.REQUESTING and not self._answered:
+        if self.state is State.REQUESTING and not self._answered and "TLS" not in why:
             # What a TLS server does with a plain request, OpenSSL's at least.
             hint = (" (no answer came: use tls: if and only if the server's port serves TLS)")
         return self._receive(

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocol,
     IReactorTime,
+    ISSLTransport,
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
@@ -275,6 +276,10 @@ class StreamingRequest(Request):
             self.body.connectionLost(reason)
 
 
+# The first bytes of a TLS handshake record (a ClientHello), of any TLS version.
+_TLS_HANDSHAKE_RECORD = b"\x16\x03"
+
+
 class TunnelChannel(HTTPChannel):
     """
     An HTTP/1.x connection of a L{TunnelSite}, with explicit limits on
@@ -319,7 +324,20 @@ class TunnelChannel(HTTPChannel):
         Read C{data}; if it leaves a request head incomplete, start the
         header timer (a head that arrives whole in one read, as most do,
         costs no timer).
+
+        A TLS handshake on a plain port (a client told C{tls:} for a port
+        without TLS) is answered at once, in plain text, instead of held
+        until the header timeout: no request line starts with a TLS record.
         """
+        if (
+            data.startswith(_TLS_HANDSHAKE_RECORD)
+            and self.line_mode
+            and not self._buffer
+            and not self._receivedHeaderSize
+            and not ISSLTransport.providedBy(self.transport)
+        ):
+            self._refuse(400, b"this port speaks plain HTTP, not TLS: connect without TLS")
+            return
         super().dataReceived(data)
         if (
             self._headerTimer is None

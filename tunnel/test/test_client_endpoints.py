@@ -169,6 +169,24 @@ class VerifiedTLSTests(TestCase):
         return state
 
     @defer.inlineCallbacks
+    def test_plainPortSaysSoAtOnce(self) -> Any:
+        """
+        A C{tls:} client at a server's plain port fails its first attempt
+        at once (the server answers the TLS handshake in plain text) and
+        says to connect without TLS.
+        """
+        server = TunnelServer(reactor)
+        server.addHost("app.example", IDENTIFIER)
+        self.addCleanup(server.close)
+        # Without a header timeout a held handshake would never end.
+        site = server.site(headerTimeout=None)
+        port = yield serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
+        self.addCleanup(port.stopListening)
+        state = yield self.runClient(port.getHost().port)
+        self.assertEqual(state.name, "waiting")
+        self.assertIn("the server's port does not speak TLS; connect with tcp:", state.detail)
+
+    @defer.inlineCallbacks
     def test_rightNameConnects(self) -> Any:
         """A certificate for the name dialled, from a trusted CA, is accepted."""
         server, port = yield self.serve(self.ca, "localhost")

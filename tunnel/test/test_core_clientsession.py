@@ -163,6 +163,8 @@ class ResponseTests(SynchronousTestCase):
         tunnel = ClientTunnel(4, 30.0)
         tunnel.receiveResponse(b"HTTP/1.1 200")
         self.assertNotIn("TLS", str(failure(tunnel.connectionLost("reset"))))
+        tunnel = ClientTunnel(4, 30.0)
+        self.assertNotIn("if and only if", str(failure(tunnel.connectionLost("TLS failed: x"))))
 
     def test_headTooLong(self) -> None:
         """A head longer than L{MAX_RESPONSE_HEAD} fails without waiting for its end."""

@@ -308,6 +308,16 @@ class PublicConnectionLimitTests(RefusalAssertions):
         self.harness.advance(0.5)
         self.assertRefused(public, b"408", b"the request head took longer than 30 s")
 
+    def test_tlsHandshakeOnAPlainPortIsAnsweredAtOnce(self) -> None:
+        """
+        A TLS ClientHello on a plain port gets a 400 that says so at once,
+        not after the header timeout.
+        """
+        public = self.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        self.assertRefused(
+            public, b"400", b"this port speaks plain HTTP, not TLS: connect without TLS"
+        )
+
     def test_headerTimeoutStartsWithEachRequestHead(self) -> None:
         """
         The header timeout counts from the first byte of each request head,
