@@ -82,8 +82,8 @@ CLIENT = Command(
     tap.makeClientService,  # type: ignore[arg-type]
     {"port": "local", "to": "local", "target": "local", "url": "server", "id": "identifier"},
     # A person at a terminal is told of a refused identifier and the
-    # command ends; a daemon keeps trying.
-    {"give-up-after": 3},
+    # command ends (a daemon keeps trying), and sees a line per request.
+    {"give-up-after": 3, "log-requests": "yes"},
 )
 
 # getopt's and usage.Options' words for an option they do not know.

@@ -314,6 +314,9 @@ class ClientOptions(usage.Options):
         ["give-up-after", None, 0,
          "Stop after the server refused the identifier this many times in a "
          "row (0: keep trying; the console command's default is 3).", int],
+        ["log-requests", None, "no",
+         "Log a line per HTTP request (method, path, status, duration, bytes): "
+         "yes or no (the console command's default is yes)."],
         ["max-local-connections", None, DEFAULT_MAX_LOCAL_CONNECTIONS,
          "The most local connections open at once; a request beyond it gets 503 "
          "(a TCP connection is closed) without a dial.", int],
@@ -372,6 +375,10 @@ class ClientOptions(usage.Options):
             )
         if self["stop-timeout"] < 0:
             raise usage.UsageError("--stop-timeout must not be negative")
+        if self["log-requests"] not in ("yes", "no"):
+            raise usage.UsageError(
+                f"--log-requests takes yes or no, not {self['log-requests']!r}"
+            )
         config = sessionConfig(self)
         try:
             self["settings"] = TunnelSettings(
@@ -381,6 +388,7 @@ class ClientOptions(usage.Options):
                 shutdownTimeout=self["stop-timeout"],
                 sessionConfig=config,
                 maxLocalConnections=self["max-local-connections"],
+                logRequests=self["log-requests"] == "yes",
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

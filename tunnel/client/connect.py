@@ -119,6 +119,8 @@ class TunnelSettings:
     @ivar offerAddresses: whether to offer the extension in which the
         server says where the public reaches this client (L{ADDRESSES});
         ignored likewise.
+    @ivar logRequests: whether to log a line per HTTP exchange (method,
+        target, status, duration, bytes each way) when it ends.
     @ivar maxLocalConnections: the most local connections (being dialled or
         open) at once; a tunnelled connection beyond it is refused without
         dialling (C{503} for HTTP and WebSocket, a closed stream for TCP).
@@ -135,6 +137,7 @@ class TunnelSettings:
     sessionConfig: SessionConfig | None = None
     offerServerStreams: bool = True
     offerAddresses: bool = True
+    logRequests: bool = False
     maxLocalConnections: int = attrs.field(
         default=DEFAULT_MAX_LOCAL_CONNECTIONS, validator=_positive
     )

@@ -128,7 +128,7 @@ class TunnelEndpoint:
         self.settings = settings
         self.reactor = reactor
         self._connector = LocalConnector(
-            settings.routes, reactor, settings.maxLocalConnections
+            settings.routes, reactor, settings.maxLocalConnections, settings.logRequests
         )
 
     def __repr__(self) -> str:

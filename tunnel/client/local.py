@@ -16,7 +16,7 @@ The number of local connections open at once is bounded too.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import attrs
@@ -38,6 +38,7 @@ from tunnel.client.address import (
 )
 from tunnel.core.control import ControlMessage, TransportProtocol
 from tunnel.core.http import errorResponse
+from tunnel.core.requestlog import ExchangeWatcher
 from tunnel.pipe import PipeEnd
 from tunnel.sparselog import SparseCounter
 
@@ -264,6 +265,31 @@ class _LocalEndFactory(Factory):
 _localEnds = _LocalEndFactory()
 
 
+class _WatchedEnd(PipeEnd):
+    """The local end of a pipe, showing the response's bytes to a watcher."""
+
+    def __init__(self, watcher: ExchangeWatcher) -> None:
+        super().__init__()
+        self._watcher = watcher
+
+    def dataReceived(self, data: bytes) -> None:
+        """Show the bytes to the watcher, and pass them on."""
+        self._watcher.responseData(data)
+        super().dataReceived(data)
+
+
+class _WatchedEnds(_LocalEndFactory):
+    """Builds the local end of a watched exchange's pipe."""
+
+    def __init__(self, watcher: ExchangeWatcher) -> None:
+        self._watcher = watcher
+
+    def buildProtocol(self, addr: object) -> _WatchedEnd:
+        end = _WatchedEnd(self._watcher)
+        end.factory = self
+        return end
+
+
 class LocalForwarder(PipeEnd):
     """
     The stream end of one tunnelled connection: once the stream is
@@ -274,6 +300,10 @@ class LocalForwarder(PipeEnd):
 
     The connection counts against the limit from the dial until both the
     stream and the local connection are closed.
+
+    With a C{watcher} the bytes going by are shown to it, and once both
+    the stream and the local connection are gone C{exchangeEnded} is called
+    with the watcher.
 
     @ivar address: the local address dialled.
     """
@@ -286,6 +316,8 @@ class LocalForwarder(PipeEnd):
         address: LocalAddress,
         answersHTTP: bool,
         limit: LocalConnectionLimit | None = None,
+        watcher: ExchangeWatcher | None = None,
+        exchangeEnded: Callable[[ExchangeWatcher], None] = lambda watcher: None,
     ) -> None:
         super().__init__()
         self.address = address
@@ -294,23 +326,28 @@ class LocalForwarder(PipeEnd):
         self._limit = LocalConnectionLimit() if limit is None else limit
         self._counted = False
         self._dialing: Deferred[PipeEnd] | None = None
+        self._watcher = watcher
+        self._exchangeEnded = exchangeEnded
 
     def connectionMade(self) -> None:
         """Hold the stream paused and dial the local service."""
         super().connectionMade()
         if not self._limit.acquire():
-            _answerUnavailable(
-                self.transport,
-                self._answersHTTP,
-                serviceUnavailable(
-                    f"tunnel: this client has too many local connections open "
-                    f"({self._limit.maximum})\n"
-                ),
+            self._answerUnavailable(
+                f"tunnel: this client has too many local connections open "
+                f"({self._limit.maximum})\n"
             )
             return
         self._counted = True
-        self._dialing = self._endpoint.connect(_localEnds)
+        ends = _localEnds if self._watcher is None else _WatchedEnds(self._watcher)
+        self._dialing = self._endpoint.connect(ends)
         self._dialing.addCallbacks(self._dialed, self._dialFailed)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Show the request's bytes to the watcher, and pass them on."""
+        if self._watcher is not None:
+            self._watcher.requestData(data)
+        super().dataReceived(data)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         """Close the local connection, or give up dialing it."""
@@ -334,21 +371,30 @@ class LocalForwarder(PipeEnd):
             address=self.address.label,
             reason=reason.getErrorMessage(),
         )
-        _answerUnavailable(
-            self.transport,
-            self._answersHTTP,
-            serviceUnavailable(f"tunnel: no local server at {self.address}\n"),
-        )
+        self._answerUnavailable(f"tunnel: no local server at {self.address}\n")
+
+    def _answerUnavailable(self, body: str) -> None:
+        response = serviceUnavailable(body)
+        if self._watcher is not None:
+            self._watcher.responseData(response)
+        _answerUnavailable(self.transport, self._answersHTTP, response)
 
     def _releaseIfDone(self, ignored: object = None) -> None:
-        """Stop counting against the limit once the stream and the local connection are gone."""
-        if not self._counted or self.lostReason is None or self._dialing is not None:
+        """
+        Once the stream and the local connection are gone, stop counting
+        against the limit and say that the exchange ended.
+        """
+        if self.lostReason is None or self._dialing is not None:
             return
         local = self.peer
         if local is not None and local.lostReason is None:
             return
-        self._counted = False
-        self._limit.release()
+        if self._counted:
+            self._counted = False
+            self._limit.release()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            self._exchangeEnded(watcher)
 
 
 class UnavailableStream(Protocol):
@@ -382,6 +428,10 @@ class LocalConnector:
     WebSocket) or a closed stream (TCP), without dialling; each refused
     port is logged sparingly (its 1st, 10th, 100th... refusal).
 
+    With C{logRequests}, each HTTP exchange is logged in a line when it
+    ends (L{tunnel.core.requestlog}): method, target, status, duration and
+    bytes each way.
+
     @ivar routes: the routing rules.
     @ivar limit: the bound on local connections at once.
     """
@@ -391,18 +441,22 @@ class LocalConnector:
     def __init__(
         self,
         routes: LocalRoutes,
-        reactor: object,
+        reactor: Any,
         maxConnections: int = DEFAULT_MAX_LOCAL_CONNECTIONS,
+        logRequests: bool = False,
     ) -> None:
         """
-        @param reactor: the reactor to dial local services with.
+        @param reactor: the reactor to dial local services with, and the
+            clock of the request log.
         @param maxConnections: the most local connections at once.
+        @param logRequests: whether to log a line per HTTP exchange.
         @raise ValueError: if a configured address is not a valid endpoint
             description, or C{maxConnections} is not positive.
         """
         self.routes = routes
         self.limit = LocalConnectionLimit(maxConnections)
         self._reactor = reactor
+        self._logRequests = logRequests
         self._endpoints: dict[LocalAddress, IStreamClientEndpoint] = {}
         self._refusedPorts = SparseCounter()
         for address in [routes.fixed, *routes.ports.values()]:
@@ -418,9 +472,19 @@ class LocalConnector:
         address = self.routes.addressFor(message)
         if address is None:
             return self._refusePort(message)
+        answersHTTP = _answersHTTP(message)
+        watched = self._logRequests and answersHTTP
         return LocalForwarder(
-            self._endpointFor(address), address, _answersHTTP(message), self.limit
+            self._endpointFor(address),
+            address,
+            answersHTTP,
+            self.limit,
+            ExchangeWatcher(self._reactor.seconds()) if watched else None,
+            self._exchangeEnded,
         )
+
+    def _exchangeEnded(self, watcher: ExchangeWatcher) -> None:
+        self._log.info("{exchange}", exchange=str(watcher.summary(self._reactor.seconds())))
 
     def refusalFor(self, message: ControlMessage, body: str) -> UnavailableStream:
         """

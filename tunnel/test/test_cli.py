@@ -12,12 +12,15 @@ import socket
 import sys
 from importlib import metadata
 
+import treq
 from twisted.application.service import Service
 from twisted.internet import defer, reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.server import Site
+from twisted.web.static import Data
 
 from tunnel import __main__ as tunnelMain
 from tunnel import cli
@@ -276,8 +279,13 @@ class ProcessTests(TestCase):
     def test_clientSaysWhereItIsReached(self):
         """
         Once the tunnel is up the console client prints, on standard output,
-        each public address of its identifier and where it leads.
+        each public address of its identifier and where it leads; then it
+        logs a line per request.
         """
+        page = Data(b"hello", "text/plain")
+        page.isLeaf = True
+        local = reactor.listenTCP(0, Site(page), interface="127.0.0.1")
+        self.addCleanup(local.stopListening)
         identifier = "the-right-identifier-0123"
         server = self.command("server", "--listen", "tcp:0:interface=127.0.0.1",
                               "--host", f"app.localhost={identifier}",
@@ -287,12 +295,16 @@ class ProcessTests(TestCase):
         tcp = yield server.waitFor(r"TCPTunnelFactory starting on (\d+)")
         port, tcpPort = listening.group(1), tcp.group(1)
         client = self.command("client", "--server", f"127.0.0.1:{port}",
-                              "--identifier", identifier, "--local", "3000",
+                              "--identifier", identifier, "--local", str(local.getHost().port),
                               "--local", f"{tcpPort}=127.0.0.1:22")
         self.addCleanup(client.stop)
         yield client.waitFor(r"tcp://")
+        response = yield treq.get(f"http://127.0.0.1:{port}/?x=1",
+                                  headers={"Host": "app.localhost"}, persistent=False)
+        self.assertEqual((yield treq.content(response)), b"hello")
+        yield client.waitFor(r"GET /\?x=1 200 \d+ ms \d+ B in, \d+ B out")
         self.assertIn(
-            f"Forwarding  http://app.localhost:{port}/  ->  127.0.0.1:3000\n"
+            f"Forwarding  http://app.localhost:{port}/  ->  127.0.0.1:{local.getHost().port}\n"
             f"Forwarding  tcp://127.0.0.1:{tcpPort}{' ' * (len(port) - len(tcpPort) + 6)}"
             "  ->  127.0.0.1:22\n",
             client.output,

@@ -369,6 +369,19 @@ class ClientOptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, ClientOptions().parseOptions,
                           ["--server", "127.0.0.1:8080", "--identifier", "x", "--give-up-after", "-1"])
 
+    def test_logRequests(self) -> None:
+        """
+        --log-requests yes turns the line per request on; the plugin's
+        default is no; another word is a usage error.
+        """
+        def logRequests(*argv: str) -> bool:
+            options = parsed(ClientOptions(), "--server", "127.0.0.1:8080", "--identifier", "x", *argv)
+            return options["settings"].logRequests
+
+        self.assertEqual([logRequests(), logRequests("--log-requests", "yes")], [False, True])
+        self.assertRaises(usage.UsageError, ClientOptions().parseOptions,
+                          ["--server", "127.0.0.1:8080", "--identifier", "x", "--log-requests", "on"])
+
     def test_serverURL(self) -> None:
         """--server takes the server's http:// or https:// URL."""
         options = parsed(ClientOptions(), "--server", "http://127.0.0.1:8080", "--identifier", "x")
