@@ -199,6 +199,21 @@ def reasonPhrase(code: int) -> bytes:
         return b""
 
 
+def statusCode(line: bytes) -> int | None:
+    """The code of a status line (without its line end), or L{None} if it is malformed."""
+    status = _STATUS_LINE.fullmatch(line)
+    return None if status is None else int(status.group(1))
+
+
+def methodAndTarget(line: bytes) -> tuple[bytes, bytes] | None:
+    """
+    The method and target of a request line (without its line end), or
+    L{None} if it is malformed.
+    """
+    request = _REQUEST_LINE.fullmatch(line)
+    return None if request is None else (request.group(1), request.group(2))
+
+
 def _parseResponseHead(data: bytes) -> ResponseHead:
     """
     Parse a response head (the status line and the header lines, without

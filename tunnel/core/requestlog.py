@@ -4,7 +4,9 @@ the bytes going by (the request line, the status line) and how it says it.
 
 It reads at most L{MAX_FIRST_LINE} bytes of each direction and keeps only
 counts after that, so watching costs no memory that grows with the
-exchange. What the public wrote (method, target) is shown with anything
+exchange, and reads the lines with L{tunnel.core.http}'s grammar: a
+malformed one is shown as dashes. What the public wrote (method, target)
+is shown with anything
 outside printable ASCII replaced, so that a request cannot write control
 sequences to the terminal of the client's user.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import re
 
 import attrs
+
+from tunnel.core.http import methodAndTarget, statusCode
 
 #: The most bytes of each direction read for its first line.
 MAX_FIRST_LINE = 8 * 1024
@@ -98,17 +102,9 @@ class ExchangeWatcher:
 
     def summary(self, now: float) -> ExchangeSummary:
         """The exchange, ended at C{now}."""
-        method, target = b"-", b"-"
-        if self._request.line is not None:
-            words = self._request.line.split(b" ")
-            if len(words) == 3:
-                method, target, _ = words
-        status = None
-        if self._response.line is not None:
-            words = self._response.line.split(b" ", 2)
-            code = words[1] if len(words) >= 2 and words[0].startswith(b"HTTP/") else b""
-            if len(code) == 3 and code.isdigit():
-                status = int(code)
+        request = None if self._request.line is None else methodAndTarget(self._request.line)
+        method, target = (b"-", b"-") if request is None else request
+        status = None if self._response.line is None else statusCode(self._response.line)
         return ExchangeSummary(
             _printable(method, 20),
             _printable(target, MAX_TARGET_SHOWN),

@@ -48,12 +48,22 @@ class ExchangeWatcherTests(SynchronousTestCase):
         and a long target is cut.
         """
         watcher = ExchangeWatcher(0.0)
-        watcher.requestData(b"G\x1bT /\x1b[2J\x07" + b"a" * 500 + b" HTTP/1.1\r\n")
+        watcher.requestData(b"GET /\xc3\xa9[2J" + b"a" * 500 + b" HTTP/1.1\r\n")
         summary = watcher.summary(0.0)
-        self.assertEqual(summary.method, "G?T")
-        self.assertTrue(summary.target.startswith("/?[2J?aaa"), summary.target)
+        self.assertTrue(summary.target.startswith("/??[2Jaaa"), summary.target)
         self.assertEqual(len(summary.target), MAX_TARGET_SHOWN + 1)
         self.assertTrue(summary.target.endswith("…"))
+
+    def test_malformedLinesAreNotShown(self) -> None:
+        """
+        A request line with a control character (which the strict grammar
+        refuses) is shown as dashes, not echoed.
+        """
+        watcher = ExchangeWatcher(0.0)
+        watcher.requestData(b"GET /\x1b[2J HTTP/1.1\r\n")
+        watcher.responseData(b"HTTP/1.1 2000 Odd\r\n")
+        summary = watcher.summary(0.0)
+        self.assertEqual((summary.method, summary.target, summary.status), ("-", "-", None))
 
     def test_boundedReading(self) -> None:
         """
