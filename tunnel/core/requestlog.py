@@ -4,11 +4,10 @@ the bytes going by (the request line, the status line) and how it says it.
 
 It reads at most L{MAX_FIRST_LINE} bytes of each direction and keeps only
 counts after that, so watching costs no memory that grows with the
-exchange, and reads the lines with L{tunnel.core.http}'s grammar: a
-malformed one is shown as dashes. What the public wrote (method, target)
-is shown with anything
-outside printable ASCII replaced, so that a request cannot write control
-sequences to the terminal of the client's user.
+exchange. The lines are read with L{tunnel.core.http}'s grammar; a
+malformed one is shown as dashes. What the public wrote (the target) is
+shown with anything outside printable ASCII replaced, so that a request
+cannot write control sequences to the terminal of the client's user.
 """
 
 from __future__ import annotations
