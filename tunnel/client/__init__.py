@@ -30,6 +30,7 @@ from tunnel.client.connect import TunnelClientProtocol, TunnelSettings
 from tunnel.client.endpoint import ServerAddress, TunnelEndpoint, parseServerAddress
 from tunnel.client.errors import (
     TunnelConnectError,
+    TunnelInUseError,
     TunnelRefusedError,
     TunnelResponseError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "TunnelClientService",
     "TunnelConnectError",
     "TunnelEndpoint",
+    "TunnelInUseError",
     "TunnelRefusedError",
     "TunnelResponseError",
     "TunnelSettings",

@@ -5,8 +5,9 @@ Why setting up a tunnel failed. The errors are the client core's
 
 from tunnel.core.clientsession import (
     TunnelConnectError,
+    TunnelInUseError,
     TunnelRefusedError,
     TunnelResponseError,
 )
 
-__all__ = ["TunnelConnectError", "TunnelRefusedError", "TunnelResponseError"]
+__all__ = ["TunnelConnectError", "TunnelInUseError", "TunnelRefusedError", "TunnelResponseError"]

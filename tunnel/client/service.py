@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from tunnel.client.connect import TunnelClientProtocol
 from tunnel.client.endpoint import TunnelEndpoint
-from tunnel.client.errors import TunnelRefusedError
+from tunnel.client.errors import TunnelInUseError, TunnelRefusedError
 from tunnel.client.local import LocalAddress
 from tunnel.core.control import redactIdentifier
 
@@ -43,6 +43,11 @@ def reconnectPolicy() -> Callable[[int], float]:
     return backoffPolicy(
         initialDelay=0.25, factor=1.5, maxDelay=10.0, jitter=lambda: random.uniform(0, 0.5)
     )
+
+
+#: The least seconds a client waits after the server said that another
+#: client with its identifier holds the tunnel (C{409}).
+IN_USE_RETRY_DELAY = 30.0
 
 
 @attrs.frozen
@@ -124,6 +129,7 @@ class TunnelClientService(Service):
         self._retryPolicy = reconnectPolicy() if retryPolicy is None else retryPolicy
         self._giveUpAfter = giveUpAfter
         self._refusals = 0
+        self._inUse = False
         self._refusal: str | None = None
         self._identifier = redactIdentifier(endpoint.settings.identifier)
         self._server = endpoint.settings.host or "the tunnel server"
@@ -211,20 +217,47 @@ class TunnelClientService(Service):
                 error=str(reason.value),
             )
             self._lastProblem = f"the server refused identifier {self._identifier}"
-            self._refusals += 1
-            if self._giveUpAfter is not None and self._refusals >= self._giveUpAfter:
-                self._giveUp(str(reason.value))
+            self._countRefusal(
+                "check the identifier, and that the server still has hosts bound to it",
+                str(reason.value),
+            )
+        elif reason.check(TunnelInUseError):
+            self._log.error(
+                "Another client with identifier {identifier} is connected to {server}: "
+                "{error}",
+                server=self._server,
+                identifier=self._identifier,
+                error=str(reason.value),
+            )
+            self._lastProblem = (
+                f"another client with identifier {self._identifier} holds the tunnel"
+            )
+            self._inUse = True
+            if self._giveUpAfter is not None:
+                # The server checked that the other client answers: no
+                # point in asking again soon.
+                self._giveUp(
+                    f"{self._server} refused this client ({reason.value}): another client "
+                    f"with identifier {self._identifier} is connected; stop one of them, "
+                    "or give each its own identifier"
+                )
         else:
             self._lastProblem = f"connecting failed: {_describe(reason)}"
         return reason
 
-    def _giveUp(self, error: str) -> None:
-        self._refusal = (
-            f"{self._server} refused identifier {self._identifier} {self._refusals} "
-            f"time{'s' if self._refusals > 1 else ''} in a row ({error}): check the "
-            "identifier, and that the server still has hosts bound to it"
-        )
-        self._log.error("{refusal}", refusal=self._refusal)
+    def _countRefusal(self, advice: str, error: str) -> None:
+        """One more refusal in a row; give up with C{advice} if that makes enough."""
+        self._refusals += 1
+        if self._giveUpAfter is not None and self._refusals >= self._giveUpAfter:
+            self._giveUp(
+                f"{self._server} refused identifier {self._identifier} {self._refusals} "
+                f"time{'s' if self._refusals > 1 else ''} in a row ({error}): {advice}"
+            )
+
+    def _giveUp(self, why: str) -> None:
+        """Stop for good, in state C{"refused"}, saying C{why}."""
+        self._refusal = why
+        self._log.error("{refusal}", refusal=why)
         self.stopService()
 
     def _connected(self, tunnel: TunnelClientProtocol) -> None:
@@ -245,6 +278,11 @@ class TunnelClientService(Service):
 
     def _retryDelay(self, failedAttempts: int) -> float:
         delay = self._retryPolicy(failedAttempts)
+        if self._inUse:
+            # The other client answers: trying again soon would only make the
+            # server ping it again for nothing.
+            self._inUse = False
+            delay = max(delay, IN_USE_RETRY_DELAY)
         with self._calledByClientService():
             self._setState(
                 "waiting", f"{self._lastProblem}; trying again in {delay:.1f} s"

@@ -78,6 +78,13 @@ class TunnelRefusedError(TunnelResponseError):
     """
 
 
+class TunnelInUseError(TunnelResponseError):
+    """
+    Another client with the same identifier holds its tunnel, and answers
+    (the server answered C{409}): retrying soon would only be refused again.
+    """
+
+
 class State(enum.Enum):
     """Where a client's tunnel connection is."""
 
@@ -424,5 +431,7 @@ class ClientTunnel:
         refusal = self._refusal
         if refusal is None:
             return TunnelConnectError(why)
-        errorClass = TunnelRefusedError if refusal.code == 403 else TunnelResponseError
+        errorClass = {403: TunnelRefusedError, 409: TunnelInUseError}.get(
+            refusal.code, TunnelResponseError
+        )
         return errorClass(refusal.code, refusal.phrase.decode("latin-1"), self._preview)

@@ -10,6 +10,7 @@ import math
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -38,6 +39,25 @@ from tunnel.server.session import ClientSession, SessionSettings
 from tunnel.server.target import RequestTarget, TargetError, TargetForm, parseTarget
 
 
+#: Seconds the connected client of an identifier has to answer a ping when
+#: another client connects with the same identifier: if it answers, the
+#: newer one is refused (C{409}); if not, the newer one replaces it.
+CONFLICT_PING_TIMEOUT = 5.0
+
+
+def _conflict(existing: ClientSession, now: float) -> bytes:
+    """The text of the C{409} to a second client of a connected identifier."""
+    since = "" if existing.connectedSince is None else (
+        f", for {now - existing.connectedSince:.0f} s"
+    )
+    host = getattr(existing.peer, "host", "an unknown address")
+    return (
+        f"another client with this identifier is connected (from {host}{since}) and "
+        "answering: this one is refused so that the two do not take the tunnel from "
+        "each other. Stop one of them, or give each its own identifier"
+    ).encode("utf-8")
+
+
 class TunnelResource(Resource):
     """
     Serves every path: C{CONNECT /_controlPath/} from clients, and public
@@ -54,6 +74,10 @@ class TunnelResource(Resource):
 
     Use it as the root of a L{tunnel.server.site.TunnelSite}, which streams
     request bodies, or anywhere in an ordinary L{Site}, which buffers them.
+
+    A CONNECT for an identifier whose client is connected waits for that
+    client to answer a ping (L{CONFLICT_PING_TIMEOUT}): if it answers, the
+    CONNECT gets a C{409}; if not, the new connection replaces it.
 
     A source address whose CONNECTs fail (unknown identifier) too often is
     answered C{429} without its identifier being looked at, until
@@ -126,11 +150,45 @@ class TunnelResource(Resource):
                 )
             writeError(request, 403, b"unknown identifier")
             return
+        identifier = identifiers[0]
+        existing = self.registry.session(identifier)
+        if existing is None or not existing.ready:
+            self._accept(request, identifier)
+            return
+        gone: list[object] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def answered(roundTrip: float) -> None:
+            self._log.info(
+                "Refused a second client for {client} from {peer}: the connected one "
+                "from {connected} answers",
+                client=existing.label,
+                peer=peer,
+                connected=existing.peer,
+            )
+            if not gone:
+                writeError(request, 409, _conflict(existing, self._clock.seconds()))
+
+        def silent(reason: Failure) -> None:
+            self._log.info(
+                "Client {client} from {connected} no longer answers: the newer one from "
+                "{peer} takes its place",
+                client=existing.label,
+                peer=peer,
+                connected=existing.peer,
+            )
+            if not gone:
+                self._accept(request, identifier)
+
+        existing.protocol.ping(CONFLICT_PING_TIMEOUT).addCallbacks(answered, silent)
+
+    def _accept(self, request: Request, identifier: bytes) -> None:
+        """Turn the connection of the control request into a tunnel session."""
         offered = splitTokens(request.requestHeaders.getRawHeaders(FEATURES_HEADER, []))
         accepted = [feature for feature in (SERVER_STREAMS, ADDRESSES) if feature in offered]
-        addresses = self._addresses(request, identifiers[0]) if ADDRESSES in accepted else []
+        addresses = self._addresses(request, identifier) if ADDRESSES in accepted else []
         session = ClientSession(
-            identifiers[0], self._settings, self.registry, self._clock, SERVER_STREAMS in accepted
+            identifier, self._settings, self.registry, self._clock, SERVER_STREAMS in accepted
         )
         request.transport.write(connectedResponse(accepted, addresses))
         takeOverConnection(request, session.protocol)

@@ -310,6 +310,32 @@ class ProcessTests(TestCase):
             client.output,
         )
 
+    @defer.inlineCallbacks
+    def test_secondClientOfOneIdentifierStops(self):
+        """
+        A second console client with the identifier of a connected one is
+        refused at once, says why and exits 1; the first keeps the tunnel.
+        """
+        identifier = "the-shared-identifier-0123"
+        server = self.command("server", "--listen", "tcp:0:interface=127.0.0.1",
+                              "--host", f"app.localhost={identifier}")
+        self.addCleanup(server.stop)
+        match = yield server.waitFor(r"TunnelSite starting on (\d+)")
+        arguments = ("client", "--server", f"127.0.0.1:{match.group(1)}",
+                     "--identifier", identifier, "--local", "1")
+        first = self.command(*arguments)
+        self.addCleanup(first.stop)
+        yield first.waitFor(r"Forwarding  http://app.localhost")
+        second = self.command(*arguments)
+        code = yield second.ended.addTimeout(30, reactor)
+        self.assertEqual(code, cli.EXIT_FAILED, second.output)
+        last = second.output.splitlines()[-1]
+        self.assertTrue(last.startswith("tunnel-client: "), last)
+        self.assertIn("409 Conflict", last)
+        self.assertIn("another client with identifier the-…", last)
+        self.assertIn("stop one of them", last)
+        self.assertNotIn("disconnected", first.output)
+
     def test_pluginPortInUse(self) -> None:
         """C{twistd tunnel-server} says a port in use in one line too, and exits 1."""
         port = self.takenPort()

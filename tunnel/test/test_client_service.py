@@ -180,6 +180,43 @@ class GiveUpTests(SynchronousTestCase):
         self.assertEqual(client.service.state.name, "refused")
 
 
+IN_USE = (
+    b"HTTP/1.1 409 Conflict\r\nContent-Length: 27\r\n\r\n"
+    b"another client is connected"
+)
+
+
+class InUseTests(SynchronousTestCase):
+    """The server says another client with the identifier holds its tunnel (C{409})."""
+
+    def test_daemonBacksOffHard(self) -> None:
+        """
+        A client that never gives up waits at least 30 s before it asks
+        again, and takes the tunnel once the other client is gone.
+        """
+        world = World(response=IN_USE)
+        client = Client(self, world)
+        client.service.startService()
+        client.advance(0)
+        self.assertEqual(client.service.state.name, "waiting")
+        self.assertIn("another client with identifier", client.service.state.detail)
+        self.assertIn("trying again in 30.0 s", client.service.state.detail)
+        client.advance(29.9)
+        self.assertEqual(client.attempts, 1)
+        world.response = CONNECTED_RESPONSE
+        client.advance(0.1)
+        self.assertEqual((client.attempts, client.service.state.name), (2, "connected"))
+
+    def test_consoleStopsAtOnce(self) -> None:
+        """A client told to give up stops at the first C{409}, saying what to do."""
+        client = Client(self, World(response=IN_USE), giveUpAfter=3)
+        client.service.startService()
+        client.advance(0)
+        self.assertEqual(client.service.state.name, "refused")
+        self.assertIn("another client with identifier", client.service.state.detail)
+        self.assertIn("stop one of them", client.service.state.detail)
+
+
 class StateTests(SynchronousTestCase):
     """The state exposed to embedding code, and its logs."""
 

@@ -228,18 +228,49 @@ class ControlPathTests(ResourceTestCase):
         self.assertIn(b"\r\nAllow: CONNECT\r\n", client.received)
         self.assertTrue(client.received.endswith(b"the control path takes CONNECT only\n"))
 
-    def test_secondSessionReplacesTheFirst(self) -> None:
+    def test_secondClientOfAnAnsweringSessionIsRefused(self) -> None:
         """
-        A second session for a connected identifier replaces the first: the
-        old one is sent Go Away, observers see it disconnect then the new
-        one connect, and requests reach the new one.
+        A second client for an identifier whose session answers a ping is
+        refused with a C{409} that says why: the two do not take the tunnel
+        from each other. The first keeps it.
         """
         events: list[object] = []
         self.server.addObserver(events.append)
         old = self.connectClient(name=b"old")
+        new = self.raw(
+            b"CONNECT /_controlPath/ HTTP/1.1\r\nHost: x\r\n"
+            b"X-KTunnel-Identifier: " + IDENTIFIER + b"\r\n\r\n"
+        )
+        self.assertTrue(new.received.startswith(b"HTTP/1.1 409 Conflict\r\n"), new.received)
+        self.assertIn(
+            b"another client with this identifier is connected (from 203.0.113.7, for 0 s) "
+            b"and answering",
+            new.received,
+        )
+        self.assertEqual(old.goAwayCodes, [])
+        self.assertIsNone(old.lost)
+        self.assertEqual([type(e) for e in events], [ClientConnected])
+        response, body = self.get(b"app.example")
+        self.assertEqual(body, b"old")
+
+    def test_silentSessionIsReplaced(self) -> None:
+        """
+        A second client for an identifier whose session does not answer a
+        ping within 5 s replaces it: the old one is sent Go Away, observers
+        see it disconnect then the new one connect, and requests reach the
+        new one.
+        """
+        events: list[object] = []
+        self.server.addObserver(events.append)
+        old = self.connectClient(name=b"old")
+        # The old client's connection is gone quiet: nothing moves on it.
+        oldPump = self.harness.pumps.pop()
         new = self.connectClient(name=b"new")
-        self.assertEqual(old.goAwayCodes, [0])
-        self.assertEqual(new.goAwayCodes, [])
+        self.assertEqual(new.answer, b"")
+        self.harness.advance(4.9)
+        self.assertEqual(new.answer, b"")
+        self.harness.advance(0.1)
+        self.harness.flush()
         self.assertEqual(
             [type(e) for e in events],
             [ClientConnected, ClientDisconnected, ClientConnected],
@@ -248,12 +279,9 @@ class ControlPathTests(ResourceTestCase):
         response, body = self.get(b"app.example")
         self.assertEqual(body, b"new")
         self.assertEqual(len(self.server.clients()), 1)
-
-    def test_replacedSessionClosesOnceIdle(self) -> None:
-        """The replaced session's connection closes once it has no stream."""
-        old = self.connectClient(name=b"old")
-        self.connectClient(name=b"new")
+        self.harness.pumps.append(oldPump)
         self.harness.flush()
+        self.assertEqual(old.goAwayCodes, [0])
         self.assertIsNotNone(old.lost)
 
     def test_deletingTheLastHostClosesTheSession(self) -> None:
