@@ -165,7 +165,8 @@ class ServerOptions(usage.Options):
 
     After parsing: C{self["listen"]} lists endpoint strings, C{self["hosts"]}
     maps lower-cased hosts to identifiers (from C{--host} and the hosts
-    file), C{self["tcp"]} lists (endpoint string, identifier) pairs,
+    file; with a hosts file, C{self["commandLineHosts"]} those of C{--host}
+    alone), C{self["tcp"]} lists (endpoint string, identifier) pairs,
     C{self["adminToken"]} holds the admin token when C{--admin} is given,
     and C{self["yamuxConfig"]} the clients' yamux settings.
     """
@@ -262,6 +263,7 @@ class ServerOptions(usage.Options):
                 fromFile = readHostsFile(self["hosts-file"])
             except HostsFileError as e:
                 raise usage.UsageError(str(e)) from None
+            self["commandLineHosts"] = dict(self["hosts"])
             self["hosts"] = {**fromFile, **self["hosts"]}
         if self["stream-timeout"] <= 0:
             raise usage.UsageError("--stream-timeout must be positive")

@@ -18,6 +18,7 @@ from tunnel.core.control import redactIdentifier
 from tunnel.server import TunnelServer
 from tunnel.server.admin import AdminResource, AdminSite
 from tunnel.server.limits import connectionBudget
+from tunnel.server.reload import HostsReloader, ReloadOnHangUp
 
 _log = Logger()
 
@@ -120,6 +121,9 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         TCPTunnelService(
             server, serverFromString(reactor, description), identifier
         ).setServiceParent(top)
+    if options["hosts-file"]:
+        reloader = HostsReloader(server, options["hosts-file"], options["commandLineHosts"])
+        ReloadOnHangUp(reloader, reactor).setServiceParent(top)
     if options["admin"]:
         admin = AdminResource(server, options["adminToken"], options["hosts-file"])
         _listen(options["admin"], AdminSite(admin), reactor).setServiceParent(top)

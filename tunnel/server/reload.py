@@ -1,0 +1,94 @@
+"""
+Reloading the hosts file into a running server, as C{SIGHUP} asks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, Mapping
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+from tunnel.core.http import normaliseHost
+from tunnel.hostsfile import readHostsFile
+from tunnel.server import TunnelServer
+
+
+class HostsReloader:
+    """
+    Makes a server's virtual hosts those of its hosts file again, plus the
+    hosts given on the command line (which win, as at start).
+
+    A host that is gone from the file stops being routed, a new one is
+    added, one whose identifier changed moves to it; a client left without
+    any host or TCP listener is disconnected. A file that is missing, cannot
+    be read or has a malformed line changes nothing.
+
+    @ivar path: the hosts file.
+    """
+
+    _log = Logger()
+
+    def __init__(self, server: TunnelServer, path: str, fixed: Mapping[str, str]) -> None:
+        self.path = path
+        self._server = server
+        self._fixed = dict(fixed)
+
+    def reload(self) -> bool:
+        """
+        Read the file and apply it, logging what changed.
+
+        @return: whether the file was read and applied.
+        """
+        try:
+            if not os.path.exists(self.path):
+                raise OSError("it does not exist")
+            wanted = {
+                normaliseHost(host): identifier
+                for host, identifier in {**readHostsFile(self.path), **self._fixed}.items()
+            }
+        except (OSError, ValueError) as e:
+            self._log.error(
+                "Cannot reload the hosts file {path} ({error}); the {count} hosts in "
+                "use stay as they are",
+                path=self.path,
+                error=e,
+                count=len(self._server.hosts()),
+            )
+            return False
+        gone = [status.host for status in self._server.hosts() if status.host not in wanted]
+        for host in gone:
+            self._server.deleteHost(host)
+        for host, identifier in wanted.items():
+            self._server.addHost(host, identifier)
+        self._log.info(
+            "Reloaded the hosts file {path}: {count} hosts{removed}",
+            path=self.path,
+            count=len(wanted),
+            removed=f"; no longer routed: {', '.join(gone)}" if gone else "",
+        )
+        return True
+
+
+class ReloadOnHangUp(Service):
+    """Reloads the hosts file on each C{SIGHUP} while running."""
+
+    def __init__(self, reloader: HostsReloader, reactor: Any) -> None:
+        self.reloader = reloader
+        self._reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        """Handle C{SIGHUP}."""
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._hangUp)
+
+    def stopService(self) -> None:
+        """Restore the previous C{SIGHUP} handler."""
+        super().stopService()
+        signal.signal(signal.SIGHUP, self._previous or signal.SIG_DFL)
+
+    def _hangUp(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self.reloader.reload)
