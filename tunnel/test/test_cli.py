@@ -336,6 +336,37 @@ class ProcessTests(TestCase):
         self.assertIn("stop one of them", last)
         self.assertNotIn("disconnected", first.output)
 
+    @defer.inlineCallbacks
+    def test_underATerminal(self):
+        """
+        Under a pseudo-terminal, as a person runs it, the console client
+        shows its forwarding lines as soon as the tunnel is up (nothing
+        waits in a buffer) and exits 0 on SIGTERM; a usage error is the same
+        two lines and exit status 2.
+        """
+        identifier = "the-terminal-identifier-0123"
+        server = self.command("server", "--listen", "tcp:0:interface=127.0.0.1",
+                              "--host", f"app.localhost={identifier}")
+        self.addCleanup(server.stop)
+        match = yield server.waitFor(r"TunnelSite starting on (\d+)")
+        client = spawnPython(
+            reactor,
+            [sys.executable, "-m", "tunnel", "client", "--server", f"127.0.0.1:{match.group(1)}",
+             "--identifier", identifier, "--local", "3000"],
+            usePTY=True,
+        )
+        yield client.waitFor(r"Forwarding  http://app\.localhost:\d+/  ->  127\.0\.0\.1:3000\r\n")
+        code = yield client.stop().addTimeout(30, reactor)
+        self.assertEqual(code, cli.EXIT_STOPPED, client.output)
+        mistaken = spawnPython(reactor, [sys.executable, "-m", "tunnel", "client", "--sever", "x"],
+                               usePTY=True)
+        code = yield mistaken.ended.addTimeout(30, reactor)
+        self.assertEqual(code, cli.EXIT_USAGE, mistaken.output)
+        self.assertEqual(mistaken.output.splitlines(), [
+            "tunnel-client: option --sever not recognized (did you mean --server?)",
+            "Run 'tunnel-client --help' to see every option.",
+        ])
+
     def test_pluginPortInUse(self) -> None:
         """C{twistd tunnel-server} says a port in use in one line too, and exits 1."""
         port = self.takenPort()

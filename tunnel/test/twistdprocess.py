@@ -140,10 +140,15 @@ def spawnPython(
     reactor: IReactorProcess,
     argv: list[str],
     environment: Mapping[str, str] | None = None,
+    usePTY: bool = False,
 ) -> TwistdProcess:
     """
     Start a Python program (C{argv[0]} is this Python) whose output can be
     waited on, importing the same C{tunnel} package as the tests.
+
+    @param usePTY: give it a pseudo-terminal, as a person's shell would,
+        instead of pipes; its standard output and error then both arrive,
+        with C{\r\n} line ends, as its output.
     """
     process = TwistdProcess(reactor)  # type: ignore[arg-type]
     # The child imports the same tunnel package (and finds its plugins)
@@ -151,7 +156,7 @@ def spawnPython(
     packageRoot = os.path.dirname(os.path.dirname(os.path.abspath(tunnel.__file__)))
     pythonPath = os.pathsep.join([packageRoot, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": pythonPath, **(environment or {})}
-    reactor.spawnProcess(process, argv[0], argv, env=env)
+    reactor.spawnProcess(process, argv[0], argv, env=env, usePTY=usePTY)
     return process
 
 
