@@ -146,6 +146,17 @@ class TunnelServer:
         """
         self._registry.deleteHost(host)
 
+    def identifierOf(self, host: str) -> bytes:
+        """
+        The secret identifier C{host} is routed to.
+
+        @raise KeyError: if C{host} is not routed (or not a host name).
+        """
+        try:
+            return self._registry.identifierOf(host)
+        except ValueError:
+            raise KeyError(host) from None
+
     def hosts(self) -> list[HostStatus]:
         """The virtual hosts, sorted, and whether their client is connected."""
         return self._registry.hosts()

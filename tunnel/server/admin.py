@@ -35,6 +35,7 @@ from tunnel.hostsfile import readHostsFile, writeHostsFile
 from tunnel.core.control import redactIdentifier
 from tunnel.core.http import normaliseHost
 from tunnel.sparselog import isSparseCount
+from tunnel.server.events import ClientInfo
 from tunnel.server.site import StreamingRequest, TunnelChannel
 
 #: The largest request body the admin API reads.
@@ -55,10 +56,24 @@ class HostRegistry(TypingProtocol):
     def hosts(self) -> list[Any]:
         """The hosts, each with C{.host} and C{.connected}."""
 
+    def clients(self) -> list[ClientInfo]:
+        """The connected clients."""
+
+    def identifierOf(self, host: str) -> bytes:
+        """The identifier C{host} is routed to; L{KeyError} if none."""
+
 
 def newIdentifier() -> str:
     """A fresh random identifier: 256 bits, URL-safe."""
     return secrets.token_urlsafe(32)
+
+
+def _describePeer(peer: object) -> str | None:
+    """C{HOST:PORT} of a client's address, if it has one."""
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    if host is None:
+        return None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Error(Exception):
@@ -229,7 +244,57 @@ class AdminResource(Resource):
             if method == b"DELETE":
                 return self._delete(segments[1].decode("utf-8", "replace"))
             raise _Error(405, "use DELETE on /hosts/NAME")
-        raise _Error(404, "no such resource; see /hosts")
+        if len(segments) == 3 and segments[0] == b"hosts" and segments[2] == b"rotate":
+            if method == b"POST":
+                return self._rotate(segments[1].decode("utf-8", "replace"))
+            raise _Error(405, "use POST on /hosts/NAME/rotate")
+        if segments == [b"clients"]:
+            if method == b"GET":
+                return 200, {"clients": self._clients()}
+            raise _Error(405, "use GET on /clients")
+        raise _Error(404, "no such resource; see /hosts and /clients")
+
+    def _clients(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "identifier": client.identifier,
+                "peer": _describePeer(client.peer),
+                "connectedSince": client.connectedSince,
+                "hosts": list(client.hosts),
+            }
+            for client in self._registry.clients()
+        ]
+
+    def _known(self, name: str) -> str:
+        """C{name} as a routed host, or a 404."""
+        try:
+            host = normaliseHost(name)
+        except ValueError:
+            raise _Error(404, f"no host {name!r}") from None
+        if not any(h.host == host for h in self._registry.hosts()):
+            raise _Error(404, f"no host {host}")
+        return host
+
+    def _rotate(self, name: str) -> tuple[int, dict[str, Any]]:
+        """
+        Give C{name}, and every host that shares its identifier, a fresh
+        identifier; the client of the old one is disconnected unless TCP
+        listeners keep it known.
+        """
+        host = self._known(name)
+        old = self._registry.identifierOf(host)
+        moved = [h.host for h in self._registry.hosts() if self._registry.identifierOf(h.host) == old]
+        identifier = self._identifierFactory()
+        self._save(lambda hosts: hosts.update(dict.fromkeys(moved, identifier)))
+        for each in moved:
+            self._registry.addHost(each, identifier)
+        self._log.info(
+            "admin: new identifier {identifier} for {hosts} (was {old})",
+            identifier=redactIdentifier(identifier),
+            hosts=", ".join(moved),
+            old=redactIdentifier(old),
+        )
+        return 200, {"hosts": moved, "identifier": identifier}
 
     def _hosts(self) -> list[dict[str, Any]]:
         return [{"host": h.host, "connected": h.connected} for h in self._registry.hosts()]
@@ -241,11 +306,19 @@ class AdminResource(Resource):
         try:
             fields = json.loads(body)
             host = normaliseHost(fields["host"])
+            sameAs = fields.get("sameAs")
+            if sameAs is not None and not isinstance(sameAs, str):
+                raise TypeError("sameAs must be a host name")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise _Error(400, f'expected {{"host": "NAME"}}: {e}') from None
+            raise _Error(
+                400, f'expected {{"host": "NAME"}} or {{"host": "NAME", "sameAs": "HOST"}}: {e}'
+            ) from None
         if any(h.host == host for h in self._registry.hosts()):
             raise _Error(409, f"host {host} is already registered")
-        identifier = self._identifierFactory()
+        if sameAs is None:
+            identifier = self._identifierFactory()
+        else:
+            identifier = self._registry.identifierOf(self._known(sameAs)).decode("utf-8")
         self._save(lambda hosts: hosts.__setitem__(host, identifier))
         self._registry.addHost(host, identifier)
         self._log.info(
@@ -256,12 +329,7 @@ class AdminResource(Resource):
         return 201, {"host": host, "identifier": identifier}
 
     def _delete(self, name: str) -> tuple[int, dict[str, Any]]:
-        try:
-            host = normaliseHost(name)
-        except ValueError:
-            raise _Error(404, f"no host {name!r}") from None
-        if not any(h.host == host for h in self._registry.hosts()):
-            raise _Error(404, f"no host {host}")
+        host = self._known(name)
         self._save(lambda hosts: hosts.pop(host, None))
         self._registry.deleteHost(host)
         self._log.info("admin: deleted host {host}", host=host)

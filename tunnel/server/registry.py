@@ -172,6 +172,14 @@ class Registry:
         tunnel = self._lookup(identifier)
         return None if tunnel is None else tunnel.session
 
+    def identifierOf(self, host: str) -> bytes:
+        """
+        The identifier C{host} is routed to.
+
+        @raise KeyError: if C{host} is not routed.
+        """
+        return self._hosts[normaliseHost(host)].identifier
+
     def bindings(self, identifier: bytes) -> Bindings:
         """
         What C{identifier}'s client is reachable through.

@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.hostsfile import readHostsFile, writeHostsFile
 from tunnel.server.admin import MAX_BODY, AdminResource, AdminSite, newIdentifier
+from tunnel.test.serversupport import Harness
 
 TOKEN = "admin-token"
 AUTH = {b"Authorization": [b"Bearer " + TOKEN.encode()]}
@@ -46,7 +47,22 @@ class FakeRegistry:
         return [Status(h, h in self.connected) for h in sorted(self.identifiers)]
 
 
-class AdminTests(SynchronousTestCase):
+class AdminCalls(SynchronousTestCase):
+    """Calls the admin API of C{self.treq} with the token."""
+
+    treq: StubTreq
+
+    def call(self, method: str, path: str, body: Any = None, headers: Any = AUTH) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        response = self.successResultOf(
+            self.treq.request(method, "http://admin.invalid" + path, data=data, headers=headers)
+        )
+        content = self.successResultOf(response.content())
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
+        return response.code, json.loads(content)
+
+
+class AdminTests(AdminCalls):
     """The admin API's endpoints, authentication and persistence."""
 
     def setUp(self) -> None:
@@ -57,15 +73,6 @@ class AdminTests(SynchronousTestCase):
             self.registry, TOKEN, self.hostsFile, lambda: next(self.identifiers)
         )
         self.treq = StubTreq(self.resource)
-
-    def call(self, method: str, path: str, body: Any = None, headers: Any = AUTH) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        response = self.successResultOf(
-            self.treq.request(method, "http://admin.invalid" + path, data=data, headers=headers)
-        )
-        content = self.successResultOf(response.content())
-        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
-        return response.code, json.loads(content)
 
     def test_unauthenticatedRequestsGet401(self) -> None:
         """No token, a wrong token or another scheme: 401 and nothing changes."""
@@ -291,3 +298,68 @@ class AdminSiteTests(SynchronousTestCase):
         for event in self.logged:
             for token in (TOKEN, WRONG_TOKEN.decode()):
                 self.assertNotIn(token, repr(event))
+
+
+class ServerAdminTests(AdminCalls):
+    """The endpoints that act on identifiers, against a real tunnel server."""
+
+    def setUp(self) -> None:
+        self.harness = Harness()
+        self.server = self.harness.server
+        self.hostsFile = self.mktemp()
+        self.identifiers = iter(["fresh-identifier-1", "fresh-identifier-2"])
+        self.resource = AdminResource(
+            self.server, TOKEN, self.hostsFile, lambda: next(self.identifiers)
+        )
+        self.treq = StubTreq(self.resource)
+
+    def test_addSameAs(self) -> None:
+        """A host added C{sameAs} another is bound to that host's identifier."""
+        self.call("POST", "/hosts", {"host": "a.example"})
+        code, body = self.call("POST", "/hosts", {"host": "b.example", "sameAs": "A.example"})
+        self.assertEqual((code, body), (201, {"host": "b.example", "identifier": "fresh-identifier-1"}))
+        self.assertEqual(self.server.identifierOf("b.example"), b"fresh-identifier-1")
+        self.assertEqual(readHostsFile(self.hostsFile)["b.example"], "fresh-identifier-1")
+        code, body = self.call("POST", "/hosts", {"host": "c.example", "sameAs": "nowhere.example"})
+        self.assertEqual(code, 404)
+        self.assertEqual(self.call("POST", "/hosts", {"host": "c.example", "sameAs": 3})[0], 400)
+
+    def test_rotate(self) -> None:
+        """
+        Rotating a host gives it and every host sharing its identifier a
+        fresh one, saved; the old identifier is no longer known, and its
+        connected client is disconnected.
+        """
+        self.call("POST", "/hosts", {"host": "a.example"})
+        self.call("POST", "/hosts", {"host": "b.example", "sameAs": "a.example"})
+        self.server.addHost("other.example", "other-identifier")
+        client = self.harness.tunnelClient(b"fresh-identifier-1", lambda message: None)
+        self.assertEqual(len(self.server.clients()), 1)
+        code, body = self.call("POST", "/hosts/a.example/rotate")
+        self.assertEqual(
+            (code, body), (200, {"hosts": ["a.example", "b.example"], "identifier": "fresh-identifier-2"})
+        )
+        self.assertEqual(
+            readHostsFile(self.hostsFile),
+            {"a.example": "fresh-identifier-2", "b.example": "fresh-identifier-2"},
+        )
+        self.assertEqual(self.server.identifierOf("other.example"), b"other-identifier")
+        self.harness.flush()
+        self.assertIsNotNone(client.lost)
+        self.assertEqual(self.server.clients(), [])
+        self.assertEqual(self.call("POST", "/hosts/nowhere.example/rotate")[0], 404)
+        self.assertEqual(self.call("GET", "/hosts/a.example/rotate")[0], 405)
+
+    def test_clients(self) -> None:
+        """GET /clients lists the connected clients, identifiers redacted."""
+        self.server.addHost("a.example", "a-long-identifier")
+        self.assertEqual(self.call("GET", "/clients"), (200, {"clients": []}))
+        self.harness.tunnelClient(b"a-long-identifier", lambda message: None)
+        code, body = self.call("GET", "/clients")
+        self.assertEqual(code, 200)
+        [client] = body["clients"]
+        self.assertEqual(
+            (client["identifier"], client["hosts"], client["peer"]),
+            ("a-lo…", ["a.example"], "203.0.113.7:50000"),
+        )
+        self.assertNotIn("a-long-identifier", json.dumps(body))
