@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 from twisted.python import usage
 
 from tunnel.client import LocalRoutes, PortRanges, TunnelSettings, parseServerAddress
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS
+from tunnel.config import withConfig
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
 from tunnel.core.http import normaliseHost
 from tunnel.server.connections import WRITE_TIMEOUT
@@ -159,7 +161,22 @@ def readSecretFile(path: str, what: str) -> str:
     return secret
 
 
-class ServerOptions(usage.Options):
+class _ConfigurableOptions(usage.Options):
+    """Options that can also come from a TOML file (L{tunnel.config})."""
+
+    optParameters = [
+        ["config", None, None,
+         "Read options from this TOML file: each key an option's long name, a list "
+         "for a repeatable option, true for a flag; the command line wins."],
+    ]
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse the configuration file's options, then the command line's."""
+        arguments = sys.argv[1:] if options is None else options
+        super().parseOptions(withConfig(list(arguments), self))
+
+
+class ServerOptions(_ConfigurableOptions):
     """
     Options of C{twistd tunnel-server}.
 
@@ -288,7 +305,7 @@ class ServerOptions(usage.Options):
             raise usage.UsageError("--admin-token-file is only used with --admin")
 
 
-class ClientOptions(usage.Options):
+class ClientOptions(_ConfigurableOptions):
     """
     Options of C{twistd tunnel-client}.
 
