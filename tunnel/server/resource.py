@@ -10,7 +10,6 @@ import math
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -155,32 +154,37 @@ class TunnelResource(Resource):
         if existing is None or not existing.ready:
             self._accept(request, identifier)
             return
+        self._settleConflict(request, identifier, existing)
+
+    def _settleConflict(
+        self, request: Request, identifier: bytes, existing: ClientSession
+    ) -> None:
+        """
+        A control request for an identifier whose client is connected: ping
+        that client; refuse the request if it answers, accept it if not.
+        """
         gone: list[object] = []
         request.notifyFinish().addErrback(gone.append)
 
-        def answered(roundTrip: float) -> None:
+        def settle(answered: object) -> None:
             self._log.info(
-                "Refused a second client for {client} from {peer}: the connected one "
-                "from {connected} answers",
+                "{outcome} for {client} from {peer}: the one connected from {connected} "
+                "{state}",
+                outcome="Refused a second client" if answered else "Accepted a new client",
+                state="answers" if answered else "no longer answers, and is replaced",
                 client=existing.label,
-                peer=peer,
+                peer=request.getClientAddress(),
                 connected=existing.peer,
             )
-            if not gone:
+            if gone:
+                return
+            if answered:
                 writeError(request, 409, _conflict(existing, self._clock.seconds()))
-
-        def silent(reason: Failure) -> None:
-            self._log.info(
-                "Client {client} from {connected} no longer answers: the newer one from "
-                "{peer} takes its place",
-                client=existing.label,
-                peer=peer,
-                connected=existing.peer,
-            )
-            if not gone:
+            else:
                 self._accept(request, identifier)
 
-        existing.protocol.ping(CONFLICT_PING_TIMEOUT).addCallbacks(answered, silent)
+        pinged = existing.protocol.ping(CONFLICT_PING_TIMEOUT)
+        pinged.addCallbacks(lambda roundTrip: settle(True), lambda reason: settle(False))
 
     def _accept(self, request: Request, identifier: bytes) -> None:
         """Turn the connection of the control request into a tunnel session."""

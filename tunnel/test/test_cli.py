@@ -194,6 +194,17 @@ class ProcessTests(TestCase):
     def command(self, *arguments: str) -> TwistdProcess:
         return spawnPython(reactor, [sys.executable, "-m", "tunnel", *arguments])
 
+    @defer.inlineCallbacks
+    def serve(self, *arguments: str):
+        """
+        Run a console server on a free port of 127.0.0.1 with C{arguments}
+        until the test ends; fire with it and its port, once it listens.
+        """
+        server = self.command("server", "--listen", "tcp:0:interface=127.0.0.1", *arguments)
+        self.addCleanup(server.stop)
+        match = yield server.waitFor(r"TunnelSite starting on (\d+)")
+        return server, match.group(1)
+
     def takenPort(self) -> int:
         """A port of 127.0.0.1 that this test listens on."""
         port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
@@ -260,11 +271,8 @@ class ProcessTests(TestCase):
         The console client whose identifier the server refuses stops after
         three refusals in a row, says what to check, and exits 1.
         """
-        server = self.command("server", "--listen", "tcp:0:interface=127.0.0.1",
-                              "--host", "a.example=the-right-identifier-0123")
-        self.addCleanup(server.stop)
-        match = yield server.waitFor(r"TunnelSite starting on (\d+)")
-        client = self.command("client", "--server", f"127.0.0.1:{match.group(1)}",
+        server, port = yield self.serve("--host", "a.example=the-right-identifier-0123")
+        client = self.command("client", "--server", f"127.0.0.1:{port}",
                               "--identifier", "a-wrong-identifier-4567", "--local", "1")
         code = yield client.ended.addTimeout(30, reactor)
         self.assertEqual(code, cli.EXIT_FAILED, client.output)
@@ -287,13 +295,10 @@ class ProcessTests(TestCase):
         local = reactor.listenTCP(0, Site(page), interface="127.0.0.1")
         self.addCleanup(local.stopListening)
         identifier = "the-right-identifier-0123"
-        server = self.command("server", "--listen", "tcp:0:interface=127.0.0.1",
-                              "--host", f"app.localhost={identifier}",
-                              "--tcp", f"tcp:0:interface=127.0.0.1={identifier}")
-        self.addCleanup(server.stop)
-        listening = yield server.waitFor(r"TunnelSite starting on (\d+)")
+        server, port = yield self.serve("--host", f"app.localhost={identifier}",
+                                        "--tcp", f"tcp:0:interface=127.0.0.1={identifier}")
         tcp = yield server.waitFor(r"TCPTunnelFactory starting on (\d+)")
-        port, tcpPort = listening.group(1), tcp.group(1)
+        tcpPort = tcp.group(1)
         client = self.command("client", "--server", f"127.0.0.1:{port}",
                               "--identifier", identifier, "--local", str(local.getHost().port),
                               "--local", f"{tcpPort}=127.0.0.1:22")
@@ -317,11 +322,8 @@ class ProcessTests(TestCase):
         refused at once, says why and exits 1; the first keeps the tunnel.
         """
         identifier = "the-shared-identifier-0123"
-        server = self.command("server", "--listen", "tcp:0:interface=127.0.0.1",
-                              "--host", f"app.localhost={identifier}")
-        self.addCleanup(server.stop)
-        match = yield server.waitFor(r"TunnelSite starting on (\d+)")
-        arguments = ("client", "--server", f"127.0.0.1:{match.group(1)}",
+        server, port = yield self.serve("--host", f"app.localhost={identifier}")
+        arguments = ("client", "--server", f"127.0.0.1:{port}",
                      "--identifier", identifier, "--local", "1")
         first = self.command(*arguments)
         self.addCleanup(first.stop)
@@ -345,13 +347,10 @@ class ProcessTests(TestCase):
         two lines and exit status 2.
         """
         identifier = "the-terminal-identifier-0123"
-        server = self.command("server", "--listen", "tcp:0:interface=127.0.0.1",
-                              "--host", f"app.localhost={identifier}")
-        self.addCleanup(server.stop)
-        match = yield server.waitFor(r"TunnelSite starting on (\d+)")
+        server, port = yield self.serve("--host", f"app.localhost={identifier}")
         client = spawnPython(
             reactor,
-            [sys.executable, "-m", "tunnel", "client", "--server", f"127.0.0.1:{match.group(1)}",
+            [sys.executable, "-m", "tunnel", "client", "--server", f"127.0.0.1:{port}",
              "--identifier", identifier, "--local", "3000"],
             usePTY=True,
         )
