@@ -205,8 +205,7 @@ def forwardsBlock(forwards: Sequence[Forward]) -> str:
     """
     width = max(len(forward.public) for forward in forwards)
     return "".join(
-        f"Forwarding  {forward.public:<{width}}  ->  "
-        f"{forward.local or 'nothing: no --local route takes it'}\n"
+        f"Forwarding  {forward.public:<{width}}  ->  {forward.destination}\n"
         for forward in forwards
     )
 

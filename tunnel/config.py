@@ -48,8 +48,9 @@ def readConfig(path: str, options: usage.Options) -> list[str]:
     the options of C{options}.
 
     @raise usage.UsageError: if the file cannot be read, is not TOML (with
-        the line and column), or has a key that is not an option (with the
-        option meant, if one is close) or a value of the wrong kind.
+        the line and column), or has a key that is not an option (said as
+        the command line's unknown options are, so that the console
+        commands name the option meant) or a value of the wrong kind.
     """
     try:
         with open(path, "rb") as f:

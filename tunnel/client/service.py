@@ -64,9 +64,13 @@ class Forward:
     public: str
     local: LocalAddress | None
 
+    @property
+    def destination(self) -> str:
+        """Where it leads, for people."""
+        return "nothing: no local route takes it" if self.local is None else str(self.local)
+
     def __str__(self) -> str:
-        local = "nothing (no local route takes it)" if self.local is None else self.local
-        return f"{self.public} -> {local}"
+        return f"{self.public} -> {self.destination}"
 
 
 @attrs.frozen

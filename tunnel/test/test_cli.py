@@ -24,6 +24,7 @@ from twisted.web.static import Data
 
 from tunnel import __main__ as tunnelMain
 from tunnel import cli
+from tunnel.client import Forward, LocalAddress
 from tunnel.test.twistdprocess import TwistdProcess, spawnPython, spawnTwistd
 
 
@@ -186,6 +187,21 @@ class ModuleMainTests(SynchronousTestCase):
             scripts, {"tunnel-server": "tunnel.cli:server", "tunnel-client": "tunnel.cli:client"}
         )
         self.assertEqual(distribution.metadata["Requires-Python"], ">=3.10")
+
+
+class ForwardsBlockTests(SynchronousTestCase):
+    """What the console client prints when the tunnel is up."""
+
+    def test_alignedWithUnroutedAddresses(self) -> None:
+        """The local sides line up; an address no route takes says so."""
+        block = cli.forwardsBlock([
+            Forward("https://app.example/", LocalAddress("tcp:127.0.0.1:3000", "127.0.0.1:3000")),
+            Forward("tcp://tunnel.example:2222", None),
+        ])
+        self.assertEqual(block, (
+            "Forwarding  https://app.example/       ->  127.0.0.1:3000\n"
+            "Forwarding  tcp://tunnel.example:2222  ->  nothing: no local route takes it\n"
+        ))
 
 
 class ProcessTests(TestCase):
