@@ -13,6 +13,7 @@ from twisted.python import usage
 from tunnel.client import LocalRoutes, PortRanges, TunnelSettings, parseServerAddress
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS
 from tunnel.config import withConfig
+from tunnel.core.access import AccessRule, parseNetworks
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
 from tunnel.core.http import normaliseHost
 from tunnel.server.connections import WRITE_TIMEOUT
@@ -184,6 +185,7 @@ class ServerOptions(_ConfigurableOptions):
     maps lower-cased hosts to identifiers (from C{--host} and the hosts
     file; with a hosts file, C{self["commandLineHosts"]} those of C{--host}
     alone), C{self["tcp"]} lists (endpoint string, identifier) pairs,
+    C{self["access"]} maps hosts to their L{AccessRule}s,
     C{self["adminToken"]} holds the admin token when C{--admin} is given,
     and C{self["yamuxConfig"]} the clients' yamux settings.
     """
@@ -240,6 +242,7 @@ class ServerOptions(_ConfigurableOptions):
         self["listen"] = []
         self["hosts"] = {}
         self["tcp"] = []
+        self["access"] = {}
 
     def opt_listen(self, endpoint: str) -> None:
         """A port or server endpoint for public HTTP and tunnel clients, e.g. 8080, tcp:8080:interface=127.0.0.1 or ssl:443:privateKey=key.pem:certKey=cert.pem (repeatable; default 8080; a listen backlog of 1024 unless it gives one)."""
@@ -252,6 +255,24 @@ class ServerOptions(_ConfigurableOptions):
             self["hosts"][normaliseHost(host)] = identifier
         except ValueError as e:
             raise usage.UsageError(f"--host: {e}") from None
+
+    def opt_allow(self, assignment: str) -> None:
+        """HOST=NETWORKS: admit to HOST only public requests from these comma-separated networks (CIDR, e.g. 10.0.0.0/8,2001:db8::/32) or addresses; others get 403 (repeatable; adds to HOST's list)."""
+        self._addAccess("--allow", assignment, "allow")
+
+    def opt_deny(self, assignment: str) -> None:
+        """HOST=NETWORKS: refuse (403) public requests to HOST from these comma-separated networks or addresses, whatever --allow says (repeatable)."""
+        self._addAccess("--deny", assignment, "deny")
+
+    def _addAccess(self, option: str, assignment: str, kind: str) -> None:
+        try:
+            host, networks = parseAssignment(assignment, "HOST=NETWORKS", True)
+            name = normaliseHost(host)
+            parsed = parseNetworks(networks)
+        except ValueError as e:
+            raise usage.UsageError(f"{option}: {e}") from None
+        rule = self["access"].get(name, AccessRule())
+        self["access"][name] = rule.adding(**{kind: parsed})
 
     def opt_tcp(self, assignment: str) -> None:
         """ENDPOINT=IDENTIFIER: listen on ENDPOINT (a port or a server endpoint) and tunnel each connection to the client with IDENTIFIER (repeatable; split at the last '=')."""

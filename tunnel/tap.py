@@ -108,6 +108,8 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
     )
     for host, identifier in options["hosts"].items():
         server.addHost(host, identifier)
+    for host, rule in options["access"].items():
+        server.setAccess(host, rule)
     top = TunnelServerService(server)
     site = server.site(
         logPath=options["access-log"],

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import Cooperator
 
+from tunnel.core.access import AccessRule
 from tunnel.server.events import ClientConnected, ClientDisconnected, ClientInfo, HostStatus
 from tunnel.server.limits import FailureLimiter
 from tunnel.server.registry import Event, Registry
@@ -136,6 +137,15 @@ class TunnelServer:
             is empty.
         """
         self._registry.addHost(host, _identifier(identifier))
+
+    def setAccess(self, host: str, rule: AccessRule | None) -> None:
+        """
+        Admit to C{host} only the public sources C{rule} permits (all of
+        them for L{None}); others get a C{403} before anything is forwarded.
+
+        @raise ValueError: if the host is not a host name.
+        """
+        self._registry.setAccess(host, rule)
 
     def deleteHost(self, host: str) -> None:
         """

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tunnel.core.access import AccessRule
 from tunnel.core.http import normaliseHost, parseHost
 from tunnel.mux import SessionEndedError
 from tunnel.server.events import (
@@ -42,11 +43,13 @@ class Route:
         the public wrote into its Host header (see L{Registry.route}); 0
         for none.
     @ivar session: the connected session of the host's client, or L{None}.
+    @ivar access: the networks the host admits, if its operator said.
     """
 
     host: str
     port: int
     session: ClientSession | None
+    access: AccessRule | None = None
 
 
 @attrs.frozen
@@ -104,6 +107,7 @@ class Registry:
     def __init__(self) -> None:
         self._tunnels: dict[bytes, _Tunnel] = {}
         self._hosts: dict[str, _Tunnel] = {}
+        self._access: dict[str, AccessRule] = {}
         self._observers: list[Callable[[Event], None]] = []
 
     # -- configuration -----------------------------------------------------
@@ -126,6 +130,19 @@ class Registry:
         if previous is not None:
             previous.hosts.discard(name)
             self._forgetIfUnused(previous)
+
+    def setAccess(self, host: str, rule: AccessRule | None) -> None:
+        """
+        Admit to the virtual host C{host} only the sources C{rule} permits
+        (all of them for L{None}), whether or not the host is routed yet.
+
+        @raise ValueError: if the host is not a host name.
+        """
+        name = normaliseHost(host)
+        if rule is None:
+            self._access.pop(name, None)
+        else:
+            self._access[name] = rule
 
     def deleteHost(self, host: str) -> None:
         """
@@ -215,7 +232,9 @@ class Registry:
             tunnel = self._hosts.get(name)
             if tunnel is not None:
                 exposed = (index == 0 and len(names) > 1) or port == listenerPort
-                return Route(name, port if exposed else 0, tunnel.session)
+                return Route(
+                    name, port if exposed else 0, tunnel.session, self._access.get(name)
+                )
         return None
 
     def hosts(self) -> list[HostStatus]:

@@ -238,6 +238,11 @@ class TunnelResource(Resource):
         if route is None:
             writeError(request, 404, b"no tunnel for host %s" % (host,))
             return
+        if route.access is not None and not route.access.permits(
+            getattr(request.getClientAddress(), "host", "")
+        ):
+            writeError(request, 403, b"this host does not accept requests from your address")
+            return
         session = route.session
         if session is None or not session.ready:
             writeError(

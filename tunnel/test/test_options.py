@@ -42,6 +42,20 @@ def publicSite(*argv: str) -> TunnelSite:
 class ServerOptionsTests(SynchronousTestCase):
     """C{twistd tunnel-server} options."""
 
+    def test_access(self) -> None:
+        """
+        --allow and --deny add networks to a host's rule, which the server
+        applies; a malformed network is a usage error.
+        """
+        options = parsed(ServerOptions(), "--host", "a.example=an-identifier",
+                         "--allow", "A.example=10.0.0.0/8", "--allow", "a.example=192.0.2.7",
+                         "--deny", "a.example=10.1.0.0/16")
+        rule = options["access"]["a.example"]
+        self.assertEqual([rule.permits(a) for a in ("10.2.0.1", "10.1.0.1", "192.0.2.7", "192.0.2.8")],
+                         [True, False, True, False])
+        for bad in ("a.example=10.0.0.1/8", "a.example", "not a host=10.0.0.0/8"):
+            self.assertRaises(usage.UsageError, ServerOptions().parseOptions, ["--allow", bad])
+
     def test_defaults(self) -> None:
         """Without options the server listens on tcp:8080, with no hosts and no admin."""
         options = parsed(ServerOptions())

@@ -13,6 +13,7 @@ from twisted.web.client import readBody
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from tunnel.core.access import AccessRule, parseNetworks
 from tunnel.mux import SessionEndedError
 from tunnel.core.control import (
     CONNECTED_RESPONSE,
@@ -70,6 +71,29 @@ class ResourceTestCase(SynchronousTestCase):
         client.transport.write(data)
         self.harness.flush()
         return client
+
+
+class AccessTests(ResourceTestCase):
+    """A host's operator-set networks are checked before anything is forwarded."""
+
+    def test_sourceOutsideTheAllowedNetworksIsRefused(self) -> None:
+        """
+        A public request from outside the allowed networks gets a 403 that
+        says why, whether or not the host's client is connected; one from
+        inside reaches the client.
+        """
+        self.server.setAccess("app.example", AccessRule(parseNetworks("10.0.0.0/8")))
+        response, body = self.get(b"app.example")
+        self.assertEqual(response.code, 403)
+        self.assertEqual(body, b"this host does not accept requests from your address\n")
+        self.connectClient()
+        response, body = self.get(b"app.example")
+        self.assertEqual((response.code, body), (403, b"this host does not accept requests from your address\n"))
+        self.server.setAccess("app.example", AccessRule(parseNetworks(f"{PUBLIC_PEER.host}/32")))
+        response, body = self.get(b"app.example")
+        self.assertEqual((response.code, body), (200, b"hello from the app"))
+        self.server.setAccess("app.example", None)
+        self.assertEqual(self.get(b"app.example")[1], b"hello from the app")
 
 
 class ControlPathTests(ResourceTestCase):

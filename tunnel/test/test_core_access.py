@@ -1,0 +1,48 @@
+"""
+Tests for L{tunnel.core.access}: the networks a virtual host admits.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnel.core.access import AccessRule, parseNetworks
+
+
+class AccessRuleTests(SynchronousTestCase):
+    """Which sources a rule permits."""
+
+    def test_noRulePermitsAll(self) -> None:
+        """An empty rule admits every source, even one that is not an IP address."""
+        rule = AccessRule()
+        for source in ("192.0.2.1", "2001:db8::1", ""):
+            self.assertTrue(rule.permits(source), source)
+
+    def test_allowAndDeny(self) -> None:
+        """Only allowed networks are admitted, and a denied one never is."""
+        rule = AccessRule(
+            parseNetworks("10.0.0.0/8, 2001:db8::/32"), parseNetworks("10.1.0.0/16,10.9.9.9")
+        )
+        permitted = {
+            "10.2.3.4": True, "10.1.2.3": False, "10.9.9.9": False, "192.0.2.1": False,
+            "2001:db8::7": True, "2001:db9::7": False, "fe80::1%eth0": False, "": False,
+        }
+        self.assertEqual({source: rule.permits(source) for source in permitted}, permitted)
+
+    def test_denyOnly(self) -> None:
+        """With only denied networks, every other source is admitted."""
+        rule = AccessRule(deny=parseNetworks("192.0.2.0/24"))
+        self.assertFalse(rule.permits("192.0.2.200"))
+        self.assertTrue(rule.permits("198.51.100.1"))
+
+    def test_ipv4MappedAddressesAreIPv4(self) -> None:
+        """An IPv4 client seen on an IPv6 socket is judged by its IPv4 address."""
+        rule = AccessRule(parseNetworks("10.0.0.0/8"))
+        self.assertTrue(rule.permits("::ffff:10.2.3.4"))
+        self.assertFalse(rule.permits("::ffff:192.0.2.1"))
+
+    def test_malformedNetworks(self) -> None:
+        """Garbage, and a network with host bits set, are refused with the item named."""
+        for text in ("10.0.0.0/33", "ten", "10.0.0.1/8", "10.0.0.0/8,"):
+            with self.assertRaises(ValueError, msg=text):
+                parseNetworks(text)
