@@ -13,7 +13,7 @@ from twisted.python import usage
 from tunnel.client import LocalRoutes, PortRanges, TunnelSettings, parseServerAddress
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS
 from tunnel.config import withConfig
-from tunnel.core.access import AccessRule, parseNetworks
+from tunnel.core.access import AccessRule, parseCredentials, parseNetworks
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
 from tunnel.core.http import normaliseHost
 from tunnel.server.connections import WRITE_TIMEOUT
@@ -162,6 +162,15 @@ def readSecretFile(path: str, what: str) -> str:
     return secret
 
 
+def _readText(path: str) -> str:
+    """The text of a file; L{ValueError} saying why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+
+
 class _ConfigurableOptions(usage.Options):
     """Options that can also come from a TOML file (L{tunnel.config})."""
 
@@ -264,11 +273,19 @@ class ServerOptions(_ConfigurableOptions):
         """HOST=NETWORKS: refuse (403) public requests to HOST from these comma-separated networks or addresses, whatever --allow says (repeatable)."""
         self._addAccess("--deny", assignment, "deny")
 
+    def opt_basic_auth(self, assignment: str) -> None:
+        """HOST=FILE: ask public requests to HOST for a user name and password (HTTP basic authentication), one of the USER:PASSWORD lines of FILE (readable by the server only); others get 401 (repeatable)."""
+        self._addAccess("--basic-auth", assignment, "credentials")
+
     def _addAccess(self, option: str, assignment: str, kind: str) -> None:
+        form = "HOST=FILE" if kind == "credentials" else "HOST=NETWORKS"
         try:
-            host, networks = parseAssignment(assignment, "HOST=NETWORKS", True)
+            host, value = parseAssignment(assignment, form)
             name = normaliseHost(host)
-            parsed = parseNetworks(networks)
+            if kind == "credentials":
+                parsed = parseCredentials(_readText(value), value)
+            else:
+                parsed = parseNetworks(value)
         except ValueError as e:
             raise usage.UsageError(f"{option}: {e}") from None
         rule = self["access"].get(name, AccessRule())

@@ -1,11 +1,16 @@
 """
-Which source addresses may reach a virtual host, sans I/O: the server's
-operator allows and denies networks (CIDR) per host, and the server checks
-a public request's address against them before anything is forwarded.
+Who may reach a virtual host, sans I/O: the server's operator allows and
+denies networks (CIDR) per host and may ask for a user name and password
+(HTTP basic authentication); the server checks a public request against
+them before anything is forwarded.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import ipaddress
 from typing import Iterable, Union
 
@@ -43,21 +48,73 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+def _digest(user: bytes, password: bytes) -> bytes:
+    return hashlib.sha256(user + b":" + password).digest()
+
+
+def parseCredentials(text: str, origin: str) -> tuple[bytes, ...]:
+    """
+    Read C{USER:PASSWORD} lines (blank lines and C{#} comments aside) into
+    what an L{AccessRule} keeps of them: a digest of each.
+
+    @param origin: where the text comes from, for errors (never the text).
+    @raise ValueError: if a line has no C{:} or an empty user or password,
+        or there is no line at all.
+    """
+    digests = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, colon, password = line.partition(":")
+        if not (colon and user and password):
+            raise ValueError(f"{origin}, line {number}: expected USER:PASSWORD")
+        digests.append(_digest(user.encode("utf-8"), password.encode("utf-8")))
+    if not digests:
+        raise ValueError(f"{origin} has no USER:PASSWORD line")
+    return tuple(digests)
+
+
 @attrs.frozen
 class AccessRule:
     """
-    The networks a host admits.
+    Who a host admits.
 
     A source in a denied network is refused; otherwise, if any network is
     allowed, a source outside all of them is refused too. A source that is
-    not an IP address (a Unix socket) is refused whenever there is a rule.
+    not an IP address (a Unix socket) is refused whenever there is a rule
+    on networks. With credentials, a request must also carry one of them
+    in an C{Authorization: Basic} header.
 
     @ivar allow: the networks admitted; all of them if empty.
     @ivar deny: the networks refused, whatever C{allow} says.
+    @ivar credentials: digests of the C{USER:PASSWORD} pairs admitted (see
+        L{parseCredentials}); none asked for if empty.
     """
 
     allow: tuple[Network, ...] = ()
     deny: tuple[Network, ...] = ()
+    credentials: tuple[bytes, ...] = attrs.field(default=(), repr=False)
+
+    def authorizes(self, authorization: bytes | None) -> bool:
+        """
+        Whether a request with this C{Authorization} header (L{None} for
+        none) may reach the host. Every credential is compared, in constant
+        time, so how long it takes says nothing of which came close.
+        """
+        if not self.credentials:
+            return True
+        scheme, _, encoded = (authorization or b"").strip().partition(b" ")
+        try:
+            pair = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        user, colon, password = pair.partition(b":")
+        if scheme.lower() != b"basic" or not colon:
+            return False
+        presented = _digest(user, password)
+        matches = [hmac.compare_digest(presented, digest) for digest in self.credentials]
+        return any(matches)
 
     def permits(self, source: str) -> bool:
         """Whether a request from the address C{source} may reach the host."""
@@ -68,6 +125,15 @@ class AccessRule:
             return False
         return not self.allow or any(address in network for network in self.allow)
 
-    def adding(self, allow: Iterable[Network] = (), deny: Iterable[Network] = ()) -> AccessRule:
-        """This rule with more networks allowed and denied."""
-        return AccessRule(self.allow + tuple(allow), self.deny + tuple(deny))
+    def adding(
+        self,
+        allow: Iterable[Network] = (),
+        deny: Iterable[Network] = (),
+        credentials: Iterable[bytes] = (),
+    ) -> AccessRule:
+        """This rule with more networks allowed and denied, and more credentials."""
+        return AccessRule(
+            self.allow + tuple(allow),
+            self.deny + tuple(deny),
+            self.credentials + tuple(credentials),
+        )

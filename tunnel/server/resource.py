@@ -238,11 +238,18 @@ class TunnelResource(Resource):
         if route is None:
             writeError(request, 404, b"no tunnel for host %s" % (host,))
             return
-        if route.access is not None and not route.access.permits(
-            getattr(request.getClientAddress(), "host", "")
-        ):
-            writeError(request, 403, b"this host does not accept requests from your address")
-            return
+        access = route.access
+        if access is not None:
+            if not access.permits(getattr(request.getClientAddress(), "host", "")):
+                writeError(request, 403, b"this host does not accept requests from your address")
+                return
+            if not access.authorizes(request.getHeader(b"authorization")):
+                request.setHeader(b"www-authenticate", b'Basic realm="%s"' % (route.host.encode(),))
+                writeError(request, 401, b"this host needs a user name and password")
+                return
+            if access.credentials:
+                # The tunnel's password is not the local service's business.
+                request.requestHeaders.removeHeader(b"authorization")
         session = route.session
         if session is None or not session.ready:
             writeError(

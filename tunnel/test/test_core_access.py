@@ -4,9 +4,11 @@ Tests for L{tunnel.core.access}: the networks a virtual host admits.
 
 from __future__ import annotations
 
+import base64
+
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnel.core.access import AccessRule, parseNetworks
+from tunnel.core.access import AccessRule, parseCredentials, parseNetworks
 
 
 class AccessRuleTests(SynchronousTestCase):
@@ -46,3 +48,45 @@ class AccessRuleTests(SynchronousTestCase):
         for text in ("10.0.0.0/33", "ten", "10.0.0.1/8", "10.0.0.0/8,"):
             with self.assertRaises(ValueError, msg=text):
                 parseNetworks(text)
+
+
+def basic(pair: bytes) -> bytes:
+    """An C{Authorization} header for C{USER:PASSWORD}."""
+    return b"Basic " + base64.b64encode(pair)
+
+
+class CredentialsTests(SynchronousTestCase):
+    """Basic authentication against a host's credentials."""
+
+    def setUp(self) -> None:
+        self.rule = AccessRule(
+            credentials=parseCredentials("# team\nalice:s3cret\n\nbob:pa:ss:word\n", "users")
+        )
+
+    def test_rightPairs(self) -> None:
+        """Each listed pair is admitted, a password holding colons included."""
+        self.assertTrue(self.rule.authorizes(basic(b"alice:s3cret")))
+        self.assertTrue(self.rule.authorizes(b"basic  " + base64.b64encode(b"bob:pa:ss:word")))
+
+    def test_wrongOrMissing(self) -> None:
+        """A wrong pair, another scheme, bad base64 or no header is refused."""
+        for header in (None, b"", basic(b"alice:wrong"), basic(b"alice"), basic(b"carol:s3cret"),
+                       b"Bearer " + base64.b64encode(b"alice:s3cret"), b"Basic !!!"):
+            self.assertFalse(self.rule.authorizes(header), header)
+
+    def test_noCredentialsAsked(self) -> None:
+        """A rule without credentials admits any request."""
+        self.assertTrue(AccessRule().authorizes(None))
+
+    def test_secretsStayOut(self) -> None:
+        """The rule keeps digests only, and its repr shows none of them."""
+        self.assertNotIn(b"s3cret", b"".join(self.rule.credentials))
+        self.assertNotIn("credentials", repr(self.rule))
+
+    def test_malformedFiles(self) -> None:
+        """A line without a pair, or a file without any, is refused without echoing it."""
+        for text in ("alice\n", ":nouser\n", "alice:\n", "# only a comment\n"):
+            with self.assertRaises(ValueError, msg=text) as raised:
+                parseCredentials(text, "users")
+            self.assertIn("users", str(raised.exception))
+            self.assertNotIn("nouser", str(raised.exception))

@@ -56,6 +56,25 @@ class ServerOptionsTests(SynchronousTestCase):
         for bad in ("a.example=10.0.0.1/8", "a.example", "not a host=10.0.0.0/8"):
             self.assertRaises(usage.UsageError, ServerOptions().parseOptions, ["--allow", bad])
 
+    def test_basicAuth(self) -> None:
+        """
+        --basic-auth reads a host's USER:PASSWORD file; a missing or
+        malformed file is a usage error that does not show its lines.
+        """
+        users = self.mktemp()
+        with open(users, "w") as f:
+            f.write("alice:s3cret\n")
+        options = parsed(ServerOptions(), "--basic-auth", f"a.example={users}",
+                         "--allow", "a.example=10.0.0.0/8")
+        rule = options["access"]["a.example"]
+        self.assertEqual((len(rule.credentials), len(rule.allow)), (1, 1))
+        with open(users, "w") as f:
+            f.write("alice s3cret\n")
+        for bad in (f"a.example={users}", f"a.example={self.mktemp()}"):
+            with self.assertRaises(usage.UsageError) as raised:
+                ServerOptions().parseOptions(["--basic-auth", bad])
+            self.assertNotIn("s3cret", str(raised.exception))
+
     def test_defaults(self) -> None:
         """Without options the server listens on tcp:8080, with no hosts and no admin."""
         options = parsed(ServerOptions())

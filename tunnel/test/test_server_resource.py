@@ -6,6 +6,8 @@ errors of public requests.
 
 from __future__ import annotations
 
+import base64
+
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress
 from twisted.trial.unittest import SynchronousTestCase
@@ -13,7 +15,7 @@ from twisted.web.client import readBody
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from tunnel.core.access import AccessRule, parseNetworks
+from tunnel.core.access import AccessRule, parseCredentials, parseNetworks
 from tunnel.mux import SessionEndedError
 from tunnel.core.control import (
     CONNECTED_RESPONSE,
@@ -94,6 +96,51 @@ class AccessTests(ResourceTestCase):
         self.assertEqual((response.code, body), (200, b"hello from the app"))
         self.server.setAccess("app.example", None)
         self.assertEqual(self.get(b"app.example")[1], b"hello from the app")
+
+
+class EchoAuthorization(Resource):
+    """Answers with the Authorization header it got, or C{none}."""
+
+    isLeaf = True
+
+    def render(self, request: object) -> bytes:
+        return request.getHeader(b"authorization") or b"none"  # type: ignore[attr-defined]
+
+
+class BasicAuthTests(ResourceTestCase):
+    """A host's credentials are asked for before anything is forwarded."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.local = Site(EchoAuthorization(), reactor=self.harness.clock)
+        self.server.setAccess(
+            "app.example", AccessRule(credentials=parseCredentials("alice:s3cret", "users"))
+        )
+        self.connectClient()
+
+    def getWith(self, authorization: bytes | None):
+        headers = {b"host": [b"app.example"]}
+        if authorization is not None:
+            headers[b"authorization"] = [authorization]
+        client = self.harness.httpClient()
+        response = self.successResultOf(self.harness.request(client, b"GET", b"/", headers))
+        body = readBody(response)
+        self.harness.flush()
+        return response, self.successResultOf(body)
+
+    def test_missingOrWrongCredentialsGet401(self) -> None:
+        """Without the right pair the answer is a 401 that asks for one, for this host."""
+        for authorization in (None, b"Basic " + base64.b64encode(b"alice:wrong")):
+            response, body = self.getWith(authorization)
+            self.assertEqual((response.code, body),
+                             (401, b"this host needs a user name and password\n"))
+            self.assertEqual(response.headers.getRawHeaders(b"www-authenticate"),
+                             [b'Basic realm="app.example"'])
+
+    def test_rightCredentialsReachTheClientWithoutThem(self) -> None:
+        """The right pair is let through, and the local service never sees it."""
+        response, body = self.getWith(b"Basic " + base64.b64encode(b"alice:s3cret"))
+        self.assertEqual((response.code, body), (200, b"none"))
 
 
 class ControlPathTests(ResourceTestCase):
