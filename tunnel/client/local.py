@@ -178,7 +178,6 @@ class LocalRoutes:
             return default or tcpLocalAddress(DEFAULT_LOCAL_HOST, DEFAULT_HTTP_PORT)
         return None
 
-
     def addressForPublic(self, address: str) -> LocalAddress | None:
         """
         The local address that what arrives at a public address (a URL the

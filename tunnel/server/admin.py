@@ -31,6 +31,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from tunnel.client.address import joinHostPort
 from tunnel.hostsfile import readHostsFile, writeHostsFile
 from tunnel.core.control import redactIdentifier
 from tunnel.core.http import normaliseHost
@@ -71,9 +72,7 @@ def newIdentifier() -> str:
 def _describePeer(peer: object) -> str | None:
     """C{HOST:PORT} of a client's address, if it has one."""
     host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-    if host is None:
-        return None
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return None if host is None else joinHostPort(host, port)
 
 
 class _Error(Exception):

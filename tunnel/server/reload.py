@@ -11,7 +11,6 @@ from typing import Any, Mapping
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from tunnel.core.http import normaliseHost
 from tunnel.hostsfile import readHostsFile
 from tunnel.server import TunnelServer
 
@@ -45,10 +44,8 @@ class HostsReloader:
         try:
             if not os.path.exists(self.path):
                 raise OSError("it does not exist")
-            wanted = {
-                normaliseHost(host): identifier
-                for host, identifier in {**readHostsFile(self.path), **self._fixed}.items()
-            }
+            # Both come normalised: readHostsFile and --host normalise hosts.
+            wanted = {**readHostsFile(self.path), **self._fixed}
         except (OSError, ValueError) as e:
             self._log.error(
                 "Cannot reload the hosts file {path} ({error}); the {count} hosts in "
