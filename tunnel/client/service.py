@@ -133,7 +133,8 @@ class TunnelClientService(Service):
         self._retryPolicy = reconnectPolicy() if retryPolicy is None else retryPolicy
         self._giveUpAfter = giveUpAfter
         self._refusals = 0
-        self._inUse = False
+        # The least wait before the next attempt, once: set after a 409.
+        self._leastNextDelay = 0.0
         self._refusal: str | None = None
         self._identifier = redactIdentifier(endpoint.settings.identifier)
         self._server = endpoint.settings.host or "the tunnel server"
@@ -236,7 +237,7 @@ class TunnelClientService(Service):
             self._lastProblem = (
                 f"another client with identifier {self._identifier} holds the tunnel"
             )
-            self._inUse = True
+            self._leastNextDelay = IN_USE_RETRY_DELAY
             if self._giveUpAfter is not None:
                 # The server checked that the other client answers: no
                 # point in asking again soon.
@@ -281,12 +282,10 @@ class TunnelClientService(Service):
         self._setState("disconnected", self._lastProblem)
 
     def _retryDelay(self, failedAttempts: int) -> float:
-        delay = self._retryPolicy(failedAttempts)
-        if self._inUse:
-            # The other client answers: trying again soon would only make the
-            # server ping it again for nothing.
-            self._inUse = False
-            delay = max(delay, IN_USE_RETRY_DELAY)
+        # After a 409 the other client answers: trying again soon would only
+        # make the server ping it again for nothing.
+        delay = max(self._retryPolicy(failedAttempts), self._leastNextDelay)
+        self._leastNextDelay = 0.0
         with self._calledByClientService():
             self._setState(
                 "waiting", f"{self._lastProblem}; trying again in {delay:.1f} s"
