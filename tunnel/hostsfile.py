@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Callable
 
 from tunnel.core.http import normaliseHost
 
@@ -82,3 +83,16 @@ def writeHostsFile(path: str, hosts: dict[str, str]) -> None:
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def updateHostsFile(path: str, change: Callable[[dict[str, str]], object]) -> None:
+    """
+    Read the hosts file, apply C{change} to its hosts, and write it back
+    atomically.
+
+    @raise OSError: if it cannot be written.
+    @raise HostsFileError: if it cannot be read.
+    """
+    hosts = readHostsFile(path)
+    change(hosts)
+    writeHostsFile(path, hosts)

@@ -12,16 +12,26 @@ from twisted.python import usage
 
 from tunnel.client import LocalRoutes, PortRanges, TunnelSettings, parseServerAddress
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS
+from tunnel.client.statefile import (
+    StateFile,
+    StateFileError,
+    defaultStatePath,
+    registrationKey,
+)
 from tunnel.config import withConfig
 from tunnel.core.access import AccessRule, parseCredentials, parseNetworks
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
 from tunnel.core.http import normaliseHost
+from tunnel.server.accounts import AccountsFileError, readAccountsFile
 from tunnel.server.connections import WRITE_TIMEOUT
 from tunnel.server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE
 from tunnel.yamux import SessionConfig
 
 #: The environment variable the client reads its identifier from.
 IDENTIFIER_ENVIRONMENT = "TUNNEL_IDENTIFIER"
+
+#: The environment variables the client reads its secrets from.
+SECRET_ENVIRONMENT = {"identifier": IDENTIFIER_ENVIRONMENT, "token": "TUNNEL_TOKEN"}
 
 #: The keep-alive options, the same on both sides; the defaults are those of
 #: the Go yamux library.
@@ -194,7 +204,8 @@ class ServerOptions(_ConfigurableOptions):
     maps lower-cased hosts to identifiers (from C{--host} and the hosts
     file; with a hosts file, C{self["commandLineHosts"]} those of C{--host}
     alone), C{self["tcp"]} lists (endpoint string, identifier) pairs,
-    C{self["access"]} maps hosts to their L{AccessRule}s,
+    C{self["access"]} maps hosts to their L{AccessRule}s, C{self["accounts"]}
+    holds the L{Accounts} of C{--accounts-file} (or L{None}),
     C{self["adminToken"]} holds the admin token when C{--admin} is given,
     and C{self["yamuxConfig"]} the clients' yamux settings.
     """
@@ -214,6 +225,14 @@ class ServerOptions(_ConfigurableOptions):
          "tcp:8081:interface=127.0.0.1. Off by default."],
         ["admin-token-file", None, None,
          "The file holding the admin API's bearer token (required with --admin)."],
+        ["domain", None, None,
+         "Let clients with an account's token (see --accounts-file) register hosts "
+         "for themselves under this base domain: NAME.DOMAIN for the --subdomain "
+         "they ask for, or a random free one. Point a wildcard DNS record at the "
+         "server."],
+        ["accounts-file", None, None,
+         "The file of accounts for --domain: one NAME MAX_HOSTS TOKEN line each. "
+         "Registered hosts are saved to --hosts-file, if given."],
         ["access-log", None, None,
          "Log every public request, in the combined log format, to this file. "
          "None by default."],
@@ -309,10 +328,10 @@ class ServerOptions(_ConfigurableOptions):
         for description, _ in self["tcp"]:
             checkServerEndpoint("--tcp", description)
         if self["hosts-file"]:
-            if not (self["admin"] or os.path.exists(self["hosts-file"])):
+            if not (self["admin"] or self["domain"] or os.path.exists(self["hosts-file"])):
                 raise usage.UsageError(
                     f"hosts file {self['hosts-file']} does not exist (it may be missing "
-                    "only with --admin, which creates it)"
+                    "only with --admin or --domain, which create it)"
                 )
             try:
                 fromFile = readHostsFile(self["hosts-file"])
@@ -332,6 +351,7 @@ class ServerOptions(_ConfigurableOptions):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must not be negative")
         self["yamuxConfig"] = sessionConfig(self)
+        self._readAccounts()
         self["adminToken"] = None
         if self["admin"]:
             if not self["admin-token-file"]:
@@ -341,6 +361,25 @@ class ServerOptions(_ConfigurableOptions):
             self["adminToken"] = readSecretFile(self["admin-token-file"], "admin token")
         elif self["admin-token-file"]:
             raise usage.UsageError("--admin-token-file is only used with --admin")
+
+    def _readAccounts(self) -> None:
+        """Check C{--domain} and read C{--accounts-file} into C{self["accounts"]}."""
+        self["accounts"] = None
+        if bool(self["domain"]) != bool(self["accounts-file"]):
+            raise usage.UsageError("--domain and --accounts-file go together")
+        if not self["domain"]:
+            return
+        try:
+            domain = normaliseHost(self["domain"])
+        except ValueError as e:
+            raise usage.UsageError(f"--domain: {e}") from None
+        if ":" in domain:
+            raise usage.UsageError(f"--domain {self['domain']!r}: a domain has no port")
+        self["domain"] = domain
+        try:
+            self["accounts"] = readAccountsFile(self["accounts-file"])
+        except AccountsFileError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 class ClientOptions(_ConfigurableOptions):
@@ -353,7 +392,7 @@ class ClientOptions(_ConfigurableOptions):
     the most local connections).
     """
 
-    synopsis = "--server ENDPOINT --identifier ID [options]"
+    synopsis = "--server ENDPOINT (--identifier ID | --token TOKEN) [options]"
     longdesc = (
         "Run a tunnel client: connect to a tunnel server and forward the "
         "requests for your virtual host to a local service. The identifier can "
@@ -366,6 +405,18 @@ class ClientOptions(_ConfigurableOptions):
          "tls:tunnel.example.com:443."],
         ["identifier", None, None, "The secret identifier the server knows this client by."],
         ["identifier-file", None, None, "Read the identifier from this file."],
+        ["token", None, None,
+         "Instead of an identifier: an account's token, with which a server that "
+         "registers hosts (--domain) gives this client a host of its own, and its "
+         "identifier, kept in --state-file for the next start."],
+        ["token-file", None, None, "Read the token from this file."],
+        ["subdomain", None, None,
+         "With a token: the subdomain to ask for (myapp for myapp.DOMAIN); a "
+         "random free one if not given."],
+        ["state-file", None, None,
+         "Where the identifiers registered for the token are kept (default: "
+         "clients.json in $STATE_DIRECTORY, $XDG_STATE_HOME/tunnel or "
+         "~/.local/state/tunnel)."],
         ["stop-timeout", None, 10.0,
          "On stop, seconds to let open requests finish before closing.", float],
         ["give-up-after", None, 0,
@@ -419,17 +470,7 @@ class ClientOptions(_ConfigurableOptions):
             raise usage.UsageError("--give-up-after must not be negative")
         if self["max-local-connections"] < 1:
             raise usage.UsageError("--max-local-connections must be positive")
-        if self["identifier"] and self["identifier-file"]:
-            raise usage.UsageError("give --identifier or --identifier-file, not both")
-        if self["identifier-file"]:
-            self["identifier"] = readSecretFile(self["identifier-file"], "identifier")
-        if not self["identifier"]:
-            self["identifier"] = os.environ.get(IDENTIFIER_ENVIRONMENT, "").strip()
-        if not self["identifier"]:
-            raise usage.UsageError(
-                "an identifier is required: --identifier, --identifier-file or "
-                f"the environment variable {IDENTIFIER_ENVIRONMENT}"
-            )
+        self._findSecret()
         if self["stop-timeout"] < 0:
             raise usage.UsageError("--stop-timeout must not be negative")
         if self["log-requests"] not in ("yes", "no"):
@@ -446,6 +487,51 @@ class ClientOptions(_ConfigurableOptions):
                 sessionConfig=config,
                 maxLocalConnections=self["max-local-connections"],
                 logRequests=self["log-requests"] == "yes",
+                token=self["token"],
+                subdomain=self["subdomain"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+    def _findSecret(self) -> None:
+        """
+        Find the identifier, or the token and the identifier kept for it in
+        the state file (C{self["stateFile"]}, under C{self["registrationKey"]}).
+        """
+        for name in ("identifier", "token"):
+            if self[name] and self[f"{name}-file"]:
+                raise usage.UsageError(f"give --{name} or --{name}-file, not both")
+            if self[f"{name}-file"]:
+                self[name] = readSecretFile(self[f"{name}-file"], name)
+            if not self[name]:
+                self[name] = os.environ.get(SECRET_ENVIRONMENT[name], "").strip() or None
+        self["stateFile"] = None
+        if self["token"] is None:
+            if self["subdomain"] or self["state-file"]:
+                raise usage.UsageError("--subdomain and --state-file are used with a token only")
+            if not self["identifier"]:
+                raise usage.UsageError(
+                    "an identifier is required: --identifier, --identifier-file or the "
+                    f"environment variable {IDENTIFIER_ENVIRONMENT} (or an account's "
+                    f"--token, if the server registers hosts)"
+                )
+            return
+        if self["identifier"]:
+            raise usage.UsageError(
+                "give an identifier or a token, not both: with a token, the identifier "
+                "the server registers is kept in the state file"
+            )
+        if self["subdomain"] is not None:
+            self["subdomain"] = self["subdomain"].strip().lower()
+        self["stateFile"] = StateFile(self["state-file"] or defaultStatePath())
+        self["registrationKey"] = registrationKey(
+            self["serverAddress"].host or self["server"], self["subdomain"]
+        )
+        try:
+            kept = self["stateFile"].registration(self["registrationKey"])
+        except StateFileError as e:
+            raise usage.UsageError(str(e)) from None
+        self["identifier"] = "" if kept is None else kept.identifier
+        if kept is not None and self["subdomain"] is None:
+            # Should the server have forgotten it, ask for the same host again.
+            self["subdomain"] = kept.host.partition(".")[0]

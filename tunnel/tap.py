@@ -110,6 +110,8 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         server.addHost(host, identifier)
     for host, rule in options["access"].items():
         server.setAccess(host, rule)
+    if options["accounts"] is not None:
+        server.enableSelfService(options["domain"], options["accounts"], options["hosts-file"])
     top = TunnelServerService(server)
     site = server.site(
         logPath=options["access-log"],
@@ -157,4 +159,11 @@ def makeClientService(options: ClientOptions, reactor: object = None) -> IServic
     endpoint = TunnelEndpoint(
         options["serverAddress"].endpoint(reactor), options["settings"], reactor
     )
-    return TunnelClientService(endpoint, giveUpAfter=options["give-up-after"] or None)
+    stateFile, key = options["stateFile"], options.get("registrationKey")
+    return TunnelClientService(
+        endpoint,
+        giveUpAfter=options["give-up-after"] or None,
+        onRegistered=None if stateFile is None else (
+            lambda registered: stateFile.keep(key, registered)
+        ),
+    )

@@ -31,7 +31,9 @@ from tunnel.core.control import (
     ADDRESSES,
     SERVER_STREAMS,
     ControlMessage,
+    Registered,
     connectRequest,
+    isSubdomain,
     redactIdentifier,
 )
 from tunnel.handover import handOver
@@ -121,6 +123,12 @@ class TunnelSettings:
         ignored likewise.
     @ivar logRequests: whether to log a line per HTTP exchange (method,
         target, status, duration, bytes each way) when it ends.
+    @ivar token: an account's token: should the server not know the
+        identifier (which may then be empty), it registers a host under its
+        base domain for this client and says the host and the new
+        identifier on its C{200} (see L{TunnelClientProtocol.registered}).
+    @ivar subdomain: the subdomain to ask for with C{token}; a random free
+        one if L{None}.
     @ivar maxLocalConnections: the most local connections (being dialled or
         open) at once; a tunnelled connection beyond it is refused without
         dialling (C{503} for HTTP and WebSocket, a closed stream for TCP).
@@ -129,7 +137,7 @@ class TunnelSettings:
         until streams end, and refuses the streams the server opens.
     """
 
-    identifier: str = attrs.field(validator=_headerValue, repr=redactIdentifier)
+    identifier: str = attrs.field(repr=redactIdentifier)
     routes: LocalRoutes = attrs.field(factory=LocalRoutes)
     host: str | None = attrs.field(default=None, validator=_headerValue)
     setupTimeout: float = 30.0
@@ -141,6 +149,23 @@ class TunnelSettings:
     maxLocalConnections: int = attrs.field(
         default=DEFAULT_MAX_LOCAL_CONNECTIONS, validator=_positive
     )
+    token: str | None = attrs.field(
+        default=None, validator=_headerValue, repr=lambda token: "…" if token else "None"
+    )
+    subdomain: str | None = attrs.field(default=None)
+
+    @identifier.validator
+    def _checkIdentifier(self, attribute: attrs.Attribute, value: str) -> None:
+        if value or self.token is None:
+            _headerValue(self, attribute, value)
+
+    @subdomain.validator
+    def _checkSubdomain(self, attribute: attrs.Attribute, value: str | None) -> None:
+        if value is not None and not isSubdomain(value.encode("ascii", "replace")):
+            raise ValueError(
+                f"the subdomain {value!r} is not 1 to 63 letters, digits and '-' "
+                "(not starting or ending with '-')"
+            )
 
     @property
     def features(self) -> bytes:
@@ -182,6 +207,8 @@ class TunnelClientProtocol(Protocol):
     @ivar serverName: the C{Host} the control request named.
     @ivar addresses: where the public reaches this client, as the server
         said on its C{200}; none from a server that does not say (a Go one).
+    @ivar registered: the host and new identifier the server registered
+        for this client's token, if it did.
     """
 
     _log = Logger()
@@ -201,7 +228,10 @@ class TunnelClientProtocol(Protocol):
         self.addresses: tuple[str, ...] = ()
         self._connector = connector
         self._clock = clock
-        self._tunnel = ClientTunnel(settings.maxStreams, settings.setupTimeout)
+        self.registered: Registered | None = None
+        self._tunnel = ClientTunnel(
+            settings.maxStreams, settings.setupTimeout, registering=settings.token is not None
+        )
         self._control: ControlStream | None = None
         self._setupTimer: IDelayedCall | None = None
         self._shutdownTimer: IDelayedCall | None = None
@@ -271,6 +301,8 @@ class TunnelClientProtocol(Protocol):
                 self.settings.identifier,
                 self.serverName,
                 self.settings.features,
+                self.settings.token,
+                self.settings.subdomain,
             )
         )
 
@@ -310,10 +342,14 @@ class TunnelClientProtocol(Protocol):
         self._shutdownTimer = None
 
     def _connectProtocol(self) -> None:
+        registered = self.registered
         self._log.info(
-            "Tunnel to {server} established as {identifier}",
+            "Tunnel to {server} established as {identifier}{registration}",
             server=self.serverName,
-            identifier=redactIdentifier(self.settings.identifier),
+            identifier=redactIdentifier(
+                self.settings.identifier if registered is None else registered.identifier
+            ),
+            registration="" if registered is None else f", registered for {registered.host}",
         )
         self.wrappedProtocol.makeConnection(self)
         self.established.callback(self.wrappedProtocol)
@@ -378,6 +414,7 @@ class TunnelClientProtocol(Protocol):
 
     def _startSession(self, start: StartSession) -> None:
         self.addresses = start.addresses
+        self.registered = start.registered
         streams = (
             AnnouncedStreamFactory(self._serve, self._counted) if start.serverStreams else None
         )

@@ -25,7 +25,7 @@ from tunnel.client.connect import TunnelClientProtocol
 from tunnel.client.endpoint import TunnelEndpoint
 from tunnel.client.errors import TunnelInUseError, TunnelRefusedError
 from tunnel.client.local import LocalAddress
-from tunnel.core.control import redactIdentifier
+from tunnel.core.control import Registered, redactIdentifier
 
 StateName = Literal[
     "stopped", "connecting", "connected", "disconnected", "waiting", "stopping", "refused"
@@ -119,6 +119,7 @@ class TunnelClientService(Service):
         endpoint: TunnelEndpoint,
         retryPolicy: Callable[[int], float] | None = None,
         giveUpAfter: int | None = None,
+        onRegistered: Callable[[Registered], object] | None = None,
     ) -> None:
         """
         @param endpoint: the endpoint to make tunnels with; its reactor is
@@ -127,11 +128,17 @@ class TunnelClientService(Service):
             failed attempts in a row (see L{backoffPolicy}).
         @param giveUpAfter: how many refusals of the identifier in a row
             make the client stop, or L{None} to try for ever.
+        @param onRegistered: called with what the server registered for the
+            settings' token, each time it does (to keep the identifier for
+            the next start); from then on the client connects with that
+            identifier (and asks for that subdomain should the server have
+            forgotten it).
         """
         self.endpoint = endpoint
         self._clock = endpoint.reactor
         self._retryPolicy = reconnectPolicy() if retryPolicy is None else retryPolicy
         self._giveUpAfter = giveUpAfter
+        self._onRegistered = onRegistered
         self._refusals = 0
         # The least wait before the next attempt, once: set after a 409.
         self._leastNextDelay = 0.0
@@ -223,7 +230,9 @@ class TunnelClientService(Service):
             )
             self._lastProblem = f"the server refused identifier {self._identifier}"
             self._countRefusal(
-                "check the identifier, and that the server still has hosts bound to it",
+                "check the token, and that the server registers hosts (--domain)"
+                if self.endpoint.settings.token is not None and not self.endpoint.settings.identifier
+                else "check the identifier, and that the server still has hosts bound to it",
                 str(reason.value),
             )
         elif reason.check(TunnelInUseError):
@@ -268,6 +277,8 @@ class TunnelClientService(Service):
     def _connected(self, tunnel: TunnelClientProtocol) -> None:
         self._refusals = 0
         self._tunnel = tunnel
+        if tunnel.registered is not None:
+            self._adopt(tunnel.registered)
         routes = self.endpoint.settings.routes
         forwards = tuple(
             Forward(address, routes.addressForPublic(address)) for address in tunnel.addresses
@@ -275,6 +286,26 @@ class TunnelClientService(Service):
         self._setState("connected", f"tunnel to {tunnel.serverName} is up", forwards)
         for forward in forwards:
             self._log.info("Forwarding {forward}", forward=str(forward))
+
+    def _adopt(self, registered: Registered) -> None:
+        """Connect with what the server registered from now on, and keep it."""
+        self.endpoint.settings = attrs.evolve(
+            self.endpoint.settings,
+            identifier=registered.identifier,
+            subdomain=registered.host.partition(".")[0],
+        )
+        self._identifier = redactIdentifier(registered.identifier)
+        self._log.info(
+            "{server} registered {host} for this client, as identifier {identifier}",
+            server=self._server,
+            host=registered.host,
+            identifier=self._identifier,
+        )
+        if self._onRegistered is not None:
+            try:
+                self._onRegistered(registered)
+            except Exception:
+                self._log.failure("Keeping the registration of {host} failed", host=registered.host)
 
     def _disconnected(self, reason: Failure) -> None:
         self._tunnel = None

@@ -24,7 +24,16 @@ from typing import Mapping, Union
 
 import attrs
 
-from tunnel.core.control import ADDRESSES_HEADER, FEATURES_HEADER, SERVER_STREAMS, readAddresses
+from tunnel.core.control import (
+    ADDRESSES_HEADER,
+    FEATURES_HEADER,
+    REGISTERED_HOST_HEADER,
+    REGISTERED_IDENTIFIER_HEADER,
+    SERVER_STREAMS,
+    Registered,
+    readAddresses,
+    readRegistered,
+)
 from tunnel.core.http import ResponseError, ResponseHead, ResponseHeadReader, contentLength
 
 #: The longest response head accepted from the server.
@@ -183,11 +192,14 @@ class StartSession:
     @ivar addresses: where the public reaches this client, as the server
         said (L{tunnel.core.control.ADDRESSES}); none from a server that
         does not say.
+    @ivar registered: the host and identifier the server registered for
+        the client's token, if it asked and the server did.
     """
 
     rest: bytes
     serverStreams: bool
     addresses: tuple[str, ...] = ()
+    registered: Registered | None = None
 
 
 @attrs.frozen
@@ -274,9 +286,11 @@ class ClientTunnel:
     @ivar openStreams: how many tunnelled connections are open.
     @ivar maxStreams: how many may be open before control messages are held.
     @ivar setupTimeout: the seconds the set-up may take, for its error.
+    @ivar registering: whether the control request asked for a host to be
+        registered (it had a token): only then does the C{200} say what was.
     """
 
-    def __init__(self, maxStreams: int, setupTimeout: float) -> None:
+    def __init__(self, maxStreams: int, setupTimeout: float, registering: bool = False) -> None:
         self.state = State.REQUESTING
         self.openStreams = 0
         self.maxStreams = maxStreams
@@ -286,6 +300,8 @@ class ClientTunnel:
         self._preview = b""
         self._serverStreams = False
         self._addresses: tuple[str, ...] = ()
+        self._registered: Registered | None = None
+        self.registering = registering
         self._answered = False
 
     @property
@@ -325,6 +341,11 @@ class ClientTunnel:
         if head.code == 200:
             self._serverStreams = SERVER_STREAMS in head.tokens(FEATURES_HEADER.lower())
             self._addresses = readAddresses(head.values(ADDRESSES_HEADER.lower()))
+            if self.registering:
+                self._registered = readRegistered(
+                    head.values(REGISTERED_HOST_HEADER.lower()),
+                    head.values(REGISTERED_IDENTIFIER_HEADER.lower()),
+                )
             return self._receive(Event.ACCEPTED, "", rest)
         self._refusal = head
         return self._receive(Event.REFUSED) + self._readRefusal(rest)
@@ -423,7 +444,7 @@ class ClientTunnel:
         if action is Action.FAIL_SETUP:
             return SetupFailed(self._setupError(why))
         if action is Action.START_SESSION:
-            return StartSession(rest, self._serverStreams, self._addresses)
+            return StartSession(rest, self._serverStreams, self._addresses, self._registered)
         return action
 
     def _setupError(self, why: str) -> TunnelConnectError:

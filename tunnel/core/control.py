@@ -15,6 +15,8 @@ from typing import Iterable, Sequence
 
 import attrs
 
+from tunnel.core.http import isValidHost
+
 #: The path of the HTTP request that turns a connection into a tunnel session.
 CONTROL_PATH = b"/_controlPath/"
 
@@ -55,6 +57,29 @@ MAX_ADDRESS_LENGTH = 300
 # to the user's terminal.
 _ADDRESS = re.compile(rb"(?:https?|tcp)://[!-+\--~]+")
 
+#: The header of a control request carrying an account's token: a client
+#: without an identifier the server knows asks it to register a virtual host
+#: under its base domain (self-service hosts). Go peers never send it.
+TOKEN_HEADER = b"X-Tunnel-Token"
+
+#: The header of a control request naming the subdomain a client with a
+#: token asks for; without it, the server picks a random free one.
+SUBDOMAIN_HEADER = b"X-Tunnel-Subdomain"
+
+#: The headers of the server's C{200} to a control request it registered a
+#: host for: the client's new identifier, and the host.
+REGISTERED_IDENTIFIER_HEADER = b"X-Tunnel-Identifier"
+REGISTERED_HOST_HEADER = b"X-Tunnel-Host"
+
+#: The longest identifier a client takes from the server.
+MAX_IDENTIFIER_LENGTH = 256
+
+# One DNS label: what a client may ask for as its subdomain.
+_SUBDOMAIN = re.compile(rb"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+# An identifier as a server gives it: printable ASCII without spaces.
+_IDENTIFIER = re.compile(rb"[!-~]{1,%d}" % MAX_IDENTIFIER_LENGTH)
+
 #: What the client writes first on the control stream, in one Data frame.
 HANDSHAKE_REQUEST = b"controlHandshake"
 
@@ -65,18 +90,59 @@ HANDSHAKE_RESPONSE = b"controlOk"
 MAX_CONTROL_LINE = 64 * 1024
 
 
-def connectedResponse(features: Sequence[bytes] = (), addresses: Sequence[bytes] = ()) -> bytes:
+@attrs.frozen
+class Registered:
+    """
+    What the server registered for a client with a token: its virtual host
+    and its new identifier.
+    """
+
+    host: str
+    identifier: str = attrs.field(repr=lambda identifier: redactIdentifier(identifier))
+
+
+def connectedResponse(
+    features: Sequence[bytes] = (),
+    addresses: Sequence[bytes] = (),
+    registered: Registered | None = None,
+) -> bytes:
     """
     The server's answer to an accepted control request: byte for byte
     L{CONNECTED_RESPONSE} when the client took no extension, else with the
-    extensions it took (C{features}) and, for L{ADDRESSES}, the addresses.
+    extensions it took (C{features}), for L{ADDRESSES} the addresses, and
+    what it registered for a client with a token.
     """
     lines = [b"HTTP/1.1 200 Connected to Tunnel"]
     if features:
         lines.append(b"%s: %s" % (FEATURES_HEADER, b", ".join(features)))
     if addresses:
         lines.append(b"%s: %s" % (ADDRESSES_HEADER, b", ".join(addresses)))
+    if registered is not None:
+        lines.append(b"%s: %s" % (REGISTERED_HOST_HEADER, registered.host.encode("ascii")))
+        lines.append(
+            b"%s: %s" % (REGISTERED_IDENTIFIER_HEADER, registered.identifier.encode("ascii"))
+        )
     return b"\n".join(lines) + b"\n\n"
+
+
+def isSubdomain(label: bytes) -> bool:
+    """Whether C{label} is one DNS label, as a client may ask for."""
+    return _SUBDOMAIN.fullmatch(label) is not None
+
+
+def readRegistered(hosts: Sequence[bytes], identifiers: Sequence[bytes]) -> Registered | None:
+    """
+    What a C{200}'s L{REGISTERED_HOST_HEADER} and
+    L{REGISTERED_IDENTIFIER_HEADER} fields say was registered: L{None}
+    unless there is one of each, a host name and an identifier of printable
+    ASCII.
+    """
+    if len(hosts) != 1 or len(identifiers) != 1:
+        return None
+    host, identifier = hosts[0].strip(), identifiers[0].strip()
+    if _IDENTIFIER.fullmatch(identifier) is None or not isValidHost(host):
+        return None
+    return Registered(host.decode("ascii").lower(), identifier.decode("ascii"))
 
 
 #: The server's answer to a control request that asked for
@@ -126,19 +192,30 @@ def readAddresses(values: Iterable[bytes]) -> tuple[str, ...]:
     return tuple(addresses)
 
 
-def connectRequest(identifier: str, host: str, features: bytes = b"") -> bytes:
+def connectRequest(
+    identifier: str,
+    host: str,
+    features: bytes = b"",
+    token: str | None = None,
+    subdomain: str | None = None,
+) -> bytes:
     """
     The control request that asks the server for a tunnel session,
-    offering the protocol extensions C{features} (comma-separated) if any.
+    offering the protocol extensions C{features} (comma-separated) if any;
+    with an account's C{token}, asking for a host (at C{subdomain}) should
+    the server not know C{identifier} (which may then be empty).
     """
-    offer = b"%s: %s\r\n" % (FEATURES_HEADER, features) if features else b""
-    return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s: %s\r\n%s\r\n" % (
-        CONTROL_PATH,
-        host.encode("ascii"),
-        IDENTIFIER_HEADER,
-        identifier.encode("ascii"),
-        offer,
-    )
+    fields = [(b"Host", host)]
+    if identifier:
+        fields.append((IDENTIFIER_HEADER, identifier))
+    if features:
+        fields.append((FEATURES_HEADER, features.decode("ascii")))
+    if token is not None:
+        fields.append((TOKEN_HEADER, token))
+        if subdomain is not None:
+            fields.append((SUBDOMAIN_HEADER, subdomain))
+    head = b"".join(b"%s: %s\r\n" % (name, value.encode("ascii")) for name, value in fields)
+    return b"CONNECT %s HTTP/1.1\r\n%s\r\n" % (CONTROL_PATH, head)
 
 
 # A control message exactly as the Go encoder writes it.

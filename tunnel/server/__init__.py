@@ -19,16 +19,19 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamSer
 from twisted.internet.task import Cooperator
 
 from tunnel.core.access import AccessRule
+from tunnel.server.accounts import Accounts
 from tunnel.server.events import ClientConnected, ClientDisconnected, ClientInfo, HostStatus
 from tunnel.server.limits import FailureLimiter
 from tunnel.server.registry import Event, Registry
 from tunnel.server.resource import TunnelResource
+from tunnel.server.selfservice import SelfService
 from tunnel.server.session import SessionSettings, StreamTimeout, TooManyPendingStreams
 from tunnel.server.site import TunnelSite
 from tunnel.server.tcp import TCPTunnelFactory
 from tunnel.yamux import SessionConfig
 
 __all__ = [
+    "Accounts",
     "ClientConnected",
     "ClientDisconnected",
     "ClientInfo",
@@ -137,6 +140,24 @@ class TunnelServer:
             is empty.
         """
         self._registry.addHost(host, _identifier(identifier))
+
+    def enableSelfService(
+        self, domain: str, accounts: Accounts, hostsFile: str | None = None
+    ) -> None:
+        """
+        Let clients with an account's token register a host under
+        C{domain} for themselves: C{NAME.domain} for a subdomain they ask
+        for, or a random free one. Each gets a new identifier, returned to
+        it on the control request's C{200}; each account holds at most its
+        limit of hosts.
+
+        @param accounts: who may register, and how many hosts (see
+            L{tunnel.server.accounts}).
+        @param hostsFile: a hosts file to save registrations to, so that
+            they survive a restart.
+        @raise ValueError: if C{domain} is not a host name without port.
+        """
+        self.resource.selfService = SelfService(domain, accounts, self._registry, hostsFile)
 
     def setAccess(self, host: str, rule: AccessRule | None) -> None:
         """

@@ -32,7 +32,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tunnel.client.address import joinHostPort
-from tunnel.hostsfile import readHostsFile, writeHostsFile
+from tunnel.hostsfile import updateHostsFile
 from tunnel.core.control import redactIdentifier
 from tunnel.core.http import normaliseHost
 from tunnel.sparselog import isSparseCount
@@ -342,9 +342,7 @@ class AdminResource(Resource):
         if self._hostsFile is None:
             return
         try:
-            hosts = readHostsFile(self._hostsFile)
-            change(hosts)
-            writeHostsFile(self._hostsFile, hosts)
+            updateHostsFile(self._hostsFile, change)
         except (OSError, ValueError) as e:
             self._log.error(
                 "admin: cannot save the hosts file {path}: {error}",

@@ -189,6 +189,10 @@ class Registry:
         tunnel = self._lookup(identifier)
         return None if tunnel is None else tunnel.session
 
+    def hasHost(self, host: str) -> bool:
+        """Whether C{host} is routed (see L{normaliseHost} for its form)."""
+        return normaliseHost(host) in self._hosts
+
     def identifierOf(self, host: str) -> bytes:
         """
         The identifier C{host} is routed to.

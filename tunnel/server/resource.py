@@ -20,6 +20,9 @@ from tunnel.core.control import (
     FEATURES_HEADER,
     IDENTIFIER_HEADER,
     SERVER_STREAMS,
+    SUBDOMAIN_HEADER,
+    TOKEN_HEADER,
+    Registered,
     connectedResponse,
     publicAddresses,
     redactIdentifier,
@@ -34,6 +37,7 @@ from tunnel.server.forwarding import (
 )
 from tunnel.server.limits import FailureLimiter
 from tunnel.server.registry import Registry
+from tunnel.server.selfservice import RegistrationError, SelfService
 from tunnel.server.session import ClientSession, SessionSettings
 from tunnel.server.target import RequestTarget, TargetError, TargetForm, parseTarget
 
@@ -83,8 +87,14 @@ class TunnelResource(Resource):
     C{limiter} lets it try again.
 
     @ivar registry: the routing table.
+    A CONNECT with an account's token (L{TOKEN_HEADER}) and no identifier
+    the server knows gets a host registered for it by C{selfService}, and
+    is told the host and its new identifier on the C{200}.
+
     @ivar limiter: counts the failed CONNECTs of each source address, or
         L{None} to let every address try as often as it likes.
+    @ivar selfService: registers hosts for tokens, or L{None} to refuse
+        them.
     """
 
     isLeaf = True
@@ -101,6 +111,7 @@ class TunnelResource(Resource):
         super().__init__()
         self.registry = registry
         self.limiter = limiter
+        self.selfService: SelfService | None = None
         self._settings = settings
         self._clock = clock
         self._cooperator = cooperator
@@ -133,21 +144,19 @@ class TunnelResource(Resource):
         if hasBody(request):
             writeError(request, 400, b"a control request has no body")
             return
-        identifiers = request.requestHeaders.getRawHeaders(IDENTIFIER_HEADER, [])
-        if len(identifiers) != 1 or not self.registry.knows(identifiers[0]):
-            self._log.info(
-                "Refused a client from {peer} with unknown identifier {client}",
-                peer=peer,
-                client=redactIdentifier(b",".join(identifiers)),
+        headers = request.requestHeaders
+        identifiers = headers.getRawHeaders(IDENTIFIER_HEADER, [])
+        tokens = headers.getRawHeaders(TOKEN_HEADER, [])
+        known = len(identifiers) == 1 and self.registry.knows(identifiers[0])
+        if not known and len(identifiers) <= 1 and len(tokens) == 1:
+            self._register(request, tokens[0])
+            return
+        if not known:
+            self._refuse(
+                request,
+                f"unknown identifier {redactIdentifier(b','.join(identifiers))}",
+                b"unknown identifier",
             )
-            if self.limiter is not None and self.limiter.failed(peer):
-                self._log.warn(
-                    "Too many failed attempts from {peer}: its CONNECTs get 429 for "
-                    "{delay:.1f} s",
-                    peer=peer,
-                    delay=self.limiter.delay(peer),
-                )
-            writeError(request, 403, b"unknown identifier")
             return
         identifier = identifiers[0]
         existing = self.registry.session(identifier)
@@ -155,6 +164,54 @@ class TunnelResource(Resource):
             self._accept(request, identifier)
             return
         self._settleConflict(request, identifier, existing)
+
+    def _refuse(self, request: Request, what: str, message: bytes) -> None:
+        """
+        Refuse a control request whose secret is unknown (C{403}), counting
+        it as a failed attempt of its source address.
+        """
+        peer = request.getClientAddress()
+        self._log.info("Refused a client from {peer} with {what}", peer=peer, what=what)
+        if self.limiter is not None and self.limiter.failed(peer):
+            self._log.warn(
+                "Too many failed attempts from {peer}: its CONNECTs get 429 for "
+                "{delay:.1f} s",
+                peer=peer,
+                delay=self.limiter.delay(peer),
+            )
+        writeError(request, 403, message)
+
+    def _register(self, request: Request, token: bytes) -> None:
+        """
+        A control request with an account's token and no identifier this
+        server knows: register a host for it, then accept it.
+        """
+        if self.selfService is None:
+            self._refuse(
+                request,
+                "a token, but no self-service hosts",
+                b"this server does not register hosts for tokens; ask its operator for "
+                b"an identifier",
+            )
+            return
+        account = self.selfService.account(token)
+        if account is None:
+            self._refuse(request, "an unknown token", b"unknown token")
+            return
+        subdomains = request.requestHeaders.getRawHeaders(SUBDOMAIN_HEADER, [])
+        if len(subdomains) > 1:
+            writeError(request, 400, b"a control request names one subdomain at most")
+            return
+        try:
+            registration = self.selfService.register(account, (subdomains or [None])[0])
+        except RegistrationError as e:
+            writeError(request, e.code, str(e).encode("utf-8"))
+            return
+        self._accept(
+            request,
+            registration.identifier.encode("ascii"),
+            Registered(registration.host, registration.identifier),
+        )
 
     def _settleConflict(
         self, request: Request, identifier: bytes, existing: ClientSession
@@ -186,15 +243,20 @@ class TunnelResource(Resource):
         pinged = existing.protocol.ping(CONFLICT_PING_TIMEOUT)
         pinged.addCallbacks(lambda roundTrip: settle(True), lambda reason: settle(False))
 
-    def _accept(self, request: Request, identifier: bytes) -> None:
-        """Turn the connection of the control request into a tunnel session."""
+    def _accept(
+        self, request: Request, identifier: bytes, registered: Registered | None = None
+    ) -> None:
+        """
+        Turn the connection of the control request into a tunnel session,
+        telling the client what was C{registered} for it, if anything.
+        """
         offered = splitTokens(request.requestHeaders.getRawHeaders(FEATURES_HEADER, []))
         accepted = [feature for feature in (SERVER_STREAMS, ADDRESSES) if feature in offered]
         addresses = self._addresses(request, identifier) if ADDRESSES in accepted else []
         session = ClientSession(
             identifier, self._settings, self.registry, self._clock, SERVER_STREAMS in accepted
         )
-        request.transport.write(connectedResponse(accepted, addresses))
+        request.transport.write(connectedResponse(accepted, addresses, registered))
         takeOverConnection(request, session.protocol)
 
     def _addresses(self, request: Request, identifier: bytes) -> list[bytes]:
