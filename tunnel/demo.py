@@ -81,8 +81,13 @@ th, td { text-align: left; vertical-align: top; padding: .45rem .5rem;
   border-bottom: 1px solid var(--line); }
 th { color: var(--muted); font-weight: 600; }
 td:first-child { white-space: nowrap; font-weight: 600; }
-td:last-child { word-break: break-all; }
+td:last-child { overflow-wrap: anywhere; }
 tr:last-child td { border-bottom: 0; }
+@media (max-width: 34rem) {
+  tr:first-child { display: none; }
+  td { display: block; padding: .1rem 0; border: 0; }
+  td:last-child { padding-bottom: .6rem; border-bottom: 1px solid var(--line); }
+}
 """
 
 #: The page's script: ask C{/live} once a second and show the answer.
