@@ -29,6 +29,7 @@ from tunnel.core.clientsession import (
 )
 from tunnel.core.control import (
     ADDRESSES,
+    NOTICES,
     SERVER_STREAMS,
     ControlMessage,
     Registered,
@@ -121,6 +122,8 @@ class TunnelSettings:
     @ivar offerAddresses: whether to offer the extension in which the
         server says where the public reaches this client (L{ADDRESSES});
         ignored likewise.
+    @ivar offerNotices: whether to offer the extension in which the server
+        says why it closes the session (L{NOTICES}); ignored likewise.
     @ivar logRequests: whether to log a line per HTTP exchange (method,
         target, status, duration, bytes each way) when it ends.
     @ivar token: an account's token: should the server not know the
@@ -145,6 +148,7 @@ class TunnelSettings:
     sessionConfig: SessionConfig | None = None
     offerServerStreams: bool = True
     offerAddresses: bool = True
+    offerNotices: bool = True
     logRequests: bool = False
     maxLocalConnections: int = attrs.field(
         default=DEFAULT_MAX_LOCAL_CONNECTIONS, validator=_positive
@@ -170,7 +174,11 @@ class TunnelSettings:
     @property
     def features(self) -> bytes:
         """The extensions the control request offers, comma-separated."""
-        offers = ((SERVER_STREAMS, self.offerServerStreams), (ADDRESSES, self.offerAddresses))
+        offers = (
+            (SERVER_STREAMS, self.offerServerStreams),
+            (ADDRESSES, self.offerAddresses),
+            (NOTICES, self.offerNotices),
+        )
         return b", ".join(feature for feature, offered in offers if offered)
 
     @property
@@ -209,6 +217,8 @@ class TunnelClientProtocol(Protocol):
         said on its C{200}; none from a server that does not say (a Go one).
     @ivar registered: the host and new identifier the server registered
         for this client's token, if it did.
+    @ivar notice: why the server closes the tunnel, once it said
+        (L{tunnel.core.control.NOTICES}).
     """
 
     _log = Logger()
@@ -229,6 +239,7 @@ class TunnelClientProtocol(Protocol):
         self._connector = connector
         self._clock = clock
         self.registered: Registered | None = None
+        self.notice: str | None = None
         self._tunnel = ClientTunnel(
             settings.maxStreams, settings.setupTimeout, registering=settings.token is not None
         )
@@ -412,6 +423,12 @@ class TunnelClientProtocol(Protocol):
 
     # -- setting up ----------------------------------------------------------
 
+    def _noticeReceived(self, notice: str) -> None:
+        self.notice = notice
+        self._log.warn(
+            "{server} closes the tunnel: {notice}", server=self.serverName, notice=notice
+        )
+
     def _startSession(self, start: StartSession) -> None:
         self.addresses = start.addresses
         self.registered = start.registered
@@ -429,7 +446,7 @@ class TunnelClientProtocol(Protocol):
             config = attrs.evolve(config, acceptBacklog=inbound, maxInboundStreams=inbound)
         session = self.session = _TunnelSession(self, streams, config, self._clock)
         handOver(self.transport, session, start.rest)
-        control = self._control = ControlStream(self._messageReceived)
+        control = self._control = ControlStream(self._messageReceived, self._noticeReceived)
         control.ready.addCallbacks(
             lambda ignored: self._carryOut(self._tunnel.handshakeAnswered()),
             lambda failure: self._carryOut(

@@ -39,7 +39,8 @@ class ControlStream(Protocol):
 
     Once connected it writes the handshake request in one write (so in one
     Data frame), collects the server's answer until it is complete, and then
-    hands every C{RequestClientSession} message to C{messageReceived}.
+    hands every C{RequestClientSession} message to C{messageReceived}, and
+    the text of every notice (L{Action.NOTICE}) to C{noticeReceived}.
 
     L{holdMessages} stops handing messages on, and reading the stream (so
     the server's window for it runs out), until L{releaseMessages}: what the
@@ -54,10 +55,15 @@ class ControlStream(Protocol):
 
     _log = Logger()
 
-    def __init__(self, messageReceived: Callable[[ControlMessage], None]) -> None:
+    def __init__(
+        self,
+        messageReceived: Callable[[ControlMessage], None],
+        noticeReceived: Callable[[str], None] = lambda notice: None,
+    ) -> None:
         self.ready: Deferred[None] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self._messageReceived = messageReceived
+        self._noticeReceived = noticeReceived
         self._handshake = HandshakeReader(HANDSHAKE_RESPONSE)
         self._reader = ControlLineReader()
         self._waiting: deque[ControlMessage] = deque()
@@ -103,6 +109,8 @@ class ControlStream(Protocol):
         for message in messages:
             if message.action == Action.REQUEST_CLIENT_SESSION:
                 self._waiting.append(message)
+            elif message.action == Action.NOTICE:
+                self._noticeReceived(message.notice)
             else:
                 count = self._unknownActions.record(message.action)
                 if count is not None:

@@ -139,6 +139,8 @@ class TunnelClientService(Service):
         self._retryPolicy = reconnectPolicy() if retryPolicy is None else retryPolicy
         self._giveUpAfter = giveUpAfter
         self._onRegistered = onRegistered
+        # What the server said when it closed the last tunnel, if anything.
+        self._lastNotice: str | None = None
         self._refusals = 0
         # The least wait before the next attempt, once: set after a 409.
         self._leastNextDelay = 0.0
@@ -263,9 +265,12 @@ class TunnelClientService(Service):
         """One more refusal in a row; give up with C{advice} if that makes enough."""
         self._refusals += 1
         if self._giveUpAfter is not None and self._refusals >= self._giveUpAfter:
+            said = "" if self._lastNotice is None else (
+                f" (when it closed the last tunnel, it said: {self._lastNotice})"
+            )
             self._giveUp(
                 f"{self._server} refused identifier {self._identifier} {self._refusals} "
-                f"time{'s' if self._refusals > 1 else ''} in a row ({error}): {advice}"
+                f"time{'s' if self._refusals > 1 else ''} in a row ({error}): {advice}{said}"
             )
 
     def _giveUp(self, why: str) -> None:
@@ -308,8 +313,14 @@ class TunnelClientService(Service):
                 self._log.failure("Keeping the registration of {host} failed", host=registered.host)
 
     def _disconnected(self, reason: Failure) -> None:
+        notice = None if self._tunnel is None else self._tunnel.notice
         self._tunnel = None
-        self._lastProblem = f"the tunnel ended: {_describe(reason)}"
+        self._lastNotice = notice
+        self._lastProblem = (
+            f"the tunnel ended: {_describe(reason)}"
+            if notice is None
+            else f"the server closed the tunnel: {notice}"
+        )
         self._setState("disconnected", self._lastProblem)
 
     def _retryDelay(self, failedAttempts: int) -> float:

@@ -43,6 +43,17 @@ SERVER_STREAMS = b"server-streams"
 #: TCP listener bound to its identifier, in L{ADDRESSES_HEADER}.
 ADDRESSES = b"addresses"
 
+#: The extension in which the server says, in a last control message
+#: (L{Action.NOTICE}), why it closes a session: the client's host was
+#: removed, a newer client replaced it, the server stops.
+NOTICES = b"notices"
+
+#: The longest notice a client takes, and what it keeps of one: printable
+#: ASCII only, so that a hostile server cannot write control sequences to
+#: the user's terminal.
+MAX_NOTICE = 300
+_NOT_PRINTABLE = re.compile(r"[^ -~]")
+
 #: The header of the server's C{200} that lists the addresses
 #: (L{ADDRESSES}), comma-separated.
 ADDRESSES_HEADER = b"X-Tunnel-Addresses"
@@ -227,6 +238,8 @@ class Action(enum.IntEnum):
     """What a control message asks for."""
 
     REQUEST_CLIENT_SESSION = 1
+    #: Why the server closes the session (L{NOTICES}); never to Go peers.
+    NOTICE = 2
 
 
 class TransportProtocol(enum.IntEnum):
@@ -248,6 +261,7 @@ class ControlMessage:
 
     @ivar action: an L{Action}; only L{Action.REQUEST_CLIENT_SESSION} exists.
     @ivar transportProtocol: the L{TransportProtocol} of the stream asked for.
+    @ivar notice: for L{Action.NOTICE}, why the server closes the session.
     @ivar localPort: for HTTP and WebSocket, the port of the public request's
         Host header when the server's operator exposed it (a C{host:port}
         virtual host, or the port of the public listener), else 0; for TCP,
@@ -257,9 +271,17 @@ class ControlMessage:
     action: int = Action.REQUEST_CLIENT_SESSION
     transportProtocol: int = TransportProtocol.HTTP
     localPort: int = 0
+    notice: str = ""
+
+    @classmethod
+    def ofNotice(cls, text: str) -> ControlMessage:
+        """A L{Action.NOTICE} message saying C{text}."""
+        return cls(Action.NOTICE, 0, 0, readNotice(text))
 
     def encode(self) -> bytes:
         """The message as one JSON line, as the Go encoder writes it."""
+        if self.action == Action.NOTICE:
+            return json.dumps({"action": self.action, "notice": self.notice}).encode() + b"\n"
         return (
             b'{"action":%d,"transportProtocol":%d,"localPort":%d}\n'
             % (self.action, self.transportProtocol, self.localPort)
@@ -295,7 +317,13 @@ class ControlMessage:
                     f"control message field {name!r} is not a small integer: {value!r}"
                 )
             values.append(value)
-        return cls(*values)
+        notice = fields.get("notice") if values[0] == Action.NOTICE else None
+        return cls(*values, notice=readNotice(notice) if isinstance(notice, str) else "")
+
+
+def readNotice(text: str) -> str:
+    """A notice as it is shown: printable ASCII, at most L{MAX_NOTICE} characters."""
+    return _NOT_PRINTABLE.sub("?", text[:MAX_NOTICE])
 
 
 class ControlLineReader:

@@ -363,16 +363,25 @@ class ServerSession:
     @ivar serverStreams: whether the client accepted the extension in which
         the server opens the streams
         (L{tunnel.core.control.SERVER_STREAMS}).
+    @ivar notices: whether the client accepted the extension in which the
+        server says why it closes the session (L{tunnel.core.control.NOTICES}).
     @ivar endReason: why the session ends, once a close or a fault decided
         it (a close overrides a fault, the first fault stays): the reason
         and its message; L{None} while the connection may simply go.
     """
 
-    def __init__(self, settings: SessionSettings, label: str, serverStreams: bool = False) -> None:
+    def __init__(
+        self,
+        settings: SessionSettings,
+        label: str,
+        serverStreams: bool = False,
+        notices: bool = False,
+    ) -> None:
         self.state = State.AWAITING_CONTROL
         self.settings = settings
         self.label = label
         self.serverStreams = serverStreams
+        self.notices = notices
         self.endReason: tuple[Reason, str] | None = None
         self._handshake = HandshakeReader(HANDSHAKE_REQUEST)
         self._lines = ControlLineReader()
@@ -522,8 +531,9 @@ class ServerSession:
     def close(self, why: str) -> tuple[Step, ...]:
         """
         Close the session gracefully, for the reason C{why}: the requests
-        waiting for a stream fail, the connection is shut down and the
-        control stream closed. Closing again changes nothing.
+        waiting for a stream fail, the connection is shut down, a ready
+        client that took L{tunnel.core.control.NOTICES} is told C{why}, and
+        the control stream is closed. Closing again changes nothing.
         """
         left = self._enter(Event.CLOSE_REQUESTED)
         if left not in _OPEN:
@@ -533,6 +543,8 @@ class ServerSession:
             Reason.CLOSED, f"the session of client {self.label} closed: {why}"
         )
         steps += (Shutdown(why, self.settings.drainTimeout),)
+        if self.notices and left is State.READY:
+            steps += (SendControl(ControlMessage.ofNotice(why).encode()),)
         if left is not State.AWAITING_CONTROL:
             steps += (CloseControl(),)
         return steps

@@ -28,6 +28,13 @@ from tunnel.server.events import (
 )
 from tunnel.server.session import ClientSession, ISessionObserver
 
+#: Why the session of an identifier that lost its last host and TCP
+#: listener is closed: in logs, and told to clients that take notices.
+REMOVED = (
+    "this identifier has no host or TCP listener on the server any more (its "
+    "operator removed them)"
+)
+
 #: What observers of the registry are told.
 Event = Union[ClientConnected, ClientDisconnected]
 
@@ -267,7 +274,7 @@ class Registry:
         """Make C{session} the connected one of its identifier."""
         tunnel = self._lookup(session.identifier)
         if tunnel is None:
-            session.close("its identifier was removed")
+            session.close(REMOVED)
             return
         previous, tunnel.session = tunnel.session, session
         if previous is not None:
@@ -319,8 +326,8 @@ class Registry:
         del self._tunnels[_digest(tunnel.identifier)]
         session, tunnel.session = tunnel.session, None
         if session is not None:
-            self._disconnected(tunnel, session, "its identifier was removed")
-            session.close("its identifier was removed")
+            self._disconnected(tunnel, session, REMOVED)
+            session.close(REMOVED)
 
     def _disconnected(self, tunnel: _Tunnel, session: ClientSession, why: str) -> None:
         self._log.info("Client {client} disconnected: {why}", client=session.label, why=why)

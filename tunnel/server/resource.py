@@ -19,6 +19,7 @@ from tunnel.core.control import (
     ADDRESSES,
     FEATURES_HEADER,
     IDENTIFIER_HEADER,
+    NOTICES,
     SERVER_STREAMS,
     SUBDOMAIN_HEADER,
     TOKEN_HEADER,
@@ -251,10 +252,17 @@ class TunnelResource(Resource):
         telling the client what was C{registered} for it, if anything.
         """
         offered = splitTokens(request.requestHeaders.getRawHeaders(FEATURES_HEADER, []))
-        accepted = [feature for feature in (SERVER_STREAMS, ADDRESSES) if feature in offered]
+        accepted = [
+            feature for feature in (SERVER_STREAMS, ADDRESSES, NOTICES) if feature in offered
+        ]
         addresses = self._addresses(request, identifier) if ADDRESSES in accepted else []
         session = ClientSession(
-            identifier, self._settings, self.registry, self._clock, SERVER_STREAMS in accepted
+            identifier,
+            self._settings,
+            self.registry,
+            self._clock,
+            SERVER_STREAMS in accepted,
+            NOTICES in accepted,
         )
         request.transport.write(connectedResponse(accepted, addresses, registered))
         takeOverConnection(request, session.protocol)

@@ -156,10 +156,13 @@ class ClientSession:
         observer: ISessionObserver,
         clock: IReactorTime,
         serverStreams: bool = False,
+        notices: bool = False,
     ) -> None:
         """
         @param serverStreams: whether the client accepted the extension in
             which the server opens the streams (L{tunnel.core.control.SERVER_STREAMS}).
+        @param notices: whether it accepted the one in which the server says
+            why it closes the session (L{tunnel.core.control.NOTICES}).
         """
         self.identifier = identifier
         self.serverStreams = serverStreams
@@ -170,7 +173,7 @@ class ClientSession:
         self._settings = settings
         self._observer = observer
         self._clock = clock
-        self._core = ServerSession(settings, self.label, serverStreams)
+        self._core = ServerSession(settings, self.label, serverStreams, notices)
         self._control: Protocol | None = None
         self._timers: dict[Timer, IDelayedCall] = {}
         self._refusedStreams = 0

@@ -25,6 +25,7 @@ from twisted.web.static import Data
 from tunnel import __main__ as tunnelMain
 from tunnel import cli
 from tunnel.client import Forward, LocalAddress
+from tunnel.hostsfile import writeHostsFile
 from tunnel.test.twistdprocess import TwistdProcess, spawnPython, spawnTwistd
 
 
@@ -330,6 +331,29 @@ class ProcessTests(TestCase):
             "  ->  127.0.0.1:22\n",
             client.output,
         )
+
+    @defer.inlineCallbacks
+    def test_clientOfARemovedHostIsToldWhy(self):
+        """
+        A console client whose last host the operator removes (here from the
+        hosts file, then SIGHUP) is told why at once, and ends after three
+        refusals with a line that repeats it.
+        """
+        identifier = "the-removed-identifier-0123"
+        hostsFile = self.mktemp()
+        writeHostsFile(hostsFile, {"app.localhost": identifier})
+        server, port = yield self.serve("--hosts-file", hostsFile)
+        client = self.command("client", "--server", f"127.0.0.1:{port}",
+                              "--identifier", identifier, "--local", "1")
+        yield client.waitFor(r"Forwarding  http://app\.localhost")
+        writeHostsFile(hostsFile, {})
+        server.signal("HUP")
+        yield client.waitFor(r"closes the tunnel: this identifier has no host or TCP listener")
+        code = yield client.ended.addTimeout(30, reactor)
+        self.assertEqual(code, cli.EXIT_FAILED, client.output)
+        last = client.output.splitlines()[-1]
+        self.assertIn("refused identifier the-", last)
+        self.assertIn("when it closed the last tunnel, it said: this identifier has no host", last)
 
     @defer.inlineCallbacks
     def test_secondClientOfOneIdentifierStops(self):

@@ -97,19 +97,21 @@ class ConnectRequestTests(SynchronousTestCase):
         CONNECT request with the Host and identifier headers, and nothing
         else.
         """
-        connection = Connection(offerServerStreams=False, offerAddresses=False)
+        connection = Connection(
+            offerServerStreams=False, offerAddresses=False, offerNotices=False
+        )
         self.assertEqual(connection.written(), REQUEST)
 
     def test_requestOffersExtensions(self) -> None:
         """
-        By default the request offers the server-streams and addresses
-        extensions in one more header line, which servers that do not know
-        them ignore.
+        By default the request offers the server-streams, addresses and
+        notices extensions in one more header line, which servers that do
+        not know them ignore.
         """
         connection = Connection()
         self.assertEqual(
             connection.written(),
-            REQUEST[:-2] + b"X-Tunnel-Features: server-streams, addresses\r\n\r\n",
+            REQUEST[:-2] + b"X-Tunnel-Features: server-streams, addresses, notices\r\n\r\n",
         )
 
     def test_hostDefaultsToServerAddress(self) -> None:

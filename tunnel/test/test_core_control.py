@@ -64,6 +64,29 @@ class ControlMessageTests(SynchronousTestCase):
             self.assertRaises(ControlProtocolError, ControlMessage.decode, line)
 
 
+class NoticeTests(SynchronousTestCase):
+    """Notices: the last control message of a session, saying why it closes."""
+
+    def test_roundTrip(self) -> None:
+        """A notice is one JSON line that reads back as itself."""
+        notice = ControlMessage.ofNotice("the server is stopping")
+        line = notice.encode()
+        self.assertEqual(line, b'{"action": 2, "notice": "the server is stopping"}\n')
+        [read] = ControlLineReader().feed(line)
+        self.assertEqual(read, notice)
+        self.assertEqual(read.notice, "the server is stopping")
+
+    def test_onlyPrintableAndShortIsKept(self) -> None:
+        """Control characters are replaced and a long notice is cut."""
+        [read] = ControlLineReader().feed(
+            b'{"action": 2, "notice": "\\u001b[2Jgone\\u00e9' + b"x" * 400 + b'"}\n'
+        )
+        self.assertTrue(read.notice.startswith("?[2Jgone?x"))
+        self.assertEqual(len(read.notice), 300)
+        [other] = ControlLineReader().feed(b'{"action": 1, "notice": "ignored"}\n')
+        self.assertEqual(other.notice, "")
+
+
 class ControlLineReaderTests(SynchronousTestCase):
     """Splitting the control stream into messages."""
 

@@ -10,6 +10,7 @@ from typing import Callable
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.core.control import (
+    Action,
     HANDSHAKE_REQUEST,
     HANDSHAKE_RESPONSE,
     MAX_CONTROL_LINE,
@@ -57,10 +58,12 @@ CONTROL = "control stream"
 
 
 def session(
-    *events: Callable[[ServerSession], object], serverStreams: bool = False
+    *events: Callable[[ServerSession], object],
+    serverStreams: bool = False,
+    notices: bool = False,
 ) -> ServerSession:
     """A new session, told C{events} (functions of it) in order."""
-    tunnel = ServerSession(SETTINGS, LABEL, serverStreams)
+    tunnel = ServerSession(SETTINGS, LABEL, serverStreams, notices)
     for event in events:
         event(tunnel)
     return tunnel
@@ -461,6 +464,27 @@ class EndTests(SynchronousTestCase):
         )
         self.assertEqual(tunnel.state, S.CLOSING)
         self.assertEqual(tunnel.endReason, (Reason.CLOSED, "replaced"))
+
+    def test_closeTellsAClientThatTakesNotices(self) -> None:
+        """
+        A ready client that took notices is told why, in a last control
+        message before the control stream closes; one still in its
+        handshake is not (the control stream carries no message yet).
+        """
+        tunnel = session(*PATHS[S.READY], notices=True)
+        notice = ControlMessage(Action.NOTICE, 0, 0, "its hosts were removed")
+        self.assertEqual(
+            tunnel.close("its hosts were removed"),
+            (
+                Shutdown("its hosts were removed", SETTINGS.drainTimeout),
+                SendControl(notice.encode()),
+                CloseControl(),
+            ),
+        )
+        early = session(connect, openControl, notices=True)
+        self.assertNotIn(
+            SendControl(notice.encode()), early.close("its hosts were removed")
+        )
 
     def test_closingTwiceChangesNothing(self) -> None:
         """A second close, or one after the end, has nothing to do."""
