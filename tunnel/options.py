@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from typing import Callable
 
 from twisted.python import usage
 
@@ -435,10 +436,33 @@ class ClientOptions(_ConfigurableOptions):
         super().__init__()
         self["local"] = []
         self["local-ports"] = []
+        self["access"] = None
 
     def opt_local(self, address: str) -> None:
         """ADDR or PORT=ADDR: where to forward requests. ADDR alone (HOST:PORT, a port, or a client endpoint string) receives every HTTP and WebSocket request; PORT=ADDR forwards what comes for public port PORT, HTTP or TCP (repeatable). Without a fixed ADDR, HTTP requests whose Host names no port (or port 80) go to 127.0.0.1:80; any other port not given here or in --local-ports is refused (502)."""
         self["local"].append(address.strip())
+
+    def opt_allow(self, networks: str) -> None:
+        """NETWORKS: ask the server to admit to this client's hosts only public requests from these comma-separated networks (CIDR) or addresses, on top of its operator's rules; others get 403 (repeatable). The client does not serve a server that does not take them."""
+        self._askAccess("--allow", lambda: AccessRule(allow=parseNetworks(networks)))
+
+    def opt_deny(self, networks: str) -> None:
+        """NETWORKS: ask the server to refuse (403) public requests from these networks or addresses (repeatable)."""
+        self._askAccess("--deny", lambda: AccessRule(deny=parseNetworks(networks)))
+
+    def opt_basic_auth(self, path: str) -> None:
+        """FILE: ask the server to admit only public requests with one of the USER:PASSWORD lines of FILE (HTTP basic authentication); others get 401. Only digests of them reach the server (repeatable)."""
+        self._askAccess(
+            "--basic-auth", lambda: AccessRule(credentials=parseCredentials(_readText(path), path))
+        )
+
+    def _askAccess(self, option: str, read: Callable[[], AccessRule]) -> None:
+        try:
+            rule = read()
+        except ValueError as e:
+            raise usage.UsageError(f"{option}: {e}") from None
+        asked = self["access"] or AccessRule()
+        self["access"] = asked.adding(rule.allow, rule.deny, rule.credentials)
 
     def opt_local_ports(self, ports: str) -> None:
         """PORTS: ports dialled on 127.0.0.1 at the port a request names, HTTP or TCP, e.g. 3000,8000-8100 (repeatable). None by default."""
@@ -489,6 +513,7 @@ class ClientOptions(_ConfigurableOptions):
                 logRequests=self["log-requests"] == "yes",
                 token=self["token"],
                 subdomain=self["subdomain"],
+                access=self["access"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -27,7 +27,9 @@ from tunnel.core.clientsession import (
     State,
     Step,
 )
+from tunnel.core.access import AccessRule
 from tunnel.core.control import (
+    ACCESS,
     ADDRESSES,
     NOTICES,
     SERVER_STREAMS,
@@ -132,6 +134,9 @@ class TunnelSettings:
         identifier on its C{200} (see L{TunnelClientProtocol.registered}).
     @ivar subdomain: the subdomain to ask for with C{token}; a random free
         one if L{None}.
+    @ivar access: whom the client asks the server to admit to its hosts, on
+        top of the operator's rules (L{ACCESS}); a server that does not take
+        them fails the set-up (L{tunnel.client.errors.TunnelUnsupportedError}).
     @ivar maxLocalConnections: the most local connections (being dialled or
         open) at once; a tunnelled connection beyond it is refused without
         dialling (C{503} for HTTP and WebSocket, a closed stream for TCP).
@@ -157,6 +162,7 @@ class TunnelSettings:
         default=None, validator=_headerValue, repr=lambda token: "…" if token else "None"
     )
     subdomain: str | None = attrs.field(default=None)
+    access: AccessRule | None = None
 
     @identifier.validator
     def _checkIdentifier(self, attribute: attrs.Attribute, value: str) -> None:
@@ -178,6 +184,7 @@ class TunnelSettings:
             (SERVER_STREAMS, self.offerServerStreams),
             (ADDRESSES, self.offerAddresses),
             (NOTICES, self.offerNotices),
+            (ACCESS, self.access is not None),
         )
         return b", ".join(feature for feature, offered in offers if offered)
 
@@ -241,7 +248,10 @@ class TunnelClientProtocol(Protocol):
         self.registered: Registered | None = None
         self.notice: str | None = None
         self._tunnel = ClientTunnel(
-            settings.maxStreams, settings.setupTimeout, registering=settings.token is not None
+            settings.maxStreams,
+            settings.setupTimeout,
+            registering=settings.token is not None,
+            requiresAccess=settings.access is not None,
         )
         self._control: ControlStream | None = None
         self._setupTimer: IDelayedCall | None = None
@@ -314,6 +324,7 @@ class TunnelClientProtocol(Protocol):
                 self.settings.features,
                 self.settings.token,
                 self.settings.subdomain,
+                self.settings.access,
             )
         )
 

@@ -8,6 +8,13 @@ from tunnel.core.clientsession import (
     TunnelInUseError,
     TunnelRefusedError,
     TunnelResponseError,
+    TunnelUnsupportedError,
 )
 
-__all__ = ["TunnelConnectError", "TunnelInUseError", "TunnelRefusedError", "TunnelResponseError"]
+__all__ = [
+    "TunnelConnectError",
+    "TunnelInUseError",
+    "TunnelRefusedError",
+    "TunnelResponseError",
+    "TunnelUnsupportedError",
+]

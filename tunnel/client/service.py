@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from tunnel.client.connect import TunnelClientProtocol
 from tunnel.client.endpoint import TunnelEndpoint
-from tunnel.client.errors import TunnelInUseError, TunnelRefusedError
+from tunnel.client.errors import TunnelInUseError, TunnelRefusedError, TunnelUnsupportedError
 from tunnel.client.local import LocalAddress
 from tunnel.core.control import Registered, redactIdentifier
 
@@ -257,6 +257,11 @@ class TunnelClientService(Service):
                     f"with identifier {self._identifier} is connected; stop one of them, "
                     "or give each its own identifier"
                 )
+        elif reason.check(TunnelUnsupportedError):
+            self._lastProblem = _describe(reason)
+            self._log.error("{problem}", problem=self._lastProblem)
+            if self._giveUpAfter is not None:
+                self._giveUp(f"{self._server}: {self._lastProblem}")
         else:
             self._lastProblem = f"connecting failed: {_describe(reason)}"
         return reason

@@ -25,6 +25,7 @@ from typing import Mapping, Union
 import attrs
 
 from tunnel.core.control import (
+    ACCESS,
     ADDRESSES_HEADER,
     FEATURES_HEADER,
     REGISTERED_HOST_HEADER,
@@ -91,6 +92,14 @@ class TunnelInUseError(TunnelResponseError):
     """
     Another client with the same identifier holds its tunnel, and answers
     (the server answered C{409}): retrying soon would only be refused again.
+    """
+
+
+class TunnelUnsupportedError(TunnelConnectError):
+    """
+    The server accepted the control request without an extension the client
+    cannot do without (it asked for access rules, and a server that ignores
+    them would expose its hosts to everyone): the client does not serve.
     """
 
 
@@ -288,9 +297,18 @@ class ClientTunnel:
     @ivar setupTimeout: the seconds the set-up may take, for its error.
     @ivar registering: whether the control request asked for a host to be
         registered (it had a token): only then does the C{200} say what was.
+    @ivar requiresAccess: whether the control request asked for access
+        rules (L{ACCESS}): a C{200} that does not accept them fails the
+        set-up with L{TunnelUnsupportedError}.
     """
 
-    def __init__(self, maxStreams: int, setupTimeout: float, registering: bool = False) -> None:
+    def __init__(
+        self,
+        maxStreams: int,
+        setupTimeout: float,
+        registering: bool = False,
+        requiresAccess: bool = False,
+    ) -> None:
         self.state = State.REQUESTING
         self.openStreams = 0
         self.maxStreams = maxStreams
@@ -302,6 +320,8 @@ class ClientTunnel:
         self._addresses: tuple[str, ...] = ()
         self._registered: Registered | None = None
         self.registering = registering
+        self.requiresAccess = requiresAccess
+        self._unsupported = False
         self._answered = False
 
     @property
@@ -339,7 +359,17 @@ class ClientTunnel:
             return ()
         head, rest = parsed
         if head.code == 200:
-            self._serverStreams = SERVER_STREAMS in head.tokens(FEATURES_HEADER.lower())
+            features = head.tokens(FEATURES_HEADER.lower())
+            if self.requiresAccess and ACCESS not in features:
+                self._unsupported = True
+                return self._receive(
+                    Event.INVALID_RESPONSE,
+                    "the server does not take the access rules asked for (--allow, "
+                    "--deny, --basic-auth): not serving, which would expose the local "
+                    "service to everyone; ask the server's operator to set them instead",
+                    b"",
+                )
+            self._serverStreams = SERVER_STREAMS in features
             self._addresses = readAddresses(head.values(ADDRESSES_HEADER.lower()))
             if self.registering:
                 self._registered = readRegistered(
@@ -451,7 +481,7 @@ class ClientTunnel:
         """Why the set-up failed: a refusal said why, or else C{why} does."""
         refusal = self._refusal
         if refusal is None:
-            return TunnelConnectError(why)
+            return (TunnelUnsupportedError if self._unsupported else TunnelConnectError)(why)
         errorClass = {403: TunnelRefusedError, 409: TunnelInUseError}.get(
             refusal.code, TunnelResponseError
         )

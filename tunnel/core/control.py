@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 import attrs
 
+from tunnel.core.access import AccessRule, parseNetworks
 from tunnel.core.http import isValidHost
 
 #: The path of the HTTP request that turns a connection into a tunnel session.
@@ -47,6 +48,24 @@ ADDRESSES = b"addresses"
 #: (L{Action.NOTICE}), why it closes a session: the client's host was
 #: removed, a newer client replaced it, the server stops.
 NOTICES = b"notices"
+
+#: The extension in which the client asks the server to admit to its hosts
+#: only some sources (L{ALLOW_HEADER}, L{DENY_HEADER}) or users
+#: (L{CREDENTIALS_HEADER}), on top of what the server's operator set. A
+#: client that asks must find it among the features the server accepted:
+#: a server that ignored it (a Go one) would expose the hosts to everyone.
+ACCESS = b"access"
+
+#: The control request's headers of L{ACCESS}: comma-separated networks
+#: (CIDR) or addresses allowed and denied, and the hex SHA-256 digests of
+#: the C{USER:PASSWORD} pairs admitted (the passwords never leave the
+#: client).
+ALLOW_HEADER = b"X-Tunnel-Allow"
+DENY_HEADER = b"X-Tunnel-Deny"
+CREDENTIALS_HEADER = b"X-Tunnel-Credentials"
+
+#: The most networks, and credentials, a client may ask for.
+MAX_ACCESS_ITEMS = 64
 
 #: The longest notice a client takes, and what it keeps of one: printable
 #: ASCII only, so that a hostile server cannot write control sequences to
@@ -203,18 +222,63 @@ def readAddresses(values: Iterable[bytes]) -> tuple[str, ...]:
     return tuple(addresses)
 
 
+def requestedAccess(rule: AccessRule) -> list[tuple[bytes, str]]:
+    """The header fields of the control request that ask for C{rule} (L{ACCESS})."""
+    fields = [
+        (ALLOW_HEADER, ", ".join(str(network) for network in rule.allow)),
+        (DENY_HEADER, ", ".join(str(network) for network in rule.deny)),
+        (CREDENTIALS_HEADER, ", ".join(digest.hex() for digest in rule.credentials)),
+    ]
+    return [(name, value) for name, value in fields if value]
+
+
+def readRequestedAccess(
+    allow: Sequence[bytes], deny: Sequence[bytes], credentials: Sequence[bytes]
+) -> AccessRule | None:
+    """
+    The rule the fields of a control request's L{ACCESS} headers ask for,
+    or L{None} if they ask for nothing.
+
+    @raise ValueError: if a network or digest is malformed, or there are
+        more than L{MAX_ACCESS_ITEMS} of either.
+    """
+    def items(values: Sequence[bytes]) -> list[str]:
+        found = [
+            item.strip()
+            for value in values
+            for item in value.decode("ascii", "replace").split(",")
+            if item.strip()
+        ]
+        if len(found) > MAX_ACCESS_ITEMS:
+            raise ValueError(f"more than {MAX_ACCESS_ITEMS} items in one access list")
+        return found
+
+    allowed = parseNetworks(",".join(items(allow))) if items(allow) else ()
+    denied = parseNetworks(",".join(items(deny))) if items(deny) else ()
+    digests = []
+    for item in items(credentials):
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", item):
+            raise ValueError(f"{item[:80]!r} is not the hex SHA-256 digest of USER:PASSWORD")
+        digests.append(bytes.fromhex(item))
+    if not (allowed or denied or digests):
+        return None
+    return AccessRule(allowed, denied, tuple(digests))
+
+
 def connectRequest(
     identifier: str,
     host: str,
     features: bytes = b"",
     token: str | None = None,
     subdomain: str | None = None,
+    access: AccessRule | None = None,
 ) -> bytes:
     """
     The control request that asks the server for a tunnel session,
     offering the protocol extensions C{features} (comma-separated) if any;
     with an account's C{token}, asking for a host (at C{subdomain}) should
-    the server not know C{identifier} (which may then be empty).
+    the server not know C{identifier} (which may then be empty); with
+    C{access}, asking the server to admit to its hosts only whom it says.
     """
     fields = [(b"Host", host)]
     if identifier:
@@ -225,6 +289,8 @@ def connectRequest(
         fields.append((TOKEN_HEADER, token))
         if subdomain is not None:
             fields.append((SUBDOMAIN_HEADER, subdomain))
+    if access is not None:
+        fields += requestedAccess(access)
     head = b"".join(b"%s: %s\r\n" % (name, value.encode("ascii")) for name, value in fields)
     return b"CONNECT %s HTTP/1.1\r\n%s\r\n" % (CONTROL_PATH, head)
 

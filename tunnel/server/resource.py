@@ -15,8 +15,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tunnel._hijack import takeOverConnection
+from tunnel.core.access import AccessRule
 from tunnel.core.control import (
+    ACCESS,
     ADDRESSES,
+    ALLOW_HEADER,
+    CREDENTIALS_HEADER,
+    DENY_HEADER,
     FEATURES_HEADER,
     IDENTIFIER_HEADER,
     NOTICES,
@@ -26,6 +31,7 @@ from tunnel.core.control import (
     Registered,
     connectedResponse,
     publicAddresses,
+    readRequestedAccess,
     redactIdentifier,
 )
 from tunnel.core.http import isValidHost, parseHost, splitTokens
@@ -146,11 +152,16 @@ class TunnelResource(Resource):
             writeError(request, 400, b"a control request has no body")
             return
         headers = request.requestHeaders
+        try:
+            access = self._requestedAccess(request)
+        except ValueError as e:
+            writeError(request, 400, f"the access rules asked for are malformed: {e}".encode())
+            return
         identifiers = headers.getRawHeaders(IDENTIFIER_HEADER, [])
         tokens = headers.getRawHeaders(TOKEN_HEADER, [])
         known = len(identifiers) == 1 and self.registry.knows(identifiers[0])
         if not known and len(identifiers) <= 1 and len(tokens) == 1:
-            self._register(request, tokens[0])
+            self._register(request, tokens[0], access)
             return
         if not known:
             self._refuse(
@@ -162,9 +173,9 @@ class TunnelResource(Resource):
         identifier = identifiers[0]
         existing = self.registry.session(identifier)
         if existing is None or not existing.ready:
-            self._accept(request, identifier)
+            self._accept(request, identifier, access)
             return
-        self._settleConflict(request, identifier, existing)
+        self._settleConflict(request, identifier, existing, access)
 
     def _refuse(self, request: Request, what: str, message: bytes) -> None:
         """
@@ -182,7 +193,23 @@ class TunnelResource(Resource):
             )
         writeError(request, 403, message)
 
-    def _register(self, request: Request, token: bytes) -> None:
+    def _requestedAccess(self, request: Request) -> AccessRule | None:
+        """
+        The rule the control request asks for its hosts (L{ACCESS}), if it
+        offers the extension and asks for one.
+
+        @raise ValueError: if what it asks for is malformed.
+        """
+        headers = request.requestHeaders
+        if ACCESS not in splitTokens(headers.getRawHeaders(FEATURES_HEADER, [])):
+            return None
+        return readRequestedAccess(
+            headers.getRawHeaders(ALLOW_HEADER, []),
+            headers.getRawHeaders(DENY_HEADER, []),
+            headers.getRawHeaders(CREDENTIALS_HEADER, []),
+        )
+
+    def _register(self, request: Request, token: bytes, access: AccessRule | None) -> None:
         """
         A control request with an account's token and no identifier this
         server knows: register a host for it, then accept it.
@@ -211,11 +238,16 @@ class TunnelResource(Resource):
         self._accept(
             request,
             registration.identifier.encode("ascii"),
+            access,
             Registered(registration.host, registration.identifier),
         )
 
     def _settleConflict(
-        self, request: Request, identifier: bytes, existing: ClientSession
+        self,
+        request: Request,
+        identifier: bytes,
+        existing: ClientSession,
+        access: AccessRule | None,
     ) -> None:
         """
         A control request for an identifier whose client is connected: ping
@@ -239,21 +271,28 @@ class TunnelResource(Resource):
             if answered:
                 writeError(request, 409, _conflict(existing, self._clock.seconds()))
             else:
-                self._accept(request, identifier)
+                self._accept(request, identifier, access)
 
         pinged = existing.protocol.ping(CONFLICT_PING_TIMEOUT)
         pinged.addCallbacks(lambda roundTrip: settle(True), lambda reason: settle(False))
 
     def _accept(
-        self, request: Request, identifier: bytes, registered: Registered | None = None
+        self,
+        request: Request,
+        identifier: bytes,
+        access: AccessRule | None,
+        registered: Registered | None = None,
     ) -> None:
         """
-        Turn the connection of the control request into a tunnel session,
-        telling the client what was C{registered} for it, if anything.
+        Turn the connection of the control request into a tunnel session
+        whose hosts admit only whom C{access} permits, if it asked, telling
+        the client what was C{registered} for it, if anything.
         """
         offered = splitTokens(request.requestHeaders.getRawHeaders(FEATURES_HEADER, []))
         accepted = [
-            feature for feature in (SERVER_STREAMS, ADDRESSES, NOTICES) if feature in offered
+            feature
+            for feature in (SERVER_STREAMS, ADDRESSES, NOTICES, ACCESS)
+            if feature in offered
         ]
         addresses = self._addresses(request, identifier) if ADDRESSES in accepted else []
         session = ClientSession(
@@ -264,6 +303,7 @@ class TunnelResource(Resource):
             SERVER_STREAMS in accepted,
             NOTICES in accepted,
         )
+        session.access = access
         request.transport.write(connectedResponse(accepted, addresses, registered))
         takeOverConnection(request, session.protocol)
 
@@ -308,18 +348,8 @@ class TunnelResource(Resource):
         if route is None:
             writeError(request, 404, b"no tunnel for host %s" % (host,))
             return
-        access = route.access
-        if access is not None:
-            if not access.permits(getattr(request.getClientAddress(), "host", "")):
-                writeError(request, 403, b"this host does not accept requests from your address")
-                return
-            if not access.authorizes(request.getHeader(b"authorization")):
-                request.setHeader(b"www-authenticate", b'Basic realm="%s"' % (route.host.encode(),))
-                writeError(request, 401, b"this host needs a user name and password")
-                return
-            if access.credentials:
-                # The tunnel's password is not the local service's business.
-                request.requestHeaders.removeHeader(b"authorization")
+        if not self._admits(request, route.access, route.host):
+            return
         session = route.session
         if session is None or not session.ready:
             writeError(
@@ -328,6 +358,11 @@ class TunnelResource(Resource):
                 b"the tunnel client for host %s is not connected" % (host,),
             )
             return
+        if not self._admits(request, session.access, route.host):
+            return
+        if any(rule is not None and rule.credentials for rule in (route.access, session.access)):
+            # The tunnel's password is not the local service's business.
+            request.requestHeaders.removeHeader(b"authorization")
         forwarding = UpgradeForwarding if isUpgrade(request) else HTTPForwarding
         forwarding(
             request,
@@ -337,6 +372,23 @@ class TunnelResource(Resource):
             self._clock,
             self._settings.responseTimeout,
         ).start()
+
+
+    def _admits(self, request: Request, rule: AccessRule | None, host: str) -> bool:
+        """
+        Whether C{rule} (the operator's for C{host}, or its client's) admits
+        C{request}; if not, answer it (C{403} or C{401}).
+        """
+        if rule is None:
+            return True
+        if not rule.permits(getattr(request.getClientAddress(), "host", "")):
+            writeError(request, 403, b"this host does not accept requests from your address")
+            return False
+        if not rule.authorizes(request.getHeader(b"authorization")):
+            request.setHeader(b"www-authenticate", b'Basic realm="%s"' % (host.encode(),))
+            writeError(request, 401, b"this host needs a user name and password")
+            return False
+        return True
 
 
 def toOriginForm(request: Request, target: RequestTarget) -> None:

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface
 
+from tunnel.core.access import AccessRule
 from tunnel.core.control import ControlProtocolError, TransportProtocol, redactIdentifier
 from tunnel.core.serversession import (
     Abort,
@@ -145,6 +146,9 @@ class ClientSession:
     @ivar peer: the client's address, once connected.
     @ivar connectedSince: when the handshake completed (seconds on the
         session's clock), or L{None} before.
+    @ivar access: whom the client asked its hosts to admit
+        (L{tunnel.core.control.ACCESS}), on top of the operator's rules;
+        L{None} for no more than those.
     """
 
     _log = Logger()
@@ -169,6 +173,7 @@ class ClientSession:
         self.label = redactIdentifier(identifier)
         self.peer: IAddress | None = None
         self.connectedSince: float | None = None
+        self.access: AccessRule | None = None
         self.protocol = _ServerProtocol(self, _backlogForEveryOwedStream(settings), clock)
         self._settings = settings
         self._observer = observer

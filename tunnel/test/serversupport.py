@@ -75,8 +75,10 @@ class TunnelClient(Protocol):
         connectStream: StreamConnector,
         clock: Any,
         handshake: bytes = HANDSHAKE_REQUEST,
+        extraHeaders: bytes = b"",
     ) -> None:
         self.identifier = identifier
+        self.extraHeaders = extraHeaders
         self.connectStream = connectStream
         self.clock = clock
         self.handshake = handshake
@@ -90,8 +92,8 @@ class TunnelClient(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.write(
-            b"CONNECT %s HTTP/1.1\r\nHost: tunnel\r\n%s: %s\r\n\r\n"
-            % (CONTROL_PATH, IDENTIFIER_HEADER, self.identifier)
+            b"CONNECT %s HTTP/1.1\r\nHost: tunnel\r\n%s: %s\r\n%s\r\n"
+            % (CONTROL_PATH, IDENTIFIER_HEADER, self.identifier, self.extraHeaders)
         )
 
     def dataReceived(self, data: bytes) -> None:

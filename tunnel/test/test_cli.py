@@ -333,6 +333,47 @@ class ProcessTests(TestCase):
         )
 
     @defer.inlineCallbacks
+    def test_clientAsksForAccessRules(self):
+        """
+        A console client with --allow, --deny and --basic-auth gets its
+        host guarded by the server: a denied address gets 403, an allowed
+        one without the password 401, with it the page, without the
+        password reaching the local service.
+        """
+        page = Data(b"guarded", "text/plain")
+        page.isLeaf = True
+        local = reactor.listenTCP(0, Site(page), interface="127.0.0.1")
+        self.addCleanup(local.stopListening)
+        users = self.mktemp()
+        with open(users, "w") as f:
+            f.write("alice:s3cret\n")
+        identifier = "the-guarded-identifier-0123"
+        server, port = yield self.serve("--host", f"app.localhost={identifier}")
+        arguments = ("client", "--server", f"127.0.0.1:{port}", "--identifier", identifier,
+                     "--local", str(local.getHost().port), "--basic-auth", users)
+        denied = self.command(*arguments, "--allow", "127.0.0.0/8", "--deny", "127.0.0.1")
+        self.addCleanup(denied.stop)
+        yield denied.waitFor(r"Forwarding  http://app\.localhost")
+
+        def get(**headers: str):
+            return treq.get(f"http://127.0.0.1:{port}/", persistent=False,
+                            headers={"Host": "app.localhost", **headers})
+
+        response = yield get()
+        self.assertEqual(response.code, 403)
+        yield treq.content(response)
+        yield denied.stop()
+        allowed = self.command(*arguments, "--allow", "127.0.0.0/8")
+        self.addCleanup(allowed.stop)
+        yield allowed.waitFor(r"Forwarding  http://app\.localhost")
+        response = yield get()
+        self.assertEqual(response.code, 401)
+        yield treq.content(response)
+        response = yield get(Authorization="Basic YWxpY2U6czNjcmV0")
+        self.assertEqual((yield treq.content(response)), b"guarded")
+        self.assertNotIn("s3cret", allowed.output + server.output)
+
+    @defer.inlineCallbacks
     def test_clientOfARemovedHostIsToldWhy(self):
         """
         A console client whose last host the operator removes (here from the

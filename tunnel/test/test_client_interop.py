@@ -22,6 +22,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 
+from tunnel.core.access import AccessRule, parseNetworks
 from tunnel.client import (
     ClientState,
     LocalRoutes,
@@ -167,7 +168,10 @@ class GoServerTests(TestCase):
         )
 
     def client(
-        self, identifier: str = IDENTIFIER, dynamicPorts: list[str] = []
+        self,
+        identifier: str = IDENTIFIER,
+        dynamicPorts: list[str] = [],
+        access: AccessRule | None = None,
     ) -> TunnelClientService:
         """
         Our client, forwarding requests without a port to the origin and the
@@ -182,7 +186,7 @@ class GoServerTests(TestCase):
         service = TunnelClientService(
             TunnelEndpoint(
                 server.endpoint(reactor),
-                TunnelSettings(identifier, routes=routes, host=server.host),
+                TunnelSettings(identifier, routes=routes, host=server.host, access=access),
                 reactor,
             ),
             retryPolicy=backoffPolicy(initialDelay=0.1, factor=2.0, jitter=lambda: 0),
@@ -202,6 +206,20 @@ class GoServerTests(TestCase):
 
     def get(self, path: str, host: str = HOST) -> defer.Deferred[Any]:
         return treq.get(self.url(path), headers={"Host": host}, pool=self.pool)
+
+    @defer.inlineCallbacks
+    def test_accessRulesAreNotLeftUnenforced(self) -> Any:
+        """
+        Our client that asks for access rules does not serve the Go server,
+        which ignores them: the host would be open to everyone. It says so,
+        and the host never reaches the origin.
+        """
+        service = self.client(access=AccessRule(allow=parseNetworks("10.0.0.0/8")))
+        state = yield waitForState(service, "waiting", "does not take the access rules")
+        self.assertIn("--allow", state.detail)
+        response = yield self.get("/")
+        self.assertNotEqual(response.code, 200)
+        yield response.content()
 
     @defer.inlineCallbacks
     def test_get(self) -> Any:

@@ -7,6 +7,7 @@ errors of public requests.
 from __future__ import annotations
 
 import base64
+import hashlib
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress
@@ -141,6 +142,88 @@ class BasicAuthTests(ResourceTestCase):
         """The right pair is let through, and the local service never sees it."""
         response, body = self.getWith(b"Basic " + base64.b64encode(b"alice:s3cret"))
         self.assertEqual((response.code, body), (200, b"none"))
+
+
+class ClientAccessTests(ResourceTestCase):
+    """
+    Access rules a client asks for its hosts (the access extension), on top
+    of the operator's.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.local = Site(EchoAuthorization(), reactor=self.harness.clock)
+
+    def connectAsking(self, *lines: bytes, features: bytes = b"access"):
+        headers = b"X-Tunnel-Features: " + features + b"\r\n" + b"".join(
+            line + b"\r\n" for line in lines
+        )
+        return self.harness.tunnelClient(
+            IDENTIFIER, lambda m: self.local.buildProtocol(None), extraHeaders=headers
+        )
+
+    def getWith(self, authorization: bytes | None = None):
+        return BasicAuthTests.getWith(self, authorization)  # type: ignore[arg-type]
+
+    def test_networksAskedForAreChecked(self) -> None:
+        """
+        A client that asks to admit only some networks gets the extension
+        accepted; a request from elsewhere gets a 403, one from inside
+        reaches it, and a denied address is refused whatever is allowed.
+        """
+        client = self.connectAsking(b"X-Tunnel-Allow: 10.0.0.0/8, 2001:db8::/32")
+        self.assertIn(b"X-Tunnel-Features: access\n", client.answer)
+        response, body = self.getWith()
+        self.assertEqual((response.code, body),
+                         (403, b"this host does not accept requests from your address\n"))
+        client.transport.loseConnection()
+        self.harness.flush()
+        client = self.connectAsking(
+            b"X-Tunnel-Allow: 203.0.113.0/24",
+            b"X-Tunnel-Deny: 198.51.100.0/24",
+        )
+        response, body = self.getWith()
+        self.assertEqual((response.code, body), (200, b"none"))
+        client.transport.loseConnection()
+        self.harness.flush()
+        self.connectAsking(b"X-Tunnel-Allow: 0.0.0.0/0", b"X-Tunnel-Deny: 203.0.113.7")
+        self.assertEqual(self.getWith()[0].code, 403)
+
+    def test_operatorRulesStillHold(self) -> None:
+        """A client's rules add to the operator's; they cannot loosen them."""
+        self.server.setAccess("app.example", AccessRule(deny=parseNetworks(PUBLIC_PEER.host)))
+        self.connectAsking(b"X-Tunnel-Allow: 0.0.0.0/0")
+        self.assertEqual(self.getWith()[0].code, 403)
+
+    def test_credentialsAskedForAreChecked(self) -> None:
+        """
+        A client asks for credentials by their digests; a request without
+        them gets a 401, one with them reaches the client without them.
+        """
+        digest = hashlib.sha256(b"alice:s3cret").hexdigest().encode()
+        self.connectAsking(b"X-Tunnel-Credentials: " + digest)
+        response, body = self.getWith()
+        self.assertEqual(response.code, 401)
+        response, body = self.getWith(b"Basic " + base64.b64encode(b"alice:s3cret"))
+        self.assertEqual((response.code, body), (200, b"none"))
+
+    def test_rulesWithoutTheFeatureAreIgnored(self) -> None:
+        """Without the extension offered, the headers mean nothing (as to a Go server)."""
+        client = self.connectAsking(b"X-Tunnel-Allow: 10.0.0.0/8", features=b"addresses")
+        self.assertNotIn(b"access", client.answer)
+        self.assertEqual(self.getWith()[0].code, 200)
+
+    def test_malformedRulesAreABadRequest(self) -> None:
+        """Malformed networks or digests, or too many, get a 400 and no session."""
+        for line in (
+            b"X-Tunnel-Allow: 10.0.0.1/8",
+            b"X-Tunnel-Allow: nowhere",
+            b"X-Tunnel-Credentials: alice:s3cret",
+            b"X-Tunnel-Deny: " + b", ".join(b"10.0.0.%d" % (i,) for i in range(65)),
+        ):
+            client = self.connectAsking(line)
+            self.assertTrue(client.answer.startswith(b"HTTP/1.1 400 "), client.answer)
+        self.assertEqual(self.server.clients(), [])
 
 
 class ControlPathTests(ResourceTestCase):

@@ -1,10 +1,11 @@
 """
-The client's side of self-service hosts: its state file, its options, and
-how its service takes a registration.
+The client's side of self-service hosts (its state file, its options, how
+its service takes a registration) and of the access rules it asks for.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -19,7 +20,18 @@ from tunnel.client.statefile import (
     defaultStatePath,
     registrationKey,
 )
-from tunnel.core.control import Registered
+from tunnel.core.clientsession import (
+    ClientTunnel,
+    SetupFailed,
+    StartSession,
+    TunnelUnsupportedError,
+)
+from tunnel.core.control import (
+    CONNECTED_RESPONSE,
+    Registered,
+    connectedResponse,
+    connectRequest,
+)
 from tunnel.options import SECRET_ENVIRONMENT, ClientOptions
 
 TOKEN = "alice-token-0123456789"
@@ -159,3 +171,55 @@ class TokenOptionsTests(SynchronousTestCase):
                 json.load(f)["registrations"],
                 {"t.example:443 myapp": {"host": "myapp.t.example", "identifier": "alice~new"}},
             )
+
+
+class AccessOptionsTests(SynchronousTestCase):
+    """The access rules a client asks for: options, request, and a server that ignores them."""
+
+    def parse(self, *argv: str) -> ClientOptions:
+        options = ClientOptions()
+        options.parseOptions(["--server", "t.example:443", "--identifier", "x", *argv])
+        return options
+
+    def test_optionsMakeOneRule(self) -> None:
+        """--allow, --deny and --basic-auth add to one rule the control request carries."""
+        users = self.mktemp()
+        with open(users, "w") as f:
+            f.write("alice:s3cret\n")
+        settings = self.parse(
+            "--allow", "10.0.0.0/8", "--allow", "192.0.2.1", "--deny", "10.1.0.0/16",
+            "--basic-auth", users,
+        )["settings"]
+        self.assertEqual([str(n) for n in settings.access.allow], ["10.0.0.0/8", "192.0.2.1/32"])
+        request = connectRequest("x", "t", settings.features, access=settings.access)
+        self.assertIn(b"X-Tunnel-Features: server-streams, addresses, notices, access\r\n", request)
+        self.assertIn(b"X-Tunnel-Allow: 10.0.0.0/8, 192.0.2.1/32\r\n", request)
+        self.assertIn(b"X-Tunnel-Deny: 10.1.0.0/16\r\n", request)
+        digest = hashlib.sha256(b"alice:s3cret").hexdigest().encode()
+        self.assertIn(b"X-Tunnel-Credentials: " + digest + b"\r\n", request)
+        self.assertNotIn(b"s3cret", request)
+        self.assertIsNone(self.parse()["settings"].access)
+
+    def test_badValuesAreUsageErrors(self) -> None:
+        """A network that is none, or an unreadable file, is a usage error naming the option."""
+        for argv, said in {
+            ("--allow", "10.0.0.1/8"): "--allow: ",
+            ("--deny", "x"): "--deny: ",
+            ("--basic-auth", self.mktemp()): "--basic-auth: cannot read",
+        }.items():
+            error = self.assertRaises(usage.UsageError, self.parse, *argv)
+            self.assertIn(said, str(error))
+
+    def test_serverThatIgnoresTheRulesIsNotServed(self) -> None:
+        """
+        A C{200} that does not accept the access extension (a Go server's)
+        fails the set-up: serving would expose the hosts to everyone.
+        """
+        tunnel = ClientTunnel(10, 30.0, requiresAccess=True)
+        steps = tunnel.receiveResponse(CONNECTED_RESPONSE)
+        [failed] = [step for step in steps if isinstance(step, SetupFailed)]
+        self.assertIsInstance(failed.error, TunnelUnsupportedError)
+        self.assertIn("does not take the access rules", str(failed.error))
+        accepting = ClientTunnel(10, 30.0, requiresAccess=True)
+        [start] = accepting.receiveResponse(connectedResponse([b"access"]))
+        self.assertIsInstance(start, StartSession)
