@@ -22,7 +22,7 @@ from tunnel.core.access import AccessRule
 from tunnel.server.accounts import Accounts
 from tunnel.server.events import ClientConnected, ClientDisconnected, ClientInfo, HostStatus
 from tunnel.server.limits import FailureLimiter
-from tunnel.server.registry import Event, Registry
+from tunnel.server.registry import Event, Registry, checkIdentifier
 from tunnel.server.resource import TunnelResource
 from tunnel.server.selfservice import SelfService
 from tunnel.server.session import SessionSettings, StreamTimeout, TooManyPendingStreams
@@ -205,10 +205,9 @@ class TunnelServer:
 
         @return: a L{Deferred} firing with the listening port once it
             listens; pass it to L{unbindTCP} to stop.
+        @raise ValueError: if the identifier is empty, before listening.
         """
-        key = _identifier(identifier)
-        if not key:
-            raise ValueError("an identifier must not be empty")
+        key = checkIdentifier(_identifier(identifier))
         listening = endpoint.listen(TCPTunnelFactory(lambda: self._registry.session(key)))
 
         def listened(port: IListeningPort) -> IListeningPort:

@@ -91,6 +91,17 @@ def _digest(identifier: bytes) -> bytes:
     return hashlib.sha256(identifier).digest()
 
 
+def checkIdentifier(identifier: bytes) -> bytes:
+    """
+    C{identifier}, if it can be one.
+
+    @raise ValueError: if it is empty.
+    """
+    if not identifier:
+        raise ValueError("an identifier must not be empty")
+    return identifier
+
+
 @implementer(ISessionObserver)
 class Registry:
     """
@@ -303,9 +314,7 @@ class Registry:
         return tunnel
 
     def _tunnel(self, identifier: bytes, create: bool = False) -> _Tunnel:
-        if not identifier:
-            raise ValueError("an identifier must not be empty")
-        key = _digest(identifier)
+        key = _digest(checkIdentifier(identifier))
         tunnel = self._tunnels.get(key)
         if tunnel is None:
             if not create:

@@ -140,3 +140,13 @@ class TCPTunnelTests(SynchronousTestCase):
         self.assertTrue(self.endpoint.port.stopped)
         self.assertIsNotNone(client.lost)
         self.assertEqual(self.harness.server.clients(), [])
+
+    def test_emptyIdentifierIsRefusedBeforeListening(self) -> None:
+        """
+        Binding a listener to an empty identifier raises L{ValueError} at
+        once, and the endpoint is never asked to listen.
+        """
+        endpoint = MemoryEndpoint()
+        for empty in (b"", ""):
+            self.assertRaises(ValueError, self.harness.server.bindTCP, endpoint, empty)
+        self.assertIsNone(endpoint.factory)
