@@ -71,6 +71,27 @@ def serverEndpointDescription(text: str) -> str:
     return f"tcp:{text}" if text.isdigit() else text
 
 
+def endpointPort(description: str) -> int | None:
+    """
+    The port a server endpoint description listens on: its first argument,
+    or C{port=}, for the types that have one (C{tcp}, C{tcp6}, C{ssl});
+    L{None} for the others.
+
+    @raise ValueError: if the port is missing or not a number from 0 to
+        65535.
+    """
+    kind, _, arguments = description.partition(":")
+    if kind.strip().lower() not in _PORT_TYPES:
+        return None
+    fields = re.split(r"(?<!\\):", arguments)
+    positional = [field for field in fields if "=" not in field]
+    named = [field[len("port="):] for field in fields if field.startswith("port=")]
+    for port in (positional[:1] or named[:1]):
+        if port.isdigit() and int(port) <= 65535:
+            return int(port)
+    raise ValueError("the port must be a number from 0 to 65535")
+
+
 def checkServerEndpoint(option: str, description: str) -> None:
     """
     Check that a server endpoint description can be used, without listening:
@@ -85,17 +106,10 @@ def checkServerEndpoint(option: str, description: str) -> None:
         serverFromString(reactor, description)
     except Exception as e:
         raise usage.UsageError(f"{option} {description!r}: {endpointProblem(e)}") from None
-    kind, _, arguments = description.partition(":")
-    if kind.strip().lower() not in _PORT_TYPES:
-        return
-    fields = re.split(r"(?<!\\):", arguments)
-    positional = [field for field in fields if "=" not in field]
-    named = [field[len("port="):] for field in fields if field.startswith("port=")]
-    for port in (positional[:1] or named[:1]):
-        if not (port.isdigit() and int(port) <= 65535):
-            raise usage.UsageError(
-                f"{option} {description!r}: the port must be a number from 0 to 65535"
-            )
+    try:
+        endpointPort(description)
+    except ValueError as e:
+        raise usage.UsageError(f"{option} {description!r}: {e}") from None
 
 
 #: The listen backlog of the public endpoints, unless their string gives
