@@ -20,7 +20,13 @@ from twisted.internet.task import Cooperator
 
 from tunnel.core.access import AccessRule
 from tunnel.server.accounts import Accounts
-from tunnel.server.events import ClientConnected, ClientDisconnected, ClientInfo, HostStatus
+from tunnel.server.events import (
+    ClientConnected,
+    ClientDisconnected,
+    ClientInfo,
+    HostStatus,
+    ListenerStatus,
+)
 from tunnel.server.limits import FailureLimiter
 from tunnel.server.registry import Event, Registry, checkIdentifier
 from tunnel.server.resource import TunnelResource
@@ -36,6 +42,7 @@ __all__ = [
     "ClientDisconnected",
     "ClientInfo",
     "HostStatus",
+    "ListenerStatus",
     "SessionSettings",
     "StreamTimeout",
     "TooManyPendingStreams",
@@ -195,6 +202,13 @@ class TunnelServer:
     def clients(self) -> list[ClientInfo]:
         """The connected clients, with redacted identifiers."""
         return self._registry.clients()
+
+    def tcpListeners(self) -> list[ListenerStatus]:
+        """
+        The TCP listeners bound by L{bindTCP}, by port, each with a host of
+        its identifier and whether its client is connected.
+        """
+        return self._registry.listeners()
 
     def bindTCP(
         self, endpoint: IStreamServerEndpoint, identifier: str | bytes

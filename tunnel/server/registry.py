@@ -25,6 +25,7 @@ from tunnel.server.events import (
     ClientDisconnected,
     ClientInfo,
     HostStatus,
+    ListenerStatus,
 )
 from tunnel.server.session import ClientSession, ISessionObserver
 
@@ -258,6 +259,15 @@ class Registry:
             HostStatus(name, tunnel.session is not None)
             for name, tunnel in sorted(self._hosts.items())
         ]
+
+    def listeners(self) -> list[ListenerStatus]:
+        """Every TCP listener, by port, and whether its client is connected."""
+        statuses = [
+            ListenerStatus(port, min(tunnel.hosts, default=None), tunnel.session is not None)
+            for tunnel in self._tunnels.values()
+            for port in tunnel.listeners
+        ]
+        return sorted(statuses, key=lambda status: status.port)
 
     def clients(self) -> list[ClientInfo]:
         """The connected clients, in the order they connected."""

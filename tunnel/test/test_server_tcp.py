@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tunnel.core.control import ControlMessage, TransportProtocol
+from tunnel.server import ListenerStatus
 from tunnel.test.serversupport import PUBLIC_PEER, Harness, RawLocal
 from tunnel.test.support import Recorder
 
@@ -127,6 +128,22 @@ class TCPTunnelTests(SynchronousTestCase):
         client.mux.openStream(late)
         self.harness.flush()
         self.assertIsNotNone(late.lost)
+
+    def test_listenersAreListed(self) -> None:
+        """
+        tcpListeners lists the bound listeners and whether their client is
+        connected, until they are unbound.
+        """
+        self.harness.server.addHost("a.example", IDENTIFIER)
+        self.assertEqual(
+            self.harness.server.tcpListeners(), [ListenerStatus(PORT, "a.example", False)]
+        )
+        self.harness.tunnelClient(IDENTIFIER, self.connectStream)
+        self.assertEqual(
+            self.harness.server.tcpListeners(), [ListenerStatus(PORT, "a.example", True)]
+        )
+        self.successResultOf(self.harness.server.unbindTCP(self.port))
+        self.assertEqual(self.harness.server.tcpListeners(), [])
 
     def test_listenerKeepsTheIdentifierKnown(self) -> None:
         """
