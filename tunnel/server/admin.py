@@ -36,6 +36,7 @@ from tunnel.hostsfile import updateHostsFile
 from tunnel.core.control import redactIdentifier
 from tunnel.core.http import normaliseHost
 from tunnel.sparselog import isSparseCount
+from tunnel.server.adminerror import AdminError
 from tunnel.server.events import ClientInfo
 from tunnel.server.site import StreamingRequest, TunnelChannel
 
@@ -75,14 +76,8 @@ def _describePeer(peer: object) -> str | None:
     return None if host is None else joinHostPort(host, port)
 
 
-class _Error(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _tooLarge() -> _Error:
-    return _Error(413, f"the request body is larger than {MAX_BODY} bytes")
+def _tooLarge() -> AdminError:
+    return AdminError(413, f"the request body is larger than {MAX_BODY} bytes")
 
 
 class _BoundedBody:
@@ -130,7 +125,7 @@ def readBoundedBody(request: Request, maxBytes: int = MAX_BODY) -> Deferred[byte
     before any of it is read), or from the body twisted.web buffered.
 
     @return: a L{Deferred} firing with the body, or failing with a C{413}
-        L{_Error} (or with the reason the connection was lost).
+        L{AdminError} (or with the reason the connection was lost).
     """
     if isinstance(request, StreamingRequest):
         body = request.body
@@ -200,7 +195,7 @@ class AdminResource(Resource):
         return self._dispatch(request)
 
     def _failed(self, reason: Failure, gone: bool) -> tuple[int, dict[str, Any]]:
-        if reason.check(_Error):
+        if reason.check(AdminError):
             return reason.value.code, {"error": str(reason.value)}
         if not gone:
             self._log.failure("admin: request failed", reason)
@@ -228,7 +223,7 @@ class AdminResource(Resource):
                     count=self._refusedRequests,
                 )
             request.setHeader(b"www-authenticate", b'Bearer realm="tunnel-admin"')
-            raise _Error(401, "a valid bearer token is required")
+            raise AdminError(401, "a valid bearer token is required")
 
     def _dispatch(self, request: Request) -> object:
         segments = [s for s in request.path.split(b"/") if s]
@@ -238,20 +233,20 @@ class AdminResource(Resource):
                 return 200, {"hosts": self._hosts()}
             if method == b"POST":
                 return self._add(request)
-            raise _Error(405, "use GET or POST on /hosts")
+            raise AdminError(405, "use GET or POST on /hosts")
         if len(segments) == 2 and segments[0] == b"hosts":
             if method == b"DELETE":
                 return self._delete(segments[1].decode("utf-8", "replace"))
-            raise _Error(405, "use DELETE on /hosts/NAME")
+            raise AdminError(405, "use DELETE on /hosts/NAME")
         if len(segments) == 3 and segments[0] == b"hosts" and segments[2] == b"rotate":
             if method == b"POST":
                 return self._rotate(segments[1].decode("utf-8", "replace"))
-            raise _Error(405, "use POST on /hosts/NAME/rotate")
+            raise AdminError(405, "use POST on /hosts/NAME/rotate")
         if segments == [b"clients"]:
             if method == b"GET":
                 return 200, {"clients": self._clients()}
-            raise _Error(405, "use GET on /clients")
-        raise _Error(404, "no such resource; see /hosts and /clients")
+            raise AdminError(405, "use GET on /clients")
+        raise AdminError(404, "no such resource; see /hosts and /clients")
 
     def _clients(self) -> list[dict[str, Any]]:
         return [
@@ -269,9 +264,9 @@ class AdminResource(Resource):
         try:
             host = normaliseHost(name)
         except ValueError:
-            raise _Error(404, f"no host {name!r}") from None
+            raise AdminError(404, f"no host {name!r}") from None
         if not any(h.host == host for h in self._registry.hosts()):
-            raise _Error(404, f"no host {host}")
+            raise AdminError(404, f"no host {host}")
         return host
 
     def _rotate(self, name: str) -> tuple[int, dict[str, Any]]:
@@ -309,11 +304,11 @@ class AdminResource(Resource):
             if sameAs is not None and not isinstance(sameAs, str):
                 raise TypeError("sameAs must be a host name")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise _Error(
+            raise AdminError(
                 400, f'expected {{"host": "NAME"}} or {{"host": "NAME", "sameAs": "HOST"}}: {e}'
             ) from None
         if any(h.host == host for h in self._registry.hosts()):
-            raise _Error(409, f"host {host} is already registered")
+            raise AdminError(409, f"host {host} is already registered")
         if sameAs is None:
             identifier = self._identifierFactory()
         else:
@@ -349,7 +344,7 @@ class AdminResource(Resource):
                 path=self._hostsFile,
                 error=e,
             )
-            raise _Error(500, "the hosts file could not be saved; nothing was changed") from None
+            raise AdminError(500, "the hosts file could not be saved; nothing was changed") from None
 
 
 class AdminSite(Site):
