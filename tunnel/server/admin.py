@@ -1,5 +1,5 @@
 """
-The admin API: register virtual hosts at run time.
+The admin API: register virtual hosts and TCP listeners at run time.
 
 JSON in and out, behind a bearer token::
 
@@ -7,6 +7,9 @@ JSON in and out, behind a bearer token::
     POST   /hosts          {"host": "NAME"}
                            -> 201 {"host": ..., "identifier": ...}
     DELETE /hosts/NAME     -> 200 {"deleted": NAME}; the host's session closes
+    POST   /hosts/NAME/rotate -> 200 {"hosts": [...], "identifier": ...}
+    GET    /clients        -> 200 {"clients": [...]}, identifiers redacted
+    GET, POST /tcp, DELETE /tcp/PORT: TCP listeners (see L{tunnel.server.admintcp})
 
 A request without the right C{Authorization: Bearer TOKEN} header gets 401;
 a body larger than L{MAX_BODY} gets 413. Served by an L{AdminSite}, both
@@ -37,6 +40,7 @@ from tunnel.core.control import redactIdentifier
 from tunnel.core.http import normaliseHost
 from tunnel.sparselog import isSparseCount
 from tunnel.server.adminerror import AdminError
+from tunnel.server.admintcp import ListenerRegistry, TCPListenersAPI
 from tunnel.server.events import ClientInfo
 from tunnel.server.site import StreamingRequest, TunnelChannel
 
@@ -46,8 +50,11 @@ MAX_BODY = 64 * 1024
 ADMIN_IDLE_TIMEOUT = 60.0
 
 
-class HostRegistry(TypingProtocol):
-    """What the admin API needs of the tunnel server."""
+class HostRegistry(ListenerRegistry, TypingProtocol):
+    """
+    What the admin API needs of the tunnel server: its hosts and clients,
+    and the TCP listeners of L{ListenerRegistry}.
+    """
 
     def addHost(self, host: str, identifier: str) -> None:
         """Route C{host} to the client with C{identifier}."""
@@ -61,8 +68,6 @@ class HostRegistry(TypingProtocol):
     def clients(self) -> list[ClientInfo]:
         """The connected clients."""
 
-    def identifierOf(self, host: str) -> bytes:
-        """The identifier C{host} is routed to; L{KeyError} if none."""
 
 
 def newIdentifier() -> str:
@@ -161,8 +166,15 @@ class AdminResource(Resource):
         token: str,
         hostsFile: str | None = None,
         identifierFactory: Callable[[], str] = newIdentifier,
+        reactor: Any = None,
     ) -> None:
         """
+        @param registry: the tunnel server.
+        @param token: the bearer token.
+        @param hostsFile: the hosts file to save registrations to, if any.
+        @param identifierFactory: makes the identifiers of new hosts.
+        @param reactor: the reactor TCP listeners added through the API
+            listen with; the global one by default.
         @raise ValueError: if C{token} is empty.
         """
         super().__init__()
@@ -175,6 +187,9 @@ class AdminResource(Resource):
         self._hostsFile = hostsFile
         self._identifierFactory = identifierFactory
         self._refusedRequests = 0
+        if reactor is None:
+            from twisted.internet import reactor
+        self._tcp = TCPListenersAPI(registry, reactor)
 
     def render(self, request: Request) -> object:
         """
@@ -246,7 +261,17 @@ class AdminResource(Resource):
             if method == b"GET":
                 return 200, {"clients": self._clients()}
             raise AdminError(405, "use GET on /clients")
-        raise AdminError(404, "no such resource; see /hosts and /clients")
+        if segments == [b"tcp"]:
+            if method == b"GET":
+                return self._tcp.list()
+            if method == b"POST":
+                return readBoundedBody(request).addCallback(self._tcp.addFromBody)
+            raise AdminError(405, "use GET or POST on /tcp")
+        if len(segments) == 2 and segments[0] == b"tcp":
+            if method == b"DELETE":
+                return self._tcp.delete(segments[1].decode("utf-8", "replace"))
+            raise AdminError(405, "use DELETE on /tcp/PORT")
+        raise AdminError(404, "no such resource; see /hosts, /clients and /tcp")
 
     def _clients(self) -> list[dict[str, Any]]:
         return [
