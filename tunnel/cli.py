@@ -16,7 +16,6 @@ as a traceback.
 from __future__ import annotations
 
 import difflib
-import errno
 import re
 import sys
 from typing import Any, Callable, Mapping, Sequence, TextIO
@@ -36,6 +35,7 @@ from twisted.python import usage
 
 from tunnel import tap
 from tunnel.client import ClientState, Forward, TunnelClientService
+from tunnel.listening import listenProblem
 from tunnel.options import ClientOptions, ServerOptions
 
 #: The exit status after a stop by a signal.
@@ -118,19 +118,6 @@ def usageErrorMessage(
         if meant is not None:
             text += f" (did you mean --{meant}?)"
     return f"{program}: {text}\nRun '{program} --help' to see every option.\n"
-
-
-def listenProblem(error: CannotListenError) -> str:
-    """Why a listener could not start, and what to do about it, in one line."""
-    where = f"port {error.port}" + (f" of {error.interface}" if error.interface else "")
-    reason = error.socketError
-    code = getattr(reason, "errno", None)
-    said = getattr(reason, "strerror", None) or str(reason)
-    if code == errno.EADDRINUSE:
-        said += " (another program listens there: stop it or choose another port)"
-    elif code == errno.EACCES:
-        said += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-    return f"cannot listen on {where}: {said}"
 
 
 def startupProblem(service: IService) -> str | None:

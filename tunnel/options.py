@@ -71,6 +71,27 @@ def serverEndpointDescription(text: str) -> str:
     return f"tcp:{text}" if text.isdigit() else text
 
 
+def endpointPort(description: str) -> int | None:
+    """
+    The port a server endpoint description listens on: its first argument,
+    or C{port=}, for the types that have one (C{tcp}, C{tcp6}, C{ssl});
+    L{None} for the others.
+
+    @raise ValueError: if the port is missing or not a number from 0 to
+        65535.
+    """
+    kind, _, arguments = description.partition(":")
+    if kind.strip().lower() not in _PORT_TYPES:
+        return None
+    fields = re.split(r"(?<!\\):", arguments)
+    positional = [field for field in fields if "=" not in field]
+    named = [field[len("port="):] for field in fields if field.startswith("port=")]
+    for port in (positional[:1] or named[:1]):
+        if port.isdigit() and int(port) <= 65535:
+            return int(port)
+    raise ValueError("the port must be a number from 0 to 65535")
+
+
 def checkServerEndpoint(option: str, description: str) -> None:
     """
     Check that a server endpoint description can be used, without listening:
@@ -85,17 +106,10 @@ def checkServerEndpoint(option: str, description: str) -> None:
         serverFromString(reactor, description)
     except Exception as e:
         raise usage.UsageError(f"{option} {description!r}: {endpointProblem(e)}") from None
-    kind, _, arguments = description.partition(":")
-    if kind.strip().lower() not in _PORT_TYPES:
-        return
-    fields = re.split(r"(?<!\\):", arguments)
-    positional = [field for field in fields if "=" not in field]
-    named = [field[len("port="):] for field in fields if field.startswith("port=")]
-    for port in (positional[:1] or named[:1]):
-        if not (port.isdigit() and int(port) <= 65535):
-            raise usage.UsageError(
-                f"{option} {description!r}: the port must be a number from 0 to 65535"
-            )
+    try:
+        endpointPort(description)
+    except ValueError as e:
+        raise usage.UsageError(f"{option} {description!r}: {e}") from None
 
 
 #: The listen backlog of the public endpoints, unless their string gives
@@ -180,6 +194,21 @@ def _readText(path: str) -> str:
             return f.read()
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _allowing(networks: str) -> AccessRule:
+    """The rule of C{--allow}: admit only these networks."""
+    return AccessRule(allow=parseNetworks(networks))
+
+
+def _denying(networks: str) -> AccessRule:
+    """The rule of C{--deny}: refuse these networks."""
+    return AccessRule(deny=parseNetworks(networks))
+
+
+def _askingCredentials(path: str) -> AccessRule:
+    """The rule of C{--basic-auth}: ask for one of the credentials in this file."""
+    return AccessRule(credentials=parseCredentials(_readText(path), path))
 
 
 class _ConfigurableOptions(usage.Options):
@@ -287,29 +316,33 @@ class ServerOptions(_ConfigurableOptions):
 
     def opt_allow(self, assignment: str) -> None:
         """HOST=NETWORKS: admit to HOST only public requests from these comma-separated networks (CIDR, e.g. 10.0.0.0/8,2001:db8::/32) or addresses; others get 403 (repeatable; adds to HOST's list)."""
-        self._addAccess("--allow", assignment, "allow")
+        self._addAccess("--allow", assignment, "HOST=NETWORKS", _allowing)
 
     def opt_deny(self, assignment: str) -> None:
         """HOST=NETWORKS: refuse (403) public requests to HOST from these comma-separated networks or addresses, whatever --allow says (repeatable)."""
-        self._addAccess("--deny", assignment, "deny")
+        self._addAccess("--deny", assignment, "HOST=NETWORKS", _denying)
 
     def opt_basic_auth(self, assignment: str) -> None:
         """HOST=FILE: ask public requests to HOST for a user name and password (HTTP basic authentication), one of the USER:PASSWORD lines of FILE (readable by the server only); others get 401 (repeatable)."""
-        self._addAccess("--basic-auth", assignment, "credentials")
+        self._addAccess("--basic-auth", assignment, "HOST=FILE", _askingCredentials)
 
-    def _addAccess(self, option: str, assignment: str, kind: str) -> None:
-        form = "HOST=FILE" if kind == "credentials" else "HOST=NETWORKS"
+    def _addAccess(
+        self, option: str, assignment: str, form: str, read: Callable[[str], AccessRule]
+    ) -> None:
+        """
+        Add to the rule of the host of C{assignment} (of C{form}) what
+        C{read} makes of its value.
+
+        @raise usage.UsageError: naming C{option}, if the host or the value
+            is malformed.
+        """
         try:
             host, value = parseAssignment(assignment, form)
             name = normaliseHost(host)
-            if kind == "credentials":
-                parsed = parseCredentials(_readText(value), value)
-            else:
-                parsed = parseNetworks(value)
+            added = read(value)
         except ValueError as e:
             raise usage.UsageError(f"{option}: {e}") from None
-        rule = self["access"].get(name, AccessRule())
-        self["access"][name] = rule.adding(**{kind: parsed})
+        self["access"][name] = self["access"].get(name, AccessRule()).merged(added)
 
     def opt_tcp(self, assignment: str) -> None:
         """ENDPOINT=IDENTIFIER: listen on ENDPOINT (a port or a server endpoint) and tunnel each connection to the client with IDENTIFIER (repeatable; split at the last '=')."""

@@ -129,7 +129,9 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         reloader = HostsReloader(server, options["hosts-file"], options["commandLineHosts"])
         ReloadOnHangUp(reloader, reactor).setServiceParent(top)
     if options["admin"]:
-        admin = AdminResource(server, options["adminToken"], options["hosts-file"])
+        admin = AdminResource(
+            server, options["adminToken"], options["hosts-file"], reactor=reactor
+        )
         _listen(options["admin"], AdminSite(admin), reactor).setServiceParent(top)
     return top
 

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
-from typing import Iterable, Union
+from typing import Union
 
 import attrs
 
@@ -125,15 +125,13 @@ class AccessRule:
             return False
         return not self.allow or any(address in network for network in self.allow)
 
-    def adding(
-        self,
-        allow: Iterable[Network] = (),
-        deny: Iterable[Network] = (),
-        credentials: Iterable[bytes] = (),
-    ) -> AccessRule:
-        """This rule with more networks allowed and denied, and more credentials."""
+    def merged(self, other: AccessRule) -> AccessRule:
+        """
+        This rule with the networks allowed and denied, and the
+        credentials, of C{other} added to its own.
+        """
         return AccessRule(
-            self.allow + tuple(allow),
-            self.deny + tuple(deny),
-            self.credentials + tuple(credentials),
+            self.allow + other.allow,
+            self.deny + other.deny,
+            self.credentials + other.credentials,
         )

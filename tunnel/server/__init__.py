@@ -20,9 +20,15 @@ from twisted.internet.task import Cooperator
 
 from tunnel.core.access import AccessRule
 from tunnel.server.accounts import Accounts
-from tunnel.server.events import ClientConnected, ClientDisconnected, ClientInfo, HostStatus
+from tunnel.server.events import (
+    ClientConnected,
+    ClientDisconnected,
+    ClientInfo,
+    HostStatus,
+    ListenerStatus,
+)
 from tunnel.server.limits import FailureLimiter
-from tunnel.server.registry import Event, Registry
+from tunnel.server.registry import Event, Registry, checkIdentifier
 from tunnel.server.resource import TunnelResource
 from tunnel.server.selfservice import SelfService
 from tunnel.server.session import SessionSettings, StreamTimeout, TooManyPendingStreams
@@ -36,6 +42,7 @@ __all__ = [
     "ClientDisconnected",
     "ClientInfo",
     "HostStatus",
+    "ListenerStatus",
     "SessionSettings",
     "StreamTimeout",
     "TooManyPendingStreams",
@@ -196,6 +203,13 @@ class TunnelServer:
         """The connected clients, with redacted identifiers."""
         return self._registry.clients()
 
+    def tcpListeners(self) -> list[ListenerStatus]:
+        """
+        The TCP listeners bound by L{bindTCP}, by port, each with a host of
+        its identifier and whether its client is connected.
+        """
+        return self._registry.listeners()
+
     def bindTCP(
         self, endpoint: IStreamServerEndpoint, identifier: str | bytes
     ) -> Deferred[IListeningPort]:
@@ -205,10 +219,9 @@ class TunnelServer:
 
         @return: a L{Deferred} firing with the listening port once it
             listens; pass it to L{unbindTCP} to stop.
+        @raise ValueError: if the identifier is empty, before listening.
         """
-        key = _identifier(identifier)
-        if not key:
-            raise ValueError("an identifier must not be empty")
+        key = checkIdentifier(_identifier(identifier))
         listening = endpoint.listen(TCPTunnelFactory(lambda: self._registry.session(key)))
 
         def listened(port: IListeningPort) -> IListeningPort:

@@ -1,5 +1,5 @@
 """
-The admin API: register virtual hosts at run time.
+The admin API: register virtual hosts and TCP listeners at run time.
 
 JSON in and out, behind a bearer token::
 
@@ -7,6 +7,9 @@ JSON in and out, behind a bearer token::
     POST   /hosts          {"host": "NAME"}
                            -> 201 {"host": ..., "identifier": ...}
     DELETE /hosts/NAME     -> 200 {"deleted": NAME}; the host's session closes
+    POST   /hosts/NAME/rotate -> 200 {"hosts": [...], "identifier": ...}
+    GET    /clients        -> 200 {"clients": [...]}, identifiers redacted
+    GET, POST /tcp, DELETE /tcp/PORT: TCP listeners (see L{tunnel.server.admintcp})
 
 A request without the right C{Authorization: Bearer TOKEN} header gets 401;
 a body larger than L{MAX_BODY} gets 413. Served by an L{AdminSite}, both
@@ -36,6 +39,8 @@ from tunnel.hostsfile import updateHostsFile
 from tunnel.core.control import redactIdentifier
 from tunnel.core.http import normaliseHost
 from tunnel.sparselog import isSparseCount
+from tunnel.server.adminerror import AdminError
+from tunnel.server.admintcp import ListenerRegistry, TCPListenersAPI
 from tunnel.server.events import ClientInfo
 from tunnel.server.site import StreamingRequest, TunnelChannel
 
@@ -45,8 +50,11 @@ MAX_BODY = 64 * 1024
 ADMIN_IDLE_TIMEOUT = 60.0
 
 
-class HostRegistry(TypingProtocol):
-    """What the admin API needs of the tunnel server."""
+class HostRegistry(ListenerRegistry, TypingProtocol):
+    """
+    What the admin API needs of the tunnel server: its hosts and clients,
+    and the TCP listeners of L{ListenerRegistry}.
+    """
 
     def addHost(self, host: str, identifier: str) -> None:
         """Route C{host} to the client with C{identifier}."""
@@ -60,8 +68,6 @@ class HostRegistry(TypingProtocol):
     def clients(self) -> list[ClientInfo]:
         """The connected clients."""
 
-    def identifierOf(self, host: str) -> bytes:
-        """The identifier C{host} is routed to; L{KeyError} if none."""
 
 
 def newIdentifier() -> str:
@@ -75,14 +81,8 @@ def _describePeer(peer: object) -> str | None:
     return None if host is None else joinHostPort(host, port)
 
 
-class _Error(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _tooLarge() -> _Error:
-    return _Error(413, f"the request body is larger than {MAX_BODY} bytes")
+def _tooLarge() -> AdminError:
+    return AdminError(413, f"the request body is larger than {MAX_BODY} bytes")
 
 
 class _BoundedBody:
@@ -130,7 +130,7 @@ def readBoundedBody(request: Request, maxBytes: int = MAX_BODY) -> Deferred[byte
     before any of it is read), or from the body twisted.web buffered.
 
     @return: a L{Deferred} firing with the body, or failing with a C{413}
-        L{_Error} (or with the reason the connection was lost).
+        L{AdminError} (or with the reason the connection was lost).
     """
     if isinstance(request, StreamingRequest):
         body = request.body
@@ -166,8 +166,15 @@ class AdminResource(Resource):
         token: str,
         hostsFile: str | None = None,
         identifierFactory: Callable[[], str] = newIdentifier,
+        reactor: Any = None,
     ) -> None:
         """
+        @param registry: the tunnel server.
+        @param token: the bearer token.
+        @param hostsFile: the hosts file to save registrations to, if any.
+        @param identifierFactory: makes the identifiers of new hosts.
+        @param reactor: the reactor TCP listeners added through the API
+            listen with; the global one by default.
         @raise ValueError: if C{token} is empty.
         """
         super().__init__()
@@ -180,6 +187,9 @@ class AdminResource(Resource):
         self._hostsFile = hostsFile
         self._identifierFactory = identifierFactory
         self._refusedRequests = 0
+        if reactor is None:
+            from twisted.internet import reactor
+        self._tcp = TCPListenersAPI(registry, reactor)
 
     def render(self, request: Request) -> object:
         """
@@ -200,7 +210,7 @@ class AdminResource(Resource):
         return self._dispatch(request)
 
     def _failed(self, reason: Failure, gone: bool) -> tuple[int, dict[str, Any]]:
-        if reason.check(_Error):
+        if reason.check(AdminError):
             return reason.value.code, {"error": str(reason.value)}
         if not gone:
             self._log.failure("admin: request failed", reason)
@@ -228,7 +238,7 @@ class AdminResource(Resource):
                     count=self._refusedRequests,
                 )
             request.setHeader(b"www-authenticate", b'Bearer realm="tunnel-admin"')
-            raise _Error(401, "a valid bearer token is required")
+            raise AdminError(401, "a valid bearer token is required")
 
     def _dispatch(self, request: Request) -> object:
         segments = [s for s in request.path.split(b"/") if s]
@@ -238,20 +248,30 @@ class AdminResource(Resource):
                 return 200, {"hosts": self._hosts()}
             if method == b"POST":
                 return self._add(request)
-            raise _Error(405, "use GET or POST on /hosts")
+            raise AdminError(405, "use GET or POST on /hosts")
         if len(segments) == 2 and segments[0] == b"hosts":
             if method == b"DELETE":
                 return self._delete(segments[1].decode("utf-8", "replace"))
-            raise _Error(405, "use DELETE on /hosts/NAME")
+            raise AdminError(405, "use DELETE on /hosts/NAME")
         if len(segments) == 3 and segments[0] == b"hosts" and segments[2] == b"rotate":
             if method == b"POST":
                 return self._rotate(segments[1].decode("utf-8", "replace"))
-            raise _Error(405, "use POST on /hosts/NAME/rotate")
+            raise AdminError(405, "use POST on /hosts/NAME/rotate")
         if segments == [b"clients"]:
             if method == b"GET":
                 return 200, {"clients": self._clients()}
-            raise _Error(405, "use GET on /clients")
-        raise _Error(404, "no such resource; see /hosts and /clients")
+            raise AdminError(405, "use GET on /clients")
+        if segments == [b"tcp"]:
+            if method == b"GET":
+                return self._tcp.list()
+            if method == b"POST":
+                return readBoundedBody(request).addCallback(self._tcp.addFromBody)
+            raise AdminError(405, "use GET or POST on /tcp")
+        if len(segments) == 2 and segments[0] == b"tcp":
+            if method == b"DELETE":
+                return self._tcp.delete(segments[1].decode("utf-8", "replace"))
+            raise AdminError(405, "use DELETE on /tcp/PORT")
+        raise AdminError(404, "no such resource; see /hosts, /clients and /tcp")
 
     def _clients(self) -> list[dict[str, Any]]:
         return [
@@ -269,9 +289,9 @@ class AdminResource(Resource):
         try:
             host = normaliseHost(name)
         except ValueError:
-            raise _Error(404, f"no host {name!r}") from None
+            raise AdminError(404, f"no host {name!r}") from None
         if not any(h.host == host for h in self._registry.hosts()):
-            raise _Error(404, f"no host {host}")
+            raise AdminError(404, f"no host {host}")
         return host
 
     def _rotate(self, name: str) -> tuple[int, dict[str, Any]]:
@@ -309,11 +329,11 @@ class AdminResource(Resource):
             if sameAs is not None and not isinstance(sameAs, str):
                 raise TypeError("sameAs must be a host name")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise _Error(
+            raise AdminError(
                 400, f'expected {{"host": "NAME"}} or {{"host": "NAME", "sameAs": "HOST"}}: {e}'
             ) from None
         if any(h.host == host for h in self._registry.hosts()):
-            raise _Error(409, f"host {host} is already registered")
+            raise AdminError(409, f"host {host} is already registered")
         if sameAs is None:
             identifier = self._identifierFactory()
         else:
@@ -349,7 +369,7 @@ class AdminResource(Resource):
                 path=self._hostsFile,
                 error=e,
             )
-            raise _Error(500, "the hosts file could not be saved; nothing was changed") from None
+            raise AdminError(500, "the hosts file could not be saved; nothing was changed") from None
 
 
 class AdminSite(Site):

@@ -66,3 +66,20 @@ class HostStatus:
 
     host: str
     connected: bool
+
+
+@attrs.frozen
+class ListenerStatus:
+    """
+    A TCP listener bound to a client, and whether the client is connected;
+    never its identifier.
+
+    @ivar port: the port it listens on.
+    @ivar host: the first (sorted) virtual host of its identifier, or
+        L{None} if the identifier has none.
+    @ivar connected: whether the client of its identifier is connected.
+    """
+
+    port: int
+    host: str | None
+    connected: bool

@@ -25,6 +25,7 @@ from tunnel.server.events import (
     ClientDisconnected,
     ClientInfo,
     HostStatus,
+    ListenerStatus,
 )
 from tunnel.server.session import ClientSession, ISessionObserver
 
@@ -96,6 +97,17 @@ class _Tunnel:
 
 def _digest(identifier: bytes) -> bytes:
     return hashlib.sha256(identifier).digest()
+
+
+def checkIdentifier(identifier: bytes) -> bytes:
+    """
+    C{identifier}, if it can be one.
+
+    @raise ValueError: if it is empty.
+    """
+    if not identifier:
+        raise ValueError("an identifier must not be empty")
+    return identifier
 
 
 @implementer(ISessionObserver)
@@ -255,6 +267,15 @@ class Registry:
             for name, tunnel in sorted(self._hosts.items())
         ]
 
+    def listeners(self) -> list[ListenerStatus]:
+        """Every TCP listener, by port, and whether its client is connected."""
+        statuses = [
+            ListenerStatus(port, min(tunnel.hosts, default=None), tunnel.session is not None)
+            for tunnel in self._tunnels.values()
+            for port in tunnel.listeners
+        ]
+        return sorted(statuses, key=lambda status: status.port)
+
     def clients(self) -> list[ClientInfo]:
         """The connected clients, in the order they connected."""
         infos = [
@@ -310,9 +331,7 @@ class Registry:
         return tunnel
 
     def _tunnel(self, identifier: bytes, create: bool = False) -> _Tunnel:
-        if not identifier:
-            raise ValueError("an identifier must not be empty")
-        key = _digest(identifier)
+        key = _digest(checkIdentifier(identifier))
         tunnel = self._tunnels.get(key)
         if tunnel is None:
             if not create:

@@ -1,18 +1,27 @@
 """
-Tests for L{tunnel.server.admin}, through treq's in-memory stub, and
-through an L{AdminSite} over an in-memory connection.
+Tests for L{tunnel.server.admin} (and its C{/tcp} calls,
+L{tunnel.server.admintcp}), through treq's in-memory stub, and through an
+L{AdminSite} over an in-memory connection.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 from typing import Any
 
 import attrs
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, StringTransportWithDisconnection
+from twisted.internet.testing import (
+    EventLoggingObserver,
+    MemoryReactor,
+    RaisingMemoryReactor,
+    StringTransportWithDisconnection,
+)
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -363,3 +372,174 @@ class ServerAdminTests(AdminCalls):
             ("a-lo…", ["a.example"], "203.0.113.7:50000"),
         )
         self.assertNotIn("a-long-identifier", json.dumps(body))
+
+
+#: The identifier of the host TCP listeners are added for.
+TCP_IDENTIFIER = b"tcp-admin-identifier"
+
+
+class TCPAdminTests(AdminCalls):
+    """
+    The C{/tcp} calls, against a real tunnel server whose listeners listen
+    on an in-memory reactor.
+    """
+
+    def setUp(self) -> None:
+        self.harness = Harness()
+        self.server = self.harness.server
+        self.server.addHost("a.example", TCP_IDENTIFIER)
+        self.reactor = MemoryReactor()
+        self.treq = self.treqFor(self.reactor)
+        self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def treqFor(self, reactor: Any) -> StubTreq:
+        """The admin API of C{self.server}, listening with C{reactor}."""
+        return StubTreq(AdminResource(self.server, TOKEN, reactor=reactor))
+
+    def add(self, listen: str, sameAs: str = "a.example") -> tuple[int, Any]:
+        """POST /tcp."""
+        return self.call("POST", "/tcp", {"listen": listen, "sameAs": sameAs})
+
+    def test_addListDelete(self) -> None:
+        """
+        A listener added for a host listens for its identifier's client, is
+        listed (with the host, and whether the client is connected, never
+        the identifier) and stops when deleted; then it is gone.
+        """
+        code, body = self.add("tcp:2222:interface=127.0.0.1", "A.Example")
+        self.assertEqual(
+            (code, body),
+            (201, {"port": 2222, "listen": "tcp:2222:interface=127.0.0.1", "host": "a.example"}),
+        )
+        [(port, factory, _, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, interface), (2222, "127.0.0.1"))
+        self.assertEqual(
+            self.call("GET", "/tcp"),
+            (200, {"listeners": [{"port": 2222, "host": "a.example", "connected": False}]}),
+        )
+        self.assertIsNone(factory.sessionFor())
+        self.harness.tunnelClient(TCP_IDENTIFIER, lambda message: None)
+        self.assertIsNotNone(factory.sessionFor())
+        code, body = self.call("GET", "/tcp")
+        self.assertEqual(body["listeners"][0]["connected"], True)
+        self.assertEqual(self.call("DELETE", "/tcp/2222"), (200, {"deleted": 2222}))
+        self.assertEqual(self.server.tcpListeners(), [])
+        self.assertEqual(self.call("GET", "/tcp"), (200, {"listeners": []}))
+        self.assertEqual(self.call("DELETE", "/tcp/2222")[0], 404)
+        for event in self.logged:
+            self.assertNotIn(TCP_IDENTIFIER.decode(), repr(event))
+
+    def test_barePortMeansTCP(self) -> None:
+        """A bare port means tcp:PORT, as --tcp takes it."""
+        code, body = self.add(" 2222 ")
+        self.assertEqual((code, body["listen"]), (201, "tcp:2222"))
+        self.assertEqual([server[0] for server in self.reactor.tcpServers], [2222])
+
+    def test_malformedIs400(self) -> None:
+        """
+        A malformed body, an endpoint --tcp would refuse, or one without a
+        port is a 400 saying why, and nothing listens.
+        """
+        for body, words in [
+            ([], "expected"),
+            ({"listen": "tcp:2222"}, "sameAs"),
+            ({"listen": 2222, "sameAs": "a.example"}, "must be strings"),
+            ({"listen": "tcp:99999", "sameAs": "a.example"}, "from 0 to 65535"),
+            ({"listen": "nonsense:2222", "sameAs": "a.example"}, "nonsense"),
+            ({"listen": "unix:/run/tunnel.sock", "sameAs": "a.example"}, "needs a port"),
+        ]:
+            code, answer = self.call("POST", "/tcp", body)
+            self.assertEqual(code, 400, body)
+            self.assertIn(words, answer["error"])
+            self.assertNotIn("\n", answer["error"])
+        self.assertEqual(self.reactor.tcpServers, [])
+
+    def test_unknownHostIs404(self) -> None:
+        """A listener for a host that is not registered is a 404."""
+        for host in ("nowhere.example", "not a host"):
+            self.assertEqual(self.add("tcp:2222", host)[0], 404)
+        self.assertEqual(self.reactor.tcpServers, [])
+
+    def test_portWithAListenerIs409(self) -> None:
+        """
+        A port a listener has already, from --tcp or from the API, is a
+        409; port 0 (any free port) is not.
+        """
+        endpoint = serverFromString(self.reactor, "tcp:2222")
+        self.successResultOf(self.server.bindTCP(endpoint, b"other-identifier"))
+        self.assertEqual(self.add("tcp:2223")[0], 201)
+        for listen in ("tcp:2222", "tcp:2223:interface=127.0.0.1"):
+            code, body = self.add(listen)
+            self.assertEqual(code, 409)
+            self.assertIn("has a TCP listener already", body["error"])
+        self.assertEqual(self.add("tcp:0")[0], 201)
+        self.assertEqual(len(self.reactor.tcpServers), 3)
+
+    def test_listenerOfTCPOptionIsNotDeleted(self) -> None:
+        """A listener the API did not add is not deleted through it (409)."""
+        endpoint = serverFromString(self.reactor, "tcp:2222")
+        self.successResultOf(self.server.bindTCP(endpoint, b"other-identifier"))
+        code, body = self.call("DELETE", "/tcp/2222")
+        self.assertEqual(code, 409)
+        self.assertIn("--tcp", body["error"])
+        self.assertEqual([status.port for status in self.server.tcpListeners()], [2222])
+        for port in ("2223", "http", "²"):
+            self.assertEqual(self.call("DELETE", "/tcp/" + port)[0], 404)
+
+    def test_portThatCannotBeBound(self) -> None:
+        """
+        A port in use is a 409, one that may not be bound a 500, each with
+        the reason in one line; nothing is logged as a failure, and the API
+        keeps serving.
+        """
+        for error, code, words in [
+            (OSError(errno.EADDRINUSE, "Address already in use"), 409, "another program"),
+            (OSError(errno.EACCES, "Permission denied"), 500, "ports below 1024"),
+        ]:
+            failing = RaisingMemoryReactor(CannotListenError("127.0.0.1", 80, error))
+            treq = self.treqFor(failing)
+            response = self.successResultOf(treq.post(
+                "http://admin.invalid/tcp", headers=AUTH,
+                json={"listen": "tcp:80:interface=127.0.0.1", "sameAs": "a.example"},
+            ))
+            answer = json.loads(self.successResultOf(response.content()))
+            self.assertEqual(response.code, code)
+            self.assertTrue(answer["error"].startswith("cannot listen on port 80 of 127.0.0.1: "))
+            self.assertIn(words, answer["error"])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.server.tcpListeners(), [])
+        self.assertEqual(self.call("GET", "/tcp"), (200, {"listeners": []}))
+
+    def test_listenersStopWithTheServer(self) -> None:
+        """
+        Closing the server stops the listeners the API added; deleting one
+        afterwards is a 404.
+        """
+        self.add("tcp:2222")
+        self.successResultOf(self.server.close())
+        self.assertEqual(self.server.tcpListeners(), [])
+        self.assertEqual(self.call("DELETE", "/tcp/2222")[0], 404)
+
+    def test_deletingTheLastBindingClosesTheSession(self) -> None:
+        """
+        Once its host is deleted, deleting its identifier's last listener
+        closes the client's session.
+        """
+        self.add("tcp:2222")
+        client = self.harness.tunnelClient(TCP_IDENTIFIER, lambda message: None)
+        self.server.deleteHost("a.example")
+        self.harness.flush()
+        self.assertIsNone(client.lost)
+        self.assertEqual(
+            self.call("GET", "/tcp"),
+            (200, {"listeners": [{"port": 2222, "host": None, "connected": True}]}),
+        )
+        self.call("DELETE", "/tcp/2222")
+        self.harness.flush()
+        self.assertIsNotNone(client.lost)
+        self.assertEqual(self.server.clients(), [])
+
+    def test_otherMethodsAre405(self) -> None:
+        """/tcp takes GET and POST, /tcp/PORT DELETE."""
+        self.assertEqual(self.call("PUT", "/tcp")[0], 405)
+        self.assertEqual(self.call("GET", "/tcp/2222")[0], 405)

@@ -37,6 +37,19 @@ class AccessRuleTests(SynchronousTestCase):
         self.assertFalse(rule.permits("192.0.2.200"))
         self.assertTrue(rule.permits("198.51.100.1"))
 
+    def test_mergedAddsBothRules(self) -> None:
+        """A merged rule has the networks and credentials of both, in order."""
+        first = AccessRule(allow=parseNetworks("10.0.0.0/8"), credentials=(b"one",))
+        second = AccessRule(
+            allow=parseNetworks("192.0.2.0/24"), deny=parseNetworks("10.1.0.0/16"),
+            credentials=(b"two",),
+        )
+        merged = first.merged(second)
+        self.assertEqual(merged.allow, parseNetworks("10.0.0.0/8,192.0.2.0/24"))
+        self.assertEqual(merged.deny, parseNetworks("10.1.0.0/16"))
+        self.assertEqual(merged.credentials, (b"one", b"two"))
+        self.assertEqual(AccessRule().merged(first), first)
+
     def test_ipv4MappedAddressesAreIPv4(self) -> None:
         """An IPv4 client seen on an IPv6 socket is judged by its IPv4 address."""
         rule = AccessRule(parseNetworks("10.0.0.0/8"))

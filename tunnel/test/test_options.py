@@ -15,7 +15,7 @@ from twisted.logger import globalLogPublisher
 from tunnel import tap
 from tunnel.hostsfile import writeHostsFile
 from tunnel.client import parseLocalAddress
-from tunnel.options import IDENTIFIER_ENVIRONMENT, ClientOptions, ServerOptions
+from tunnel.options import IDENTIFIER_ENVIRONMENT, ClientOptions, ServerOptions, endpointPort
 from tunnel.server.admin import AdminSite
 from tunnel.server.limits import MAX_CONNECTIONS, connectionBudget
 from tunnel.server.site import TunnelSite
@@ -143,6 +143,20 @@ class ServerOptionsTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, ServerOptions().parseOptions, argv)
             self.assertIn("the port must be a number from 0 to 65535", str(error))
             self.assertNotIn("backlog", str(error))
+
+    def test_endpointPort(self) -> None:
+        """
+        The port of an endpoint description is its first argument or its
+        port=, for the types that have one; others have none.
+        """
+        for description, port in [
+            ("tcp:8080", 8080), ("tcp:0:interface=127.0.0.1", 0),
+            ("tcp6:port=8443:interface=\\:\\:1", 8443), ("SSL:443:privateKey=k", 443),
+            ("unix:/run/tunnel.sock", None),
+        ]:
+            self.assertEqual(endpointPort(description), port, description)
+        for description in ("tcp:65536", "tcp:http", "tcp:interface=127.0.0.1"):
+            self.assertRaises(ValueError, endpointPort, description)
 
     def test_missingHostsFileIsUsageError(self) -> None:
         """

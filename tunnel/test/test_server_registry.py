@@ -8,7 +8,7 @@ from __future__ import annotations
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnel.server.events import HostStatus
+from tunnel.server.events import HostStatus, ListenerStatus
 from tunnel.server.registry import Bindings, Registry
 
 
@@ -124,3 +124,20 @@ class RegistryTests(SynchronousTestCase):
             [HostStatus("a.example", False), HostStatus("b.example", False)],
         )
         self.assertEqual([f.name for f in attrs.fields(HostStatus)], ["host", "connected"])
+
+    def test_listenersShowAHostOfTheirIdentifier(self) -> None:
+        """
+        The listener list shows each listener's port, the first host of its
+        identifier (or none) and connection state; never the identifier.
+        """
+        self.registry.addHost("b.example", b"secret")
+        self.registry.addHost("a.example", b"secret")
+        self.registry.bindListener(b"secret", 2223)
+        self.registry.bindListener(b"lonely", 2222)
+        self.assertEqual(
+            self.registry.listeners(),
+            [ListenerStatus(2222, None, False), ListenerStatus(2223, "a.example", False)],
+        )
+        self.assertEqual(
+            [f.name for f in attrs.fields(ListenerStatus)], ["port", "host", "connected"]
+        )

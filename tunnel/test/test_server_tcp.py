@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tunnel.core.control import ControlMessage, TransportProtocol
+from tunnel.server import ListenerStatus
 from tunnel.test.serversupport import PUBLIC_PEER, Harness, RawLocal
 from tunnel.test.support import Recorder
 
@@ -128,6 +129,22 @@ class TCPTunnelTests(SynchronousTestCase):
         self.harness.flush()
         self.assertIsNotNone(late.lost)
 
+    def test_listenersAreListed(self) -> None:
+        """
+        tcpListeners lists the bound listeners and whether their client is
+        connected, until they are unbound.
+        """
+        self.harness.server.addHost("a.example", IDENTIFIER)
+        self.assertEqual(
+            self.harness.server.tcpListeners(), [ListenerStatus(PORT, "a.example", False)]
+        )
+        self.harness.tunnelClient(IDENTIFIER, self.connectStream)
+        self.assertEqual(
+            self.harness.server.tcpListeners(), [ListenerStatus(PORT, "a.example", True)]
+        )
+        self.successResultOf(self.harness.server.unbindTCP(self.port))
+        self.assertEqual(self.harness.server.tcpListeners(), [])
+
     def test_listenerKeepsTheIdentifierKnown(self) -> None:
         """
         An identifier with a listener and no host may connect; unbinding
@@ -140,3 +157,13 @@ class TCPTunnelTests(SynchronousTestCase):
         self.assertTrue(self.endpoint.port.stopped)
         self.assertIsNotNone(client.lost)
         self.assertEqual(self.harness.server.clients(), [])
+
+    def test_emptyIdentifierIsRefusedBeforeListening(self) -> None:
+        """
+        Binding a listener to an empty identifier raises L{ValueError} at
+        once, and the endpoint is never asked to listen.
+        """
+        endpoint = MemoryEndpoint()
+        for empty in (b"", ""):
+            self.assertRaises(ValueError, self.harness.server.bindTCP, endpoint, empty)
+        self.assertIsNone(endpoint.factory)
