@@ -477,25 +477,27 @@ class ClientOptions(_ConfigurableOptions):
 
     def opt_allow(self, networks: str) -> None:
         """NETWORKS: ask the server to admit to this client's hosts only public requests from these comma-separated networks (CIDR) or addresses, on top of its operator's rules; others get 403 (repeatable). The client does not serve a server that does not take them."""
-        self._askAccess("--allow", lambda: AccessRule(allow=parseNetworks(networks)))
+        self._askAccess("--allow", networks, _allowing)
 
     def opt_deny(self, networks: str) -> None:
         """NETWORKS: ask the server to refuse (403) public requests from these networks or addresses (repeatable)."""
-        self._askAccess("--deny", lambda: AccessRule(deny=parseNetworks(networks)))
+        self._askAccess("--deny", networks, _denying)
 
     def opt_basic_auth(self, path: str) -> None:
         """FILE: ask the server to admit only public requests with one of the USER:PASSWORD lines of FILE (HTTP basic authentication); others get 401. Only digests of them reach the server (repeatable)."""
-        self._askAccess(
-            "--basic-auth", lambda: AccessRule(credentials=parseCredentials(_readText(path), path))
-        )
+        self._askAccess("--basic-auth", path, _askingCredentials)
 
-    def _askAccess(self, option: str, read: Callable[[], AccessRule]) -> None:
+    def _askAccess(self, option: str, value: str, read: Callable[[str], AccessRule]) -> None:
+        """
+        Add what C{read} makes of C{value} to the rule the client asks for.
+
+        @raise usage.UsageError: naming C{option}, if the value is malformed.
+        """
         try:
-            rule = read()
+            added = read(value)
         except ValueError as e:
             raise usage.UsageError(f"{option}: {e}") from None
-        asked = self["access"] or AccessRule()
-        self["access"] = asked.adding(rule.allow, rule.deny, rule.credentials)
+        self["access"] = (self["access"] or AccessRule()).merged(added)
 
     def opt_local_ports(self, ports: str) -> None:
         """PORTS: ports dialled on 127.0.0.1 at the port a request names, HTTP or TCP, e.g. 3000,8000-8100 (repeatable). None by default."""
