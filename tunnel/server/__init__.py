@@ -175,6 +175,14 @@ class TunnelServer:
         """
         self._registry.setAccess(host, rule)
 
+    def accessOf(self, host: str) -> AccessRule | None:
+        """
+        The rule set for C{host} by L{setAccess}, if any.
+
+        @raise ValueError: if the host is not a host name.
+        """
+        return self._registry.accessOf(host)
+
     def deleteHost(self, host: str) -> None:
         """
         Stop routing C{host}. If its client has no host or TCP listener

@@ -39,6 +39,8 @@ from tunnel.hostsfile import updateHostsFile
 from tunnel.core.control import redactIdentifier
 from tunnel.core.http import normaliseHost
 from tunnel.sparselog import isSparseCount
+from tunnel.core.access import AccessRule
+from tunnel.server.adminaccess import accessRuleFromBody, describeAccess
 from tunnel.server.adminerror import AdminError
 from tunnel.server.admintcp import ListenerRegistry, TCPListenersAPI
 from tunnel.server.events import ClientInfo
@@ -67,6 +69,12 @@ class HostRegistry(ListenerRegistry, TypingProtocol):
 
     def clients(self) -> list[ClientInfo]:
         """The connected clients."""
+
+    def setAccess(self, host: str, rule: AccessRule | None) -> None:
+        """Admit to C{host} only whom C{rule} permits (everyone for L{None})."""
+
+    def accessOf(self, host: str) -> AccessRule | None:
+        """The rule of C{host}, if any."""
 
 
 
@@ -253,6 +261,17 @@ class AdminResource(Resource):
             if method == b"DELETE":
                 return self._delete(segments[1].decode("utf-8", "replace"))
             raise AdminError(405, "use DELETE on /hosts/NAME")
+        if len(segments) == 3 and segments[0] == b"hosts" and segments[2] == b"access":
+            host = self._known(segments[1].decode("utf-8", "replace"))
+            if method == b"GET":
+                return 200, {"host": host, "access": describeAccess(self._registry.accessOf(host))}
+            if method == b"PUT":
+                return readBoundedBody(request).addCallback(
+                    lambda body: self._setAccess(host, accessRuleFromBody(body))
+                )
+            if method == b"DELETE":
+                return self._setAccess(host, None)
+            raise AdminError(405, "use GET, PUT or DELETE on /hosts/NAME/access")
         if len(segments) == 3 and segments[0] == b"hosts" and segments[2] == b"rotate":
             if method == b"POST":
                 return self._rotate(segments[1].decode("utf-8", "replace"))
@@ -346,6 +365,16 @@ class AdminResource(Resource):
             identifier=redactIdentifier(identifier),
         )
         return 201, {"host": host, "identifier": identifier}
+
+    def _setAccess(self, host: str, rule: AccessRule | None) -> tuple[int, dict[str, Any]]:
+        """Replace the rule of C{host}; L{None} admits everyone again."""
+        self._registry.setAccess(host, rule)
+        self._log.info(
+            "admin: access to {host} {change}",
+            host=host,
+            change="is open to everyone" if rule is None else "is guarded",
+        )
+        return 200, {"host": host, "access": describeAccess(rule)}
 
     def _delete(self, name: str) -> tuple[int, dict[str, Any]]:
         host = self._known(name)

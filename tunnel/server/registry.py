@@ -163,6 +163,10 @@ class Registry:
         else:
             self._access[name] = rule
 
+    def accessOf(self, host: str) -> AccessRule | None:
+        """The rule set for C{host} by L{setAccess}, if any."""
+        return self._access.get(normaliseHost(host))
+
     def deleteHost(self, host: str) -> None:
         """
         Stop routing the virtual host C{host}.

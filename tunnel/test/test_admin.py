@@ -543,3 +543,53 @@ class TCPAdminTests(AdminCalls):
         """/tcp takes GET and POST, /tcp/PORT DELETE."""
         self.assertEqual(self.call("PUT", "/tcp")[0], 405)
         self.assertEqual(self.call("GET", "/tcp/2222")[0], 405)
+
+
+class AccessAPITests(AdminCalls):
+    """C{/hosts/NAME/access}: the operator guards a host at run time."""
+
+    def setUp(self) -> None:
+        self.harness = Harness()
+        self.server = self.harness.server
+        self.server.addHost("app.example", "app-identifier-0123")
+        self.treq = StubTreq(AdminResource(self.server, TOKEN))
+
+    def publicStatus(self, authorization: bytes | None = None) -> int:
+        """The status a public request to the host gets (its client is not connected)."""
+        headers = {b"host": [b"app.example"]}
+        if authorization is not None:
+            headers[b"authorization"] = [authorization]
+        client = self.harness.httpClient()
+        return self.successResultOf(self.harness.request(client, b"GET", b"/", headers)).code
+
+    def test_ruleIsSetShownAndCleared(self) -> None:
+        """
+        PUT sets the host's rule, checked at once (403 from a denied
+        address, 401 without the password); GET shows it without
+        passwords; DELETE opens the host again.
+        """
+        self.assertEqual(self.call("GET", "/hosts/app.example/access"),
+                         (200, {"host": "app.example", "access": None}))
+        code, body = self.call("PUT", "/hosts/App.Example/access",
+                               {"deny": ["203.0.113.0/24"], "basicAuth": ["alice:s3cret"]})
+        shown = {"allow": [], "deny": ["203.0.113.0/24"], "basicAuthUsers": 1}
+        self.assertEqual((code, body), (200, {"host": "app.example", "access": shown}))
+        self.assertEqual(self.publicStatus(), 403)
+        self.call("PUT", "/hosts/app.example/access", {"basicAuth": ["alice:s3cret"]})
+        self.assertEqual(self.publicStatus(), 401)
+        self.assertEqual(self.publicStatus(b"Basic YWxpY2U6czNjcmV0"), 502)
+        self.assertNotIn("s3cret", json.dumps(self.call("GET", "/hosts/app.example/access")))
+        self.assertEqual(self.call("DELETE", "/hosts/app.example/access")[0], 200)
+        self.assertIsNone(self.server.accessOf("app.example"))
+        self.assertEqual(self.publicStatus(), 502)
+
+    def test_mistakesAreAnswered(self) -> None:
+        """An unknown host is 404; a malformed rule 400, leaving the old rule."""
+        self.assertEqual(self.call("PUT", "/hosts/nope.example/access", {})[0], 404)
+        for body in ({"allow": "10.0.0.0/8"}, {"allow": ["10.0.0.1/8"]},
+                     {"basicAuth": ["no-colon"]}, {"other": []}, [1]):
+            code, answer = self.call("PUT", "/hosts/app.example/access", body)
+            self.assertEqual(code, 400, body)
+            self.assertIn("expected {", answer["error"])
+        self.assertIsNone(self.server.accessOf("app.example"))
+        self.assertEqual(self.call("POST", "/hosts/app.example/access", {})[0], 405)
