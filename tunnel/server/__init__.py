@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import attrs
+
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import Cooperator
@@ -54,6 +56,13 @@ __all__ = [
 
 def _identifier(identifier: str | bytes) -> bytes:
     return identifier.encode("utf-8") if isinstance(identifier, str) else identifier
+
+
+@attrs.define
+class _Binding:
+    """The identifier a TCP listener's connections go to; rotation changes it."""
+
+    identifier: bytes
 
 
 class TunnelServer:
@@ -108,7 +117,7 @@ class TunnelServer:
             from twisted.internet import reactor  # type: ignore[no-redef]
         self._reactor = reactor
         self._registry = Registry()
-        self._listeners: dict[IListeningPort, bytes] = {}
+        self._listeners: dict[IListeningPort, _Binding] = {}
         settings = SessionSettings(
             streamTimeout=streamTimeout,
             handshakeTimeout=handshakeTimeout,
@@ -229,12 +238,14 @@ class TunnelServer:
             listens; pass it to L{unbindTCP} to stop.
         @raise ValueError: if the identifier is empty, before listening.
         """
-        key = checkIdentifier(_identifier(identifier))
-        listening = endpoint.listen(TCPTunnelFactory(lambda: self._registry.session(key)))
+        binding = _Binding(checkIdentifier(_identifier(identifier)))
+        listening = endpoint.listen(
+            TCPTunnelFactory(lambda: self._registry.session(binding.identifier))
+        )
 
         def listened(port: IListeningPort) -> IListeningPort:
-            self._registry.bindListener(key, port.getHost().port)
-            self._listeners[port] = key
+            self._registry.bindListener(binding.identifier, port.getHost().port)
+            self._listeners[port] = binding
             return port
 
         return listening.addCallback(listened)
@@ -247,9 +258,27 @@ class TunnelServer:
         @return: a L{Deferred} firing once the port stopped listening.
         @raise KeyError: if C{port} was not bound by L{bindTCP}.
         """
-        key = self._listeners.pop(port)
-        self._registry.unbindListener(key, port.getHost().port)
+        binding = self._listeners.pop(port)
+        self._registry.unbindListener(binding.identifier, port.getHost().port)
         return maybeDeferred(port.stopListening)
+
+    def moveTCP(self, old: str | bytes, new: str | bytes) -> list[int]:
+        """
+        Tunnel the connections of every TCP listener bound to C{old} to the
+        client of C{new} instead, as when an identifier is rotated: C{old}
+        is then forgotten unless a host keeps it known.
+
+        @return: the ports of the listeners moved.
+        @raise ValueError: if C{new} is empty.
+        """
+        oldKey, newKey = _identifier(old), checkIdentifier(_identifier(new))
+        moved = [port for port, binding in self._listeners.items() if binding.identifier == oldKey]
+        for port in moved:
+            number = port.getHost().port
+            self._registry.bindListener(newKey, number)
+            self._listeners[port].identifier = newKey
+            self._registry.unbindListener(oldKey, number)
+        return [port.getHost().port for port in moved]
 
     def addObserver(self, observer: Callable[[Event], None]) -> None:
         """

@@ -73,6 +73,9 @@ class HostRegistry(ListenerRegistry, TypingProtocol):
     def setAccess(self, host: str, rule: AccessRule | None) -> None:
         """Admit to C{host} only whom C{rule} permits (everyone for L{None})."""
 
+    def moveTCP(self, old: bytes, new: str) -> list[int]:
+        """Bind the TCP listeners of C{old} to C{new}; their ports."""
+
     def accessOf(self, host: str) -> AccessRule | None:
         """The rule of C{host}, if any."""
 
@@ -315,9 +318,9 @@ class AdminResource(Resource):
 
     def _rotate(self, name: str) -> tuple[int, dict[str, Any]]:
         """
-        Give C{name}, and every host that shares its identifier, a fresh
-        identifier; the client of the old one is disconnected unless TCP
-        listeners keep it known.
+        Give C{name}, and every host and TCP listener that shares its
+        identifier, a fresh identifier; the client of the old one is
+        disconnected, and refused from then on.
         """
         host = self._known(name)
         old = self._registry.identifierOf(host)
@@ -326,13 +329,14 @@ class AdminResource(Resource):
         self._save(lambda hosts: hosts.update(dict.fromkeys(moved, identifier)))
         for each in moved:
             self._registry.addHost(each, identifier)
+        ports = self._registry.moveTCP(old, identifier)
         self._log.info(
             "admin: new identifier {identifier} for {hosts} (was {old})",
             identifier=redactIdentifier(identifier),
-            hosts=", ".join(moved),
+            hosts=", ".join(moved + [f"TCP port {port}" for port in ports]),
             old=redactIdentifier(old),
         )
-        return 200, {"hosts": moved, "identifier": identifier}
+        return 200, {"hosts": moved, "tcpPorts": ports, "identifier": identifier}
 
     def _hosts(self) -> list[dict[str, Any]]:
         return [{"host": h.host, "connected": h.connected} for h in self._registry.hosts()]

@@ -335,19 +335,33 @@ class ServerAdminTests(AdminCalls):
 
     def test_rotate(self) -> None:
         """
-        Rotating a host gives it and every host sharing its identifier a
-        fresh one, saved; the old identifier is no longer known, and its
-        connected client is disconnected.
+        Rotating a host gives it and every host and TCP listener sharing its
+        identifier a fresh one, saved; the old identifier is no longer
+        known, and its connected client is disconnected.
         """
         self.call("POST", "/hosts", {"host": "a.example"})
         self.call("POST", "/hosts", {"host": "b.example", "sameAs": "a.example"})
         self.server.addHost("other.example", "other-identifier")
+        listening = self.server.bindTCP(
+            serverFromString(MemoryReactor(), "tcp:2222"), "fresh-identifier-1"
+        )
+        port = self.successResultOf(listening)
         client = self.harness.tunnelClient(b"fresh-identifier-1", lambda message: None)
         self.assertEqual(len(self.server.clients()), 1)
         code, body = self.call("POST", "/hosts/a.example/rotate")
         self.assertEqual(
-            (code, body), (200, {"hosts": ["a.example", "b.example"], "identifier": "fresh-identifier-2"})
+            (code, body),
+            (200, {"hosts": ["a.example", "b.example"], "tcpPorts": [2222],
+                   "identifier": "fresh-identifier-2"}),
         )
+        # The listener's connections go to the new identifier: the old one
+        # is forgotten, listener and all.
+        self.assertFalse(self.server._registry.knows(b"fresh-identifier-1"))
+        self.assertEqual(
+            [(status.port, status.host) for status in self.server.tcpListeners()],
+            [(2222, "a.example")],
+        )
+        self.addCleanup(self.server.unbindTCP, port)
         self.assertEqual(
             readHostsFile(self.hostsFile),
             {"a.example": "fresh-identifier-2", "b.example": "fresh-identifier-2"},
