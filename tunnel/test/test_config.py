@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import sys
 
+import treq
 from twisted.internet import defer, reactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.server import Site
+from twisted.web.static import Data
 
 from tunnel import cli
 from tunnel.options import ClientOptions, ServerOptions
-from tunnel.test.twistdprocess import spawnPython
+from tunnel.test.twistdprocess import spawnPython, spawnTwistd
 
 
 class ConfigFileTests(SynchronousTestCase):
@@ -109,3 +112,62 @@ class ConsoleTests(TestCase):
         process = spawnPython(reactor, [sys.executable, "-m", "tunnel", "client", "--config", client])
         self.addCleanup(process.stop)
         yield process.waitFor(r"Forwarding  http://app\.localhost:\d+/  ->  127\.0\.0\.1:3000")
+
+
+class TwistdTests(TestCase):
+    """The twistd plugins from configuration files, with operator-set access rules."""
+
+    timeout = 60
+
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    @defer.inlineCallbacks
+    def test_accessRulesFromAServerFile(self):
+        """
+        A twistd server whose file guards one host by network and another
+        by password, and a twistd client whose file serves both from two
+        local services: each guard holds, and admitted requests get through.
+        """
+        pages = {}
+        for name in ("open", "guarded"):
+            page = Data(f"{name} page".encode(), "text/plain")
+            page.isLeaf = True
+            pages[name] = reactor.listenTCP(0, Site(page), interface="127.0.0.1")
+            self.addCleanup(pages[name].stopListening)
+        users = self.write("alice:s3cret\n")
+        identifier = "a-twistd-file-identifier-0123"
+        server = spawnTwistd(reactor, "tunnel-server", ["--config", self.write(
+            'listen = "tcp:0:interface=127.0.0.1"\n'
+            f'host = ["far.localhost={identifier}", "open.localhost:1={identifier}",\n'
+            f'        "guarded.localhost={identifier}"]\n'
+            'allow = ["far.localhost=10.0.0.0/8"]\n'
+            f'basic-auth = ["guarded.localhost={users}"]\n'
+        )])
+        self.addCleanup(server.stop)
+        port = (yield server.waitFor(r"TunnelSite starting on (\d+)")).group(1)
+        client = spawnTwistd(reactor, "tunnel-client", ["--config", self.write(
+            f'server = "http://127.0.0.1:{port}"\n'
+            f'identifier = "{identifier}"\n'
+            f'local = ["0=127.0.0.1:{pages["guarded"].getHost().port}", '
+            f'"1=127.0.0.1:{pages["open"].getHost().port}"]\n'
+        )])
+        self.addCleanup(client.stop)
+        yield client.waitFor(r"tunnel to 127\.0\.0\.1:\d+ is up")
+
+        @defer.inlineCallbacks
+        def get(host: str, **headers: str):
+            response = yield treq.get(f"http://127.0.0.1:{port}/", persistent=False,
+                                      headers={"Host": host, **headers})
+            return response.code, (yield treq.content(response))
+
+        self.assertEqual((yield get("far.localhost"))[0], 403)
+        self.assertEqual((yield get("open.localhost:1")), (200, b"open page"))
+        self.assertEqual((yield get("guarded.localhost"))[0], 401)
+        self.assertEqual(
+            (yield get("guarded.localhost", Authorization="Basic YWxpY2U6czNjcmV0")),
+            (200, b"guarded page"),
+        )
