@@ -18,7 +18,7 @@ from tunnel.core.control import redactIdentifier
 from tunnel.server import TunnelServer
 from tunnel.server.admin import AdminResource, AdminSite
 from tunnel.server.limits import connectionBudget
-from tunnel.server.reload import HostsReloader, ReloadOnHangUp
+from tunnel.server.reload import AccountsReloader, HostsReloader, Reloader, ReloadOnHangUp
 
 _log = Logger()
 
@@ -125,9 +125,15 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         TCPTunnelService(
             server, serverFromString(reactor, description), identifier
         ).setServiceParent(top)
+    reloaders: list[Reloader] = []
     if options["hosts-file"]:
-        reloader = HostsReloader(server, options["hosts-file"], options["commandLineHosts"])
-        ReloadOnHangUp(reloader, reactor).setServiceParent(top)
+        reloaders.append(
+            HostsReloader(server, options["hosts-file"], options["commandLineHosts"])
+        )
+    if options["accounts"] is not None:
+        reloaders.append(AccountsReloader(server.resource.selfService, options["accounts-file"]))
+    if reloaders:
+        ReloadOnHangUp(reloaders, reactor).setServiceParent(top)
     if options["admin"]:
         admin = AdminResource(
             server, options["adminToken"], options["hosts-file"], reactor=reactor

@@ -1,18 +1,28 @@
 """
-Reloading the hosts file into a running server, as C{SIGHUP} asks.
+Reloading the hosts file and the accounts file into a running server, as
+C{SIGHUP} asks.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, Sequence
 
 from twisted.application.service import Service
 from twisted.logger import Logger
 
 from tunnel.hostsfile import readHostsFile
 from tunnel.server import TunnelServer
+from tunnel.server.accounts import AccountsFileError, readAccountsFile
+from tunnel.server.selfservice import SelfService
+
+
+class Reloader(Protocol):
+    """Something a C{SIGHUP} reads again."""
+
+    def reload(self) -> bool:
+        """Read it again and apply it; whether that worked."""
 
 
 class HostsReloader:
@@ -69,11 +79,45 @@ class HostsReloader:
         return True
 
 
-class ReloadOnHangUp(Service):
-    """Reloads the hosts file on each C{SIGHUP} while running."""
+class AccountsReloader:
+    """
+    Makes a server's accounts (for self-service hosts) those of its
+    accounts file again: new tokens work at once, removed ones are refused
+    from then on (the hosts they registered stay). A file that cannot be
+    read or has a malformed line changes nothing.
 
-    def __init__(self, reloader: HostsReloader, reactor: Any) -> None:
-        self.reloader = reloader
+    @ivar path: the accounts file.
+    """
+
+    _log = Logger()
+
+    def __init__(self, selfService: SelfService, path: str) -> None:
+        self.path = path
+        self._selfService = selfService
+
+    def reload(self) -> bool:
+        """
+        Read the file and apply it, logging how many accounts it has.
+
+        @return: whether the file was read and applied.
+        """
+        try:
+            accounts = readAccountsFile(self.path)
+        except AccountsFileError as e:
+            self._log.error("Cannot reload the accounts file: {error}; the accounts in use "
+                            "stay as they are", error=e)
+            return False
+        self._selfService.accounts = accounts
+        self._log.info("Reloaded the accounts file {path}: {count} accounts",
+                       path=self.path, count=len(accounts))
+        return True
+
+
+class ReloadOnHangUp(Service):
+    """Reloads the hosts file, the accounts file or both on each C{SIGHUP} while running."""
+
+    def __init__(self, reloaders: Sequence[Reloader], reactor: Any) -> None:
+        self.reloaders = list(reloaders)
         self._reactor = reactor
         self._previous: Any = None
 
@@ -88,4 +132,5 @@ class ReloadOnHangUp(Service):
         signal.signal(signal.SIGHUP, self._previous or signal.SIG_DFL)
 
     def _hangUp(self, signum: int, frame: object) -> None:
-        self._reactor.callFromThread(self.reloader.reload)
+        for reloader in self.reloaders:
+            self._reactor.callFromThread(reloader.reload)

@@ -77,6 +77,8 @@ class SelfService:
     token.
 
     @ivar domain: the base domain.
+    @ivar accounts: who may register (replaced when the accounts file is
+        reloaded).
     """
 
     _log = Logger()
@@ -96,14 +98,14 @@ class SelfService:
         self.domain = normaliseHost(domain)
         if ":" in self.domain:
             raise ValueError(f"the base domain {domain!r} must not have a port")
-        self._accounts = accounts
+        self.accounts = accounts
         self._registry = registry
         self._hostsFile = hostsFile
         self._subdomainFactory = subdomainFactory
 
     def account(self, token: bytes) -> Account | None:
         """The account of C{token}, if it is one's."""
-        return self._accounts.find(token)
+        return self.accounts.find(token)
 
     def register(self, account: Account, subdomain: bytes | None) -> Registration:
         """

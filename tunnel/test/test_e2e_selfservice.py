@@ -145,3 +145,15 @@ class SelfServiceTests(TestCase):
         self.assertIn("unknown token", last)
         self.assertIn("check the token", last)
         self.assertNotIn("not-the-token-0123456789", client.output)
+
+    @defer.inlineCallbacks
+    def test_accountsFileIsReloadedOnHangUp(self):
+        """An account added to the file works after SIGHUP, without a restart."""
+        server, port = yield self.serve()
+        with open(self.accountsFile, "a") as f:
+            f.write("bob 1 bob-token-0123456789abcdef\n")
+        server.signal("HUP")
+        yield server.waitFor(r"Reloaded the accounts file .*: 2 accounts")
+        client = self.client(port, "--token", "bob-token-0123456789abcdef", "--subdomain", "bob")
+        yield client.waitFor(f"Forwarding  http://bob.tunnel.localhost:{port}/")
+        yield self.assertServes(port, "bob.tunnel.localhost")

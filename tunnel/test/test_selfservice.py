@@ -24,6 +24,7 @@ from tunnel.core.clientsession import ClientTunnel, StartSession
 from tunnel.hostsfile import readHostsFile, writeHostsFile
 from tunnel.options import ServerOptions
 from tunnel.server.accounts import Accounts, AccountsFileError, readAccountsFile
+from tunnel.server.reload import AccountsReloader
 from tunnel.server.selfservice import accountOf
 from tunnel.test.serversupport import Harness
 from tunnel.test.support import Recorder
@@ -353,3 +354,26 @@ class ServerOptionsTests(SynchronousTestCase):
         for argv, said in cases.items():
             error = self.assertRaises(usage.UsageError, self.parse, *argv)
             self.assertIn(said, str(error))
+
+
+class AccountsReloaderTests(SynchronousTestCase):
+    """L{AccountsReloader}: the accounts file read again."""
+
+    def test_reloadReplacesTheAccountsOrKeepsThem(self) -> None:
+        """A good file replaces the accounts; a bad one changes nothing."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(f"alice 1 {TOKEN}\n")
+        harness = Harness()
+        harness.server.enableSelfService("tunnel.example", readAccountsFile(path))
+        selfService = harness.server.resource.selfService
+        reloader = AccountsReloader(selfService, path)
+        with open(path, "w") as f:
+            f.write(f"bob 1 {OTHER_TOKEN}\n")
+        self.assertTrue(reloader.reload())
+        self.assertIsNone(selfService.account(TOKEN.encode()))
+        self.assertEqual(selfService.account(OTHER_TOKEN.encode()).name, "bob")
+        with open(path, "w") as f:
+            f.write("carol x short\n")
+        self.assertFalse(reloader.reload())
+        self.assertEqual(selfService.account(OTHER_TOKEN.encode()).name, "bob")
