@@ -9,9 +9,9 @@ crash never leaves it half written.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Callable
+
+from tunnel.atomicfile import writeAtomically
 
 from tunnel.core.http import normaliseHost
 
@@ -70,19 +70,7 @@ def writeHostsFile(path: str, hosts: dict[str, str]) -> None:
     Replace the hosts file atomically with the given hosts, readable and
     writable by the owner only.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".hosts-", dir=directory)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-            f.write(_HEADER)
-            for host in sorted(hosts):
-                f.write(f"{host}={hosts[host]}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    writeAtomically(path, _HEADER + "".join(f"{host}={hosts[host]}\n" for host in sorted(hosts)))
 
 
 def updateHostsFile(path: str, change: Callable[[dict[str, str]], object]) -> None:

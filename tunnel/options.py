@@ -23,6 +23,7 @@ from tunnel.config import withConfig
 from tunnel.core.access import AccessRule, parseCredentials, parseNetworks
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
 from tunnel.core.http import normaliseHost
+from tunnel.server.accessfile import AccessFileError, readAccessFile
 from tunnel.server.accounts import AccountsFileError, readAccountsFile
 from tunnel.server.connections import WRITE_TIMEOUT
 from tunnel.server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE
@@ -263,6 +264,10 @@ class ServerOptions(_ConfigurableOptions):
         ["accounts-file", None, None,
          "The file of accounts for --domain: one NAME MAX_HOSTS TOKEN line each. "
          "Registered hosts are saved to --hosts-file, if given."],
+        ["access-file", None, None,
+         "Save the access rules set through the admin API in this file, and read "
+         "it at start (--allow, --deny and --basic-auth for a host replace its "
+         "rule there)."],
         ["access-log", None, None,
          "Log every public request, in the combined log format, to this file. "
          "None by default."],
@@ -386,6 +391,7 @@ class ServerOptions(_ConfigurableOptions):
                 raise usage.UsageError(f"--{name} must not be negative")
         self["yamuxConfig"] = sessionConfig(self)
         self._readAccounts()
+        self._readSavedAccess()
         self["adminToken"] = None
         if self["admin"]:
             if not self["admin-token-file"]:
@@ -395,6 +401,19 @@ class ServerOptions(_ConfigurableOptions):
             self["adminToken"] = readSecretFile(self["admin-token-file"], "admin token")
         elif self["admin-token-file"]:
             raise usage.UsageError("--admin-token-file is only used with --admin")
+
+    def _readSavedAccess(self) -> None:
+        """
+        Add the rules of C{--access-file} to C{self["access"]}, under those
+        of the command line.
+        """
+        if not self["access-file"]:
+            return
+        try:
+            saved = readAccessFile(self["access-file"])
+        except AccessFileError as e:
+            raise usage.UsageError(str(e)) from None
+        self["access"] = {**saved, **self["access"]}
 
     def _readAccounts(self) -> None:
         """Check C{--domain} and read C{--accounts-file} into C{self["accounts"]}."""

@@ -136,7 +136,11 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         ReloadOnHangUp(reloaders, reactor).setServiceParent(top)
     if options["admin"]:
         admin = AdminResource(
-            server, options["adminToken"], options["hosts-file"], reactor=reactor
+            server,
+            options["adminToken"],
+            options["hosts-file"],
+            reactor=reactor,
+            accessFile=options["access-file"],
         )
         _listen(options["admin"], AdminSite(admin), reactor).setServiceParent(top)
     return top

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Mapping
+
+from tunnel.atomicfile import writeAtomically
 
 from tunnel.core.control import Registered
 
@@ -96,19 +97,9 @@ class StateFile:
         """
         registrations = self._read()
         registrations[key] = {"host": registered.host, "identifier": registered.identifier}
-        directory = os.path.dirname(os.path.abspath(self.path))
+        text = json.dumps({"registrations": registrations}, indent=2, sort_keys=True) + "\n"
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            descriptor, temporary = tempfile.mkstemp(prefix=".clients-", dir=directory)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+            writeAtomically(self.path, text)
         except OSError as e:
-            raise StateFileError(f"cannot write state file {self.path}: {e.strerror}") from None
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as f:
-                json.dump({"registrations": registrations}, f, indent=2, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, self.path)
-        except OSError as e:
-            os.unlink(temporary)
             raise StateFileError(f"cannot write state file {self.path}: {e.strerror}") from None

@@ -40,6 +40,7 @@ from tunnel.core.control import redactIdentifier
 from tunnel.core.http import normaliseHost
 from tunnel.sparselog import isSparseCount
 from tunnel.core.access import AccessRule
+from tunnel.server.accessfile import updateAccessFile
 from tunnel.server.adminaccess import accessRuleFromBody, describeAccess
 from tunnel.server.adminerror import AdminError
 from tunnel.server.admintcp import ListenerRegistry, TCPListenersAPI
@@ -178,6 +179,7 @@ class AdminResource(Resource):
         hostsFile: str | None = None,
         identifierFactory: Callable[[], str] = newIdentifier,
         reactor: Any = None,
+        accessFile: str | None = None,
     ) -> None:
         """
         @param registry: the tunnel server.
@@ -186,6 +188,7 @@ class AdminResource(Resource):
         @param identifierFactory: makes the identifiers of new hosts.
         @param reactor: the reactor TCP listeners added through the API
             listen with; the global one by default.
+        @param accessFile: the access file to save access rules to, if any.
         @raise ValueError: if C{token} is empty.
         """
         super().__init__()
@@ -196,6 +199,7 @@ class AdminResource(Resource):
         # token's bytes nor its length show in how long a comparison takes.
         self._tokenDigest = hashlib.sha256(token.encode("utf-8")).digest()
         self._hostsFile = hostsFile
+        self._accessFile = accessFile
         self._identifierFactory = identifierFactory
         self._refusedRequests = 0
         if reactor is None:
@@ -371,7 +375,16 @@ class AdminResource(Resource):
         return 201, {"host": host, "identifier": identifier}
 
     def _setAccess(self, host: str, rule: AccessRule | None) -> tuple[int, dict[str, Any]]:
-        """Replace the rule of C{host}; L{None} admits everyone again."""
+        """
+        Replace the rule of C{host}, saved to the access file first if
+        there is one; L{None} admits everyone again.
+        """
+        self._saveTo(
+            self._accessFile,
+            "access file",
+            updateAccessFile,
+            lambda rules: rules.pop(host, None) if rule is None else rules.__setitem__(host, rule),
+        )
         self._registry.setAccess(host, rule)
         self._log.info(
             "admin: access to {host} {change}",
@@ -388,21 +401,30 @@ class AdminResource(Resource):
         return 200, {"deleted": host}
 
     def _save(self, change: Callable[[dict[str, str]], object]) -> None:
+        """Apply a change to the hosts file (see L{_saveTo})."""
+        self._saveTo(self._hostsFile, "hosts file", updateHostsFile, change)
+
+    def _saveTo(
+        self,
+        path: str | None,
+        what: str,
+        update: Callable[[str, Callable[[Any], object]], None],
+        change: Callable[[Any], object],
+    ) -> None:
         """
-        Apply a change to the hosts file, before the registry changes: a
-        change that cannot be saved is not made at all.
+        Apply a change to the file C{path} (if any) with C{update}, before
+        the server changes: a change that cannot be saved is not made at
+        all.
         """
-        if self._hostsFile is None:
+        if path is None:
             return
         try:
-            updateHostsFile(self._hostsFile, change)
+            update(path, change)
         except (OSError, ValueError) as e:
             self._log.error(
-                "admin: cannot save the hosts file {path}: {error}",
-                path=self._hostsFile,
-                error=e,
+                "admin: cannot save the {what} {path}: {error}", what=what, path=path, error=e
             )
-            raise AdminError(500, "the hosts file could not be saved; nothing was changed") from None
+            raise AdminError(500, f"the {what} could not be saved; nothing was changed") from None
 
 
 class AdminSite(Site):

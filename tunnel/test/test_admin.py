@@ -23,9 +23,12 @@ from twisted.internet.testing import (
     StringTransportWithDisconnection,
 )
 from twisted.logger import globalLogPublisher
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.hostsfile import readHostsFile, writeHostsFile
+from tunnel.options import ServerOptions
+from tunnel.server.accessfile import readAccessFile
 from tunnel.server.admin import MAX_BODY, AdminResource, AdminSite, newIdentifier
 from tunnel.test.serversupport import Harness
 
@@ -607,3 +610,40 @@ class AccessAPITests(AdminCalls):
             self.assertIn("expected {", answer["error"])
         self.assertIsNone(self.server.accessOf("app.example"))
         self.assertEqual(self.call("POST", "/hosts/app.example/access", {})[0], 405)
+
+    def test_rulesAreSavedAndReadAtStart(self) -> None:
+        """
+        With an access file, a rule set through the API is saved there
+        (digests, no password) and read by the next start; DELETE removes
+        it; a rule that cannot be saved is not set.
+        """
+        path = self.mktemp()
+        self.treq = StubTreq(AdminResource(self.server, TOKEN, accessFile=path))
+        self.call("PUT", "/hosts/app.example/access",
+                  {"allow": ["10.0.0.0/8"], "basicAuth": ["alice:s3cret"]})
+        rule = self.server.accessOf("app.example")
+        self.assertEqual(readAccessFile(path), {"app.example": rule})
+        with open(path) as f:
+            self.assertNotIn("s3cret", f.read())
+        options = ServerOptions()
+        options.parseOptions(["--access-file", path])
+        self.assertEqual(options["access"], {"app.example": rule})
+        self.assertEqual(self.call("DELETE", "/hosts/app.example/access")[0], 200)
+        self.assertEqual(readAccessFile(path), {})
+
+        self.treq = StubTreq(AdminResource(self.server, TOKEN, accessFile=path + "/no/such"))
+        code, body = self.call("PUT", "/hosts/app.example/access", {"deny": ["10.0.0.0/8"]})
+        self.assertEqual((code, body["error"]),
+                         (500, "the access file could not be saved; nothing was changed"))
+        self.assertIsNone(self.server.accessOf("app.example"))
+
+    def test_malformedAccessFileStopsTheStart(self) -> None:
+        """An access file that is not the server's JSON is a usage error naming it."""
+        path = self.mktemp()
+        for content in ("{", '{"hosts": {"a.example": {"allow": ["10.0.0.1/8"]}}}', "[]"):
+            with open(path, "w") as f:
+                f.write(content)
+            error = self.assertRaises(
+                usage.UsageError, ServerOptions().parseOptions, ["--access-file", path]
+            )
+            self.assertIn(f"access file {path} is malformed", str(error))
