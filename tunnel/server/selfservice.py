@@ -154,7 +154,7 @@ class SelfService:
 
     def _host(self, subdomain: bytes | None) -> str:
         if subdomain is None:
-            for attempt in range(20):
+            for _ in range(20):
                 host = f"{self._subdomainFactory()}.{self.domain}"
                 if not self._registry.hasHost(host):
                     return host
