@@ -152,6 +152,8 @@ class SelfServiceTests(TestCase):
         server, port = yield self.serve()
         with open(self.accountsFile, "a") as f:
             f.write("bob 1 bob-token-0123456789abcdef\n")
+        # Once it says so, its signal handlers are in place.
+        yield server.waitFor(r"tunnel-server is running")
         server.signal("HUP")
         yield server.waitFor(r"Reloaded the accounts file .*: 2 accounts")
         client = self.client(port, "--token", "bob-token-0123456789abcdef", "--subdomain", "bob")
