@@ -366,6 +366,11 @@ class ServerOptions(_ConfigurableOptions):
         self["listen"] = [withListenBacklog(listen) for listen in self["listen"]]
         for description, _ in self["tcp"]:
             checkServerEndpoint("--tcp", description)
+            if endpointPort(description) is None:
+                raise usage.UsageError(
+                    f"--tcp {description!r}: a TCP tunnel listens on a port (tcp:, tcp6: "
+                    "or ssl:); the client routes its connections by that port"
+                )
         if self["hosts-file"]:
             if not (self["admin"] or self["domain"] or os.path.exists(self["hosts-file"])):
                 raise usage.UsageError(

@@ -179,6 +179,14 @@ class ServerOptionsTests(SynchronousTestCase):
         options = parsed(ServerOptions(), "--tcp", "tcp:port=2222:interface=127.0.0.1=ident")
         self.assertEqual(options["tcp"], [("tcp:port=2222:interface=127.0.0.1", "ident")])
 
+    def test_tcpNeedsAPort(self) -> None:
+        """A --tcp endpoint without a port (a Unix socket) is a usage error at start."""
+        error = self.assertRaises(
+            usage.UsageError, ServerOptions().parseOptions,
+            ["--tcp", f"unix:{self.mktemp()}=an-identifier-0123"],
+        )
+        self.assertIn("a TCP tunnel listens on a port", str(error))
+
     def test_malformedAssignmentsAreUsageErrors(self) -> None:
         """Assignments without both sides are one-line usage errors."""
         for argv in (["--host", "nohost"], ["--host", "=id"], ["--host", "bad host=id"],
