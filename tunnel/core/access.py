@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
-from typing import Union
+from typing import Iterable, Union
 
 import attrs
 
@@ -35,6 +35,16 @@ def parseNetworks(text: str) -> tuple[Network, ...]:
         except ValueError as e:
             raise ValueError(f"{item!r} is not a network (CIDR) or address: {e}") from None
     return tuple(networks)
+
+
+def parseNetworkList(items: Iterable[str]) -> tuple[Network, ...]:
+    """
+    The networks of several items, each as L{parseNetworks} reads it; none
+    for no items.
+
+    @raise ValueError: as L{parseNetworks} does.
+    """
+    return tuple(network for item in items for network in parseNetworks(item))
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import attrs
 
-from tunnel.core.access import AccessRule, parseNetworks
+from tunnel.core.access import AccessRule, parseNetworkList
 from tunnel.core.http import isValidHost
 
 #: The path of the HTTP request that turns a connection into a tunnel session.
@@ -253,8 +253,8 @@ def readRequestedAccess(
             raise ValueError(f"more than {MAX_ACCESS_ITEMS} items in one access list")
         return found
 
-    allowed = parseNetworks(",".join(items(allow))) if items(allow) else ()
-    denied = parseNetworks(",".join(items(deny))) if items(deny) else ()
+    allowed = parseNetworkList(items(allow))
+    denied = parseNetworkList(items(deny))
     digests = []
     for item in items(credentials):
         if not re.fullmatch(r"[0-9a-fA-F]{64}", item):

@@ -16,7 +16,7 @@ import json
 from typing import Callable
 
 from tunnel.atomicfile import writeAtomically
-from tunnel.core.access import AccessRule, parseNetworks
+from tunnel.core.access import AccessRule, parseNetworkList
 from tunnel.core.http import normaliseHost
 
 
@@ -24,19 +24,25 @@ class AccessFileError(ValueError):
     """The access file could not be read, or is malformed."""
 
 
+def stringList(fields: dict, name: str) -> list[str]:
+    """
+    The list of strings under C{name} in a JSON object; none if absent.
+
+    @raise ValueError: if it is something else.
+    """
+    value = fields.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{name} must be a list of strings")
+    return value
+
+
 def _rule(fields: object) -> AccessRule:
     if not isinstance(fields, dict):
         raise ValueError("a rule is an object")
-    lists = {}
-    for name in ("allow", "deny", "credentials"):
-        value = fields.get(name, [])
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ValueError(f"{name} is a list of strings")
-        lists[name] = value
     return AccessRule(
-        parseNetworks(",".join(lists["allow"])) if lists["allow"] else (),
-        parseNetworks(",".join(lists["deny"])) if lists["deny"] else (),
-        tuple(bytes.fromhex(digest) for digest in lists["credentials"]),
+        parseNetworkList(stringList(fields, "allow")),
+        parseNetworkList(stringList(fields, "deny")),
+        tuple(bytes.fromhex(digest) for digest in stringList(fields, "credentials")),
     )
 
 

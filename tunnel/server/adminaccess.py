@@ -6,18 +6,12 @@ from __future__ import annotations
 
 import json
 
-from tunnel.core.access import AccessRule, parseCredentials, parseNetworks
+from tunnel.core.access import AccessRule, parseCredentials, parseNetworkList
+from tunnel.server.accessfile import stringList
 from tunnel.server.adminerror import AdminError
 
 #: What the body of C{PUT /hosts/NAME/access} looks like, for errors.
 ACCESS_FORM = '{"allow": [NETWORK, ...], "deny": [NETWORK, ...], "basicAuth": ["USER:PASSWORD", ...]}'
-
-
-def _strings(fields: dict, name: str) -> list[str]:
-    value = fields.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{name} must be a list of strings")
-    return value
 
 
 def accessRuleFromBody(body: bytes) -> AccessRule:
@@ -31,11 +25,10 @@ def accessRuleFromBody(body: bytes) -> AccessRule:
         fields = json.loads(body)
         if not isinstance(fields, dict) or set(fields) - {"allow", "deny", "basicAuth"}:
             raise ValueError("expected an object with allow, deny and basicAuth only")
-        allow, deny = _strings(fields, "allow"), _strings(fields, "deny")
-        users = _strings(fields, "basicAuth")
+        users = stringList(fields, "basicAuth")
         return AccessRule(
-            parseNetworks(",".join(allow)) if allow else (),
-            parseNetworks(",".join(deny)) if deny else (),
+            parseNetworkList(stringList(fields, "allow")),
+            parseNetworkList(stringList(fields, "deny")),
             parseCredentials("\n".join(users), "basicAuth") if users else (),
         )
     except ValueError as e:
