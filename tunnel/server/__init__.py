@@ -201,6 +201,14 @@ class TunnelServer:
         """
         self._registry.deleteHost(host)
 
+    def hasHost(self, host: str) -> bool:
+        """
+        Whether C{host} is routed.
+
+        @raise ValueError: if it is not a host name.
+        """
+        return self._registry.hasHost(host)
+
     def identifierOf(self, host: str) -> bytes:
         """
         The secret identifier C{host} is routed to.

@@ -68,6 +68,9 @@ class HostRegistry(ListenerRegistry, TypingProtocol):
     def hosts(self) -> list[Any]:
         """The hosts, each with C{.host} and C{.connected}."""
 
+    def hasHost(self, host: str) -> bool:
+        """Whether C{host} (normalised) is routed."""
+
     def clients(self) -> list[ClientInfo]:
         """The connected clients."""
 
@@ -316,7 +319,7 @@ class AdminResource(Resource):
             host = normaliseHost(name)
         except ValueError:
             raise AdminError(404, f"no host {name!r}") from None
-        if not any(h.host == host for h in self._registry.hosts()):
+        if not self._registry.hasHost(host):
             raise AdminError(404, f"no host {host}")
         return host
 
@@ -359,7 +362,7 @@ class AdminResource(Resource):
             raise AdminError(
                 400, f'expected {{"host": "NAME"}} or {{"host": "NAME", "sameAs": "HOST"}}: {e}'
             ) from None
-        if any(h.host == host for h in self._registry.hosts()):
+        if self._registry.hasHost(host):
             raise AdminError(409, f"host {host} is already registered")
         if sameAs is None:
             identifier = self._identifierFactory()

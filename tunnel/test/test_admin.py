@@ -58,6 +58,9 @@ class FakeRegistry:
     def hosts(self) -> list[Status]:
         return [Status(h, h in self.connected) for h in sorted(self.identifiers)]
 
+    def hasHost(self, host: str) -> bool:
+        return host in self.identifiers
+
 
 class AdminCalls(SynchronousTestCase):
     """Calls the admin API of C{self.treq} with the token."""
