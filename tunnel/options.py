@@ -113,6 +113,25 @@ def checkServerEndpoint(option: str, description: str) -> None:
         raise usage.UsageError(f"{option} {description!r}: {e}") from None
 
 
+def checkTunnelEndpoint(option: str, description: str) -> int:
+    """
+    Check the server endpoint of a TCP tunnel as L{checkServerEndpoint}
+    does, and that it has a port: the client routes the tunnel's
+    connections by it.
+
+    @return: the port.
+    @raise usage.UsageError: saying which option and why, on one line.
+    """
+    checkServerEndpoint(option, description)
+    port = endpointPort(description)
+    if port is None:
+        raise usage.UsageError(
+            f"{option} {description!r}: a TCP tunnel listens on a port (tcp:, tcp6: or "
+            "ssl:): the client routes its connections by it, so it needs a port"
+        )
+    return port
+
+
 #: The listen backlog of the public endpoints, unless their string gives
 #: one: Twisted's default of 50 makes a burst of new public connections
 #: wait seconds in the kernel.
@@ -365,12 +384,7 @@ class ServerOptions(_ConfigurableOptions):
             checkServerEndpoint("--listen", description)
         self["listen"] = [withListenBacklog(listen) for listen in self["listen"]]
         for description, _ in self["tcp"]:
-            checkServerEndpoint("--tcp", description)
-            if endpointPort(description) is None:
-                raise usage.UsageError(
-                    f"--tcp {description!r}: a TCP tunnel listens on a port (tcp:, tcp6: "
-                    "or ssl:); the client routes its connections by that port"
-                )
+            checkTunnelEndpoint("--tcp", description)
         if self["hosts-file"]:
             if not (self["admin"] or self["domain"] or os.path.exists(self["hosts-file"])):
                 raise usage.UsageError(

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 
 from tunnel.core.http import normaliseHost
 from tunnel.listening import listenProblem
-from tunnel.options import checkServerEndpoint, endpointPort, serverEndpointDescription
+from tunnel.options import checkTunnelEndpoint, serverEndpointDescription
 from tunnel.server.adminerror import AdminError
 from tunnel.server.events import ListenerStatus
 
@@ -72,15 +72,9 @@ def _portOf(description: str) -> int:
     C{400} if it is malformed or its type has no port.
     """
     try:
-        checkServerEndpoint("listen", description)
+        return checkTunnelEndpoint("listen", description)
     except usage.UsageError as e:
         raise AdminError(400, str(e)) from None
-    port = endpointPort(description)
-    if port is None:
-        raise AdminError(
-            400, f"listen {description!r}: a TCP listener needs a port (tcp:, tcp6: or ssl:)"
-        )
-    return port
 
 
 class TCPListenersAPI:
