@@ -36,9 +36,11 @@ from tunnel.client.address import (
     parsePort,
     tcpDescription,
 )
+from tunnel.client.metrics import ClientMetrics
+from tunnel.core.capture import CapturedExchange, CaptureStore, ExchangeRecorder, Kind
 from tunnel.core.control import ControlMessage, TransportProtocol
 from tunnel.core.http import errorResponse
-from tunnel.core.requestlog import ExchangeWatcher
+from tunnel.core.requestlog import summarise
 from tunnel.pipe import PipeEnd
 from tunnel.sparselog import SparseCounter
 
@@ -47,6 +49,14 @@ DEFAULT_LOCAL_HOST = "127.0.0.1"
 
 #: The port dialled for HTTP requests whose Host header had no port.
 DEFAULT_HTTP_PORT = 80
+
+#: Why the client answers a tunnelled connection itself, as its metrics
+#: and inspector name it: the local service cannot be reached, ...
+NO_LOCAL_SERVICE = "no_local_service"
+#: ... the most local connections are open, ...
+TOO_MANY_LOCAL_CONNECTIONS = "too_many_local_connections"
+#: ... or the routes do not expose the port asked for.
+PORT_NOT_EXPOSED = "port_not_exposed"
 
 #: The most local connections (being dialled or open) a client has at once,
 #: unless told otherwise.
@@ -265,14 +275,14 @@ _localEnds = _LocalEndFactory()
 
 
 class _WatchedEnd(PipeEnd):
-    """The local end of a pipe, showing the response's bytes to a watcher."""
+    """The local end of a pipe, showing the response's bytes to a recorder."""
 
-    def __init__(self, watcher: ExchangeWatcher) -> None:
+    def __init__(self, watcher: ExchangeRecorder) -> None:
         super().__init__()
         self._watcher = watcher
 
     def dataReceived(self, data: bytes) -> None:
-        """Show the bytes to the watcher, and pass them on."""
+        """Show the bytes to the recorder, and pass them on."""
         self._watcher.responseData(data)
         super().dataReceived(data)
 
@@ -280,7 +290,7 @@ class _WatchedEnd(PipeEnd):
 class _WatchedEnds(_LocalEndFactory):
     """Builds the local end of a watched exchange's pipe."""
 
-    def __init__(self, watcher: ExchangeWatcher) -> None:
+    def __init__(self, watcher: ExchangeRecorder) -> None:
         self._watcher = watcher
 
     def buildProtocol(self, addr: object) -> _WatchedEnd:
@@ -300,9 +310,9 @@ class LocalForwarder(PipeEnd):
     The connection counts against the limit from the dial until both the
     stream and the local connection are closed.
 
-    With a C{watcher} the bytes going by are shown to it, and once both
-    the stream and the local connection are gone C{exchangeEnded} is called
-    with the watcher.
+    With a C{watcher} (an L{ExchangeRecorder}) the bytes going by are shown
+    to it, and once both the stream and the local connection are gone
+    C{exchangeEnded} is called with it.
 
     @ivar address: the local address dialled.
     """
@@ -315,8 +325,8 @@ class LocalForwarder(PipeEnd):
         address: LocalAddress,
         answersHTTP: bool,
         limit: LocalConnectionLimit | None = None,
-        watcher: ExchangeWatcher | None = None,
-        exchangeEnded: Callable[[ExchangeWatcher], None] = lambda watcher: None,
+        watcher: ExchangeRecorder | None = None,
+        exchangeEnded: Callable[[ExchangeRecorder], None] = lambda watcher: None,
     ) -> None:
         super().__init__()
         self.address = address
@@ -333,8 +343,9 @@ class LocalForwarder(PipeEnd):
         super().connectionMade()
         if not self._limit.acquire():
             self._answerUnavailable(
+                TOO_MANY_LOCAL_CONNECTIONS,
                 f"tunnel: this client has too many local connections open "
-                f"({self._limit.maximum})\n"
+                f"({self._limit.maximum})\n",
             )
             return
         self._counted = True
@@ -343,7 +354,7 @@ class LocalForwarder(PipeEnd):
         self._dialing.addCallbacks(self._dialed, self._dialFailed)
 
     def dataReceived(self, data: bytes) -> None:
-        """Show the request's bytes to the watcher, and pass them on."""
+        """Show the request's bytes to the recorder, and pass them on."""
         if self._watcher is not None:
             self._watcher.requestData(data)
         super().dataReceived(data)
@@ -370,11 +381,12 @@ class LocalForwarder(PipeEnd):
             address=self.address.label,
             reason=reason.getErrorMessage(),
         )
-        self._answerUnavailable(f"tunnel: no local server at {self.address}\n")
+        self._answerUnavailable(NO_LOCAL_SERVICE, f"tunnel: no local server at {self.address}\n")
 
-    def _answerUnavailable(self, body: str) -> None:
+    def _answerUnavailable(self, refusal: str, body: str) -> None:
         response = serviceUnavailable(body)
         if self._watcher is not None:
+            self._watcher.exchange.refusal = refusal
             self._watcher.responseData(response)
         _answerUnavailable(self.transport, self._answersHTTP, response)
 
@@ -429,10 +441,12 @@ class LocalConnector:
 
     With C{logRequests}, each HTTP exchange is logged in a line when it
     ends (L{tunnel.core.requestlog}): method, target, status, duration and
-    bytes each way.
+    bytes each way. With a C{capture} store, every connection is recorded
+    into it (L{tunnel.core.capture}); with C{metrics}, counted there.
 
     @ivar routes: the routing rules.
     @ivar limit: the bound on local connections at once.
+    @ivar capture: the store the connections are recorded into, if any.
     """
 
     _log = Logger()
@@ -443,24 +457,32 @@ class LocalConnector:
         reactor: Any,
         maxConnections: int = DEFAULT_MAX_LOCAL_CONNECTIONS,
         logRequests: bool = False,
+        capture: CaptureStore | None = None,
+        metrics: ClientMetrics | None = None,
     ) -> None:
         """
         @param reactor: the reactor to dial local services with, and the
             clock of the request log.
         @param maxConnections: the most local connections at once.
         @param logRequests: whether to log a line per HTTP exchange.
+        @param capture: the store to record every connection into.
+        @param metrics: where to count the connections and refusals.
         @raise ValueError: if a configured address is not a valid endpoint
             description, or C{maxConnections} is not positive.
         """
         self.routes = routes
         self.limit = LocalConnectionLimit(maxConnections)
+        self.capture = capture
         self._reactor = reactor
         self._logRequests = logRequests
+        self._metrics = metrics
         self._endpoints: dict[LocalAddress, IStreamClientEndpoint] = {}
         self._refusedPorts = SparseCounter()
         for address in [routes.fixed, *routes.ports.values()]:
             if address is not None:
                 self._endpointFor(address)
+        if metrics is not None:
+            metrics.watchLocalConnections(self.limit)
 
     def forwarderFor(self, message: ControlMessage) -> Protocol:
         """
@@ -472,18 +494,37 @@ class LocalConnector:
         if address is None:
             return self._refusePort(message)
         answersHTTP = _answersHTTP(message)
-        watched = self._logRequests and answersHTTP
         return LocalForwarder(
             self._endpointFor(address),
             address,
             answersHTTP,
             self.limit,
-            ExchangeWatcher(self._reactor.seconds()) if watched else None,
-            self._exchangeEnded,
+            self.recorder(Kind.HTTP if answersHTTP else Kind.TCP, address),
+            self.exchangeEnded,
         )
 
-    def _exchangeEnded(self, watcher: ExchangeWatcher) -> None:
-        self._log.info("{exchange}", exchange=str(watcher.summary(self._reactor.seconds())))
+    def recorder(
+        self, kind: Kind, address: LocalAddress, replayOf: int | None = None
+    ) -> ExchangeRecorder | None:
+        """
+        The recorder of a new connection to C{address}, or L{None} if
+        nothing watches connections.
+        """
+        if self.capture is not None:
+            return self.capture.record(kind, address, replayOf)
+        if self._metrics is not None or (self._logRequests and kind is Kind.HTTP):
+            return ExchangeRecorder(CapturedExchange(0, kind, self._reactor.seconds(), address))
+        return None
+
+    def exchangeEnded(self, recorder: ExchangeRecorder) -> None:
+        """A watched connection ended: log it and count it."""
+        now = self._reactor.seconds()
+        recorder.end(now)
+        exchange = recorder.exchange
+        if self._logRequests and exchange.kind is not Kind.TCP:
+            self._log.info("{exchange}", exchange=str(summarise(exchange, now)))
+        if self._metrics is not None:
+            self._metrics.exchangeEnded(exchange)
 
     def refusalFor(self, message: ControlMessage, body: str) -> UnavailableStream:
         """
@@ -494,6 +535,8 @@ class LocalConnector:
 
     def _refusePort(self, message: ControlMessage) -> UnavailableStream:
         port = message.localPort
+        if self._metrics is not None:
+            self._metrics.refused(PORT_NOT_EXPOSED)
         count = self._refusedPorts.record(port)
         if count is not None:
             self._log.warn(

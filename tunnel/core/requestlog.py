@@ -1,13 +1,11 @@
 """
-The client's line per forwarded HTTP exchange, sans I/O: what it reads of
-the bytes going by (the request line, the status line) and how it says it.
+The client's line per forwarded HTTP exchange, sans I/O: how it says what
+an L{ExchangeRecorder} read of the bytes going by.
 
-It reads at most L{MAX_FIRST_LINE} bytes of each direction and keeps only
-counts after that, so watching costs no memory that grows with the
-exchange. The lines are read with L{tunnel.core.http}'s grammar; a
-malformed one is shown as dashes. What the public wrote (the target) is
-shown with anything outside printable ASCII replaced, so that a request
-cannot write control sequences to the terminal of the client's user.
+The heads are read with L{tunnel.core.http}'s grammar; a malformed one is
+shown as dashes. What the public wrote (the method, the target) is shown
+with anything outside printable ASCII replaced, so that a request cannot
+write control sequences to the terminal of the client's user.
 """
 
 from __future__ import annotations
@@ -16,39 +14,17 @@ import re
 
 import attrs
 
-from tunnel.core.http import methodAndTarget, statusCode
-
-#: The most bytes of each direction read for its first line.
-MAX_FIRST_LINE = 8 * 1024
+from tunnel.core.capture import CapturedExchange
 
 #: The longest target shown; longer ones are cut, with an ellipsis.
 MAX_TARGET_SHOWN = 120
 
-_NOT_PRINTABLE = re.compile(rb"[^!-~]")
+_NOT_PRINTABLE = re.compile(r"[^!-~]")
 
 
-def _printable(value: bytes, limit: int) -> str:
-    text = _NOT_PRINTABLE.sub(b"?", value[:limit]).decode("ascii")
+def _printable(value: str, limit: int) -> str:
+    text = _NOT_PRINTABLE.sub("?", value[:limit])
     return text + "…" if len(value) > limit else text
-
-
-class _FirstLine:
-    """The first line of one direction, once it has come, and a byte count."""
-
-    def __init__(self) -> None:
-        self.line: bytes | None = None
-        self.size = 0
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.line is not None or len(self._buffer) >= MAX_FIRST_LINE:
-            return
-        chunk = data[: MAX_FIRST_LINE - len(self._buffer)]
-        self._buffer += chunk
-        if b"\n" in chunk:
-            line = bytes(self._buffer).partition(b"\n")[0]
-            self.line, self._buffer = line.rstrip(b"\r"), bytearray()
 
 
 @attrs.frozen
@@ -79,36 +55,13 @@ class ExchangeSummary:
         )
 
 
-class ExchangeWatcher:
-    """
-    Watches the bytes of one forwarded HTTP exchange go by, to summarise it.
-
-    @ivar started: when the exchange began, in the caller's clock's seconds.
-    """
-
-    def __init__(self, started: float) -> None:
-        self.started = started
-        self._request = _FirstLine()
-        self._response = _FirstLine()
-
-    def requestData(self, data: bytes) -> None:
-        """Bytes of the request went to the local service."""
-        self._request.feed(data)
-
-    def responseData(self, data: bytes) -> None:
-        """Bytes of the response came from the local service."""
-        self._response.feed(data)
-
-    def summary(self, now: float) -> ExchangeSummary:
-        """The exchange, ended at C{now}."""
-        request = None if self._request.line is None else methodAndTarget(self._request.line)
-        method, target = (b"-", b"-") if request is None else request
-        status = None if self._response.line is None else statusCode(self._response.line)
-        return ExchangeSummary(
-            _printable(method, 20),
-            _printable(target, MAX_TARGET_SHOWN),
-            status,
-            self._request.size,
-            self._response.size,
-            max(0.0, now - self.started),
-        )
+def summarise(exchange: CapturedExchange, now: float) -> ExchangeSummary:
+    """The line of a recorded HTTP exchange, ended (or still open) at C{now}."""
+    return ExchangeSummary(
+        "-" if exchange.method is None else _printable(exchange.method, 20),
+        "-" if exchange.target is None else _printable(exchange.target, MAX_TARGET_SHOWN),
+        exchange.status,
+        exchange.request.wireBytes,
+        exchange.response.wireBytes,
+        exchange.duration(now),
+    )

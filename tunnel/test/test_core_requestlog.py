@@ -1,32 +1,35 @@
 """
 Tests for L{tunnel.core.requestlog}: the client's line per forwarded HTTP
-exchange, from the bytes going by.
+exchange, from what a recorder read of the bytes going by.
 """
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnel.core.requestlog import (
-    MAX_FIRST_LINE,
-    MAX_TARGET_SHOWN,
-    ExchangeSummary,
-    ExchangeWatcher,
-)
+from tunnel.core.capture import CapturedExchange, ExchangeRecorder, Kind
+from tunnel.core.http import MAX_HEAD_BYTES
+from tunnel.core.requestlog import MAX_TARGET_SHOWN, ExchangeSummary, summarise
 
 
-class ExchangeWatcherTests(SynchronousTestCase):
-    """What the watcher reads of an exchange, and how the line says it."""
+def recorder(started: float = 0.0) -> ExchangeRecorder:
+    """A recorder of an HTTP exchange that keeps no body, as the log has it."""
+    return ExchangeRecorder(CapturedExchange(1, Kind.HTTP, started))
+
+
+class SummaryTests(SynchronousTestCase):
+    """What the line says of an exchange."""
 
     def test_exchange(self) -> None:
         """Method, target, status, duration and byte counts, however the bytes are split."""
-        watcher = ExchangeWatcher(10.0)
+        watcher = recorder(10.0)
         request = b"GET /api/items?page=2 HTTP/1.1\r\nHost: a.example\r\n\r\n"
         for i in range(len(request)):
             watcher.requestData(request[i : i + 1])
         watcher.responseData(b"HTTP/1.1 20")
         watcher.responseData(b"4 No Content\r\n\r\n")
-        summary = watcher.summary(10.0125)
+        watcher.end(10.0125)
+        summary = summarise(watcher.exchange, 20.0)
         self.assertEqual(
             summary,
             ExchangeSummary("GET", "/api/items?page=2", 204, len(request), 27, summary.seconds),
@@ -36,20 +39,20 @@ class ExchangeWatcherTests(SynchronousTestCase):
 
     def test_noAnswer(self) -> None:
         """An exchange without a status line (or any bytes) says so with dashes."""
-        self.assertEqual(str(ExchangeWatcher(0.0).summary(0.0)), "- - - 0 ms 0 B in, 0 B out")
-        watcher = ExchangeWatcher(0.0)
-        watcher.requestData(b"POST / HTTP/1.1\r\n")
-        watcher.responseData(b"not http\r\n")
-        self.assertIsNone(watcher.summary(1.0).status)
+        self.assertEqual(str(summarise(recorder().exchange, 0.0)), "- - - 0 ms 0 B in, 0 B out")
+        watcher = recorder()
+        watcher.requestData(b"POST / HTTP/1.1\r\n\r\n")
+        watcher.responseData(b"not http\r\n\r\n")
+        self.assertIsNone(summarise(watcher.exchange, 1.0).status)
 
     def test_terminalSafe(self) -> None:
         """
         What the public wrote cannot reach the terminal as control bytes,
         and a long target is cut.
         """
-        watcher = ExchangeWatcher(0.0)
-        watcher.requestData(b"GET /\xc3\xa9[2J" + b"a" * 500 + b" HTTP/1.1\r\n")
-        summary = watcher.summary(0.0)
+        watcher = recorder()
+        watcher.requestData(b"GET /\xc3\xa9[2J" + b"a" * 500 + b" HTTP/1.1\r\n\r\n")
+        summary = summarise(watcher.exchange, 0.0)
         self.assertTrue(summary.target.startswith("/??[2Jaaa"), summary.target)
         self.assertEqual(len(summary.target), MAX_TARGET_SHOWN + 1)
         self.assertTrue(summary.target.endswith("…"))
@@ -59,21 +62,22 @@ class ExchangeWatcherTests(SynchronousTestCase):
         A request line with a control character (which the strict grammar
         refuses) is shown as dashes, not echoed.
         """
-        watcher = ExchangeWatcher(0.0)
-        watcher.requestData(b"GET /\x1b[2J HTTP/1.1\r\n")
-        watcher.responseData(b"HTTP/1.1 2000 Odd\r\n")
-        summary = watcher.summary(0.0)
+        watcher = recorder()
+        watcher.requestData(b"GET /\x1b[2J HTTP/1.1\r\n\r\n")
+        watcher.responseData(b"HTTP/1.1 2000 Odd\r\n\r\n")
+        summary = summarise(watcher.exchange, 0.0)
         self.assertEqual((summary.method, summary.target, summary.status), ("-", "-", None))
 
     def test_boundedReading(self) -> None:
         """
-        A first line longer than L{MAX_FIRST_LINE} is not kept: the
-        exchange's bytes are still counted, in constant memory.
+        A head longer than the grammar's most is not kept: the exchange's
+        bytes are still counted, and its direction is malformed.
         """
-        watcher = ExchangeWatcher(0.0)
+        watcher = recorder()
         for i in range(100):
-            watcher.requestData(b"x" * MAX_FIRST_LINE)
-        watcher.requestData(b"\r\n")
-        self.assertLessEqual(len(watcher._request._buffer), MAX_FIRST_LINE)
-        summary = watcher.summary(0.0)
-        self.assertEqual((summary.method, summary.requestBytes), ("-", 100 * MAX_FIRST_LINE + 2))
+            watcher.requestData(b"x" * MAX_HEAD_BYTES)
+        watcher.requestData(b"\r\n\r\n")
+        exchange = watcher.exchange
+        self.assertEqual(exchange.request.state.value, "malformed")
+        summary = summarise(exchange, 0.0)
+        self.assertEqual((summary.method, summary.requestBytes), ("-", 100 * MAX_HEAD_BYTES + 4))

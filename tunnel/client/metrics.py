@@ -1,0 +1,128 @@
+"""
+The tunnel client's Prometheus metrics, served by its inspector at
+C{/metrics}.
+
+Every metric lives in the L{ClientMetrics}' own registry (several clients
+may run in one process). Their labels take a few fixed values only (a
+status class, a kind of connection, a direction, a reason): never a path,
+a host the public wrote, or an identifier.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from tunnel.core.capture import CapturedExchange, Kind
+
+if TYPE_CHECKING:
+    from tunnel.client.local import LocalConnectionLimit
+    from tunnel.client.service import ClientState
+
+#: The buckets of the request duration histogram, in seconds.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+#: The buckets of the keep-alive round-trip histogram, in seconds.
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def statusClass(status: int | None) -> str:
+    """The label of a status code's class: C{"2xx"}, ..., or C{"none"} without one."""
+    if status is None or not 100 <= status <= 599:
+        return "none"
+    return f"{status // 100}xx"
+
+
+class ClientMetrics:
+    """
+    What a tunnel client counts.
+
+    @ivar registry: the registry every metric is in.
+    """
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "tunnel_client_requests",
+            "HTTP exchanges forwarded to the local service, by the class of their status",
+            ["status_class"],
+            registry=registry,
+        )
+        self._connections = Counter(
+            "tunnel_client_connections",
+            "Tunnelled connections that ended, by kind (http, websocket, tcp)",
+            ["kind"],
+            registry=registry,
+        )
+        self._bytes = Counter(
+            "tunnel_client_bytes",
+            "Bytes of tunnelled connections, to_local or from_local",
+            ["direction"],
+            registry=registry,
+        )
+        self._duration = Histogram(
+            "tunnel_client_request_duration_seconds",
+            "Seconds from the stream's arrival to the end of an HTTP exchange",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._refusals = Counter(
+            "tunnel_client_refusals",
+            "Tunnelled connections the client answered itself, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self._localConnections = Gauge(
+            "tunnel_client_local_connections",
+            "Local connections being dialled or open",
+            registry=registry,
+        )
+        self._connected = Gauge(
+            "tunnel_client_connected", "1 while the tunnel is up, else 0", registry=registry
+        )
+        self._reconnects = Counter(
+            "tunnel_client_reconnects",
+            "Tunnels established after the first one",
+            registry=registry,
+        )
+        self._rtt = Histogram(
+            "tunnel_client_keepalive_rtt_seconds",
+            "Round-trip times of the tunnel session's keep-alive pings",
+            buckets=RTT_BUCKETS,
+            registry=registry,
+        )
+        self._tunnels = 0
+
+    def exchangeEnded(self, exchange: CapturedExchange) -> None:
+        """Count a tunnelled connection that ended."""
+        self._connections.labels(exchange.kind.value).inc()
+        self._bytes.labels("to_local").inc(exchange.request.wireBytes)
+        self._bytes.labels("from_local").inc(exchange.response.wireBytes)
+        if exchange.refusal is not None:
+            self._refusals.labels(exchange.refusal).inc()
+        if exchange.kind is Kind.HTTP:
+            self._requests.labels(statusClass(exchange.status)).inc()
+            if exchange.ended is not None:
+                self._duration.observe(exchange.duration(exchange.ended))
+
+    def refused(self, reason: str) -> None:
+        """Count a tunnelled connection refused without a dial."""
+        self._refusals.labels(reason).inc()
+
+    def watchLocalConnections(self, limit: LocalConnectionLimit) -> None:
+        """Report how many local connections C{limit} counts."""
+        self._localConnections.set_function(lambda: limit.live)
+
+    def stateChanged(self, state: ClientState) -> None:
+        """Follow the client's state: up or not, and reconnections."""
+        connected = state.name == "connected"
+        self._connected.set(1 if connected else 0)
+        if connected:
+            self._tunnels += 1
+            if self._tunnels > 1:
+                self._reconnects.inc()
+
+    def roundTrip(self, seconds: float) -> None:
+        """Count a keep-alive ping's round-trip time."""
+        self._rtt.observe(seconds)
