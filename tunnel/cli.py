@@ -34,7 +34,8 @@ from twisted.logger import (
 from twisted.python import usage
 
 from tunnel import tap
-from tunnel.client import ClientState, Forward, TunnelClientService
+from tunnel.client import ClientState, Forward
+from tunnel.client.inspector import DEFAULT_INSPECT
 from tunnel.listening import listenProblem
 from tunnel.options import ClientOptions, ServerOptions
 
@@ -83,7 +84,8 @@ CLIENT = Command(
     {"port": "local", "to": "local", "target": "local", "url": "server", "id": "identifier"},
     # A person at a terminal is told of a refused identifier and the
     # command ends (a daemon keeps trying), and sees a line per request.
-    {"give-up-after": 3, "log-requests": "yes"},
+    # The inspector is at hand on loopback.
+    {"give-up-after": 3, "log-requests": "yes", "inspect": DEFAULT_INSPECT},
 )
 
 # getopt's and usage.Options' words for an option they do not know.
@@ -228,7 +230,8 @@ def run(command: Command, argv: list[str], reactor: object = None) -> int:
         sys.stderr.write(f"{command.name}: {problem}\n")
         return EXIT_FAILED
     refusals: list[str] = []
-    if isinstance(service, TunnelClientService):
+    client = tap.clientServiceOf(service)
+    if client is not None:
 
         def watch(state: ClientState) -> None:
             if state.forwards:
@@ -238,7 +241,7 @@ def run(command: Command, argv: list[str], reactor: object = None) -> int:
                 refusals.append(state.detail)
                 reactor.stop()  # type: ignore[attr-defined]
 
-        service.addStateObserver(watch)
+        client.addStateObserver(watch)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
     reactor.callWhenRunning(  # type: ignore[attr-defined]
         _log.info, "{command} is running; Ctrl-C stops it", command=command.name

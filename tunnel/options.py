@@ -12,6 +12,7 @@ from typing import Callable
 from twisted.python import usage
 
 from tunnel.client import LocalRoutes, PortRanges, TunnelSettings, parseServerAddress
+from tunnel.client.inspector import DEFAULT_INSPECT
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS
 from tunnel.client.statefile import (
     StateFile,
@@ -20,6 +21,12 @@ from tunnel.client.statefile import (
     registrationKey,
 )
 from tunnel.config import withConfig
+from tunnel.core.capture import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_EXCHANGES,
+    DEFAULT_MAX_TOTAL_BYTES,
+    CaptureLimits,
+)
 from tunnel.core.access import AccessRule, parseCredentials, parseNetworks
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
 from tunnel.core.http import normaliseHost
@@ -500,6 +507,17 @@ class ClientOptions(_ConfigurableOptions):
         ["max-local-connections", None, DEFAULT_MAX_LOCAL_CONNECTIONS,
          "The most local connections open at once; a request beyond it gets 503 "
          "(a TCP connection is closed) without a dial.", int],
+        ["inspect", None, "none",
+         "Serve the request inspector (a web page and JSON API showing each request "
+         "through the tunnel, with replay, and /metrics) on this server endpoint, or "
+         f"none (the console command's default is {DEFAULT_INSPECT}, or the next free "
+         "port up to 4049). It shows bodies: keep it on loopback."],
+        ["inspect-requests", None, DEFAULT_MAX_EXCHANGES,
+         "The most requests the inspector keeps; the oldest go first.", int],
+        ["inspect-body-bytes", None, DEFAULT_MAX_BODY_BYTES,
+         "The most bytes of each request and response body the inspector keeps.", int],
+        ["inspect-total-bytes", None, DEFAULT_MAX_TOTAL_BYTES,
+         "The most bytes of heads and bodies the inspector keeps in all.", int],
         *SESSION_PARAMETERS,
     ]
 
@@ -574,6 +592,7 @@ class ClientOptions(_ConfigurableOptions):
             raise usage.UsageError(
                 f"--log-requests takes yes or no, not {self['log-requests']!r}"
             )
+        self._checkInspector()
         config = sessionConfig(self)
         try:
             self["settings"] = TunnelSettings(
@@ -590,6 +609,27 @@ class ClientOptions(_ConfigurableOptions):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+    def _checkInspector(self) -> None:
+        """
+        Check the inspector's endpoint and bounds; C{self["inspectLimits"]}
+        holds its L{CaptureLimits}, or L{None} when it is off.
+        """
+        self["inspectLimits"] = None
+        if self["inspect"].strip().lower() == "none":
+            self["inspect"] = None
+            return
+        checkServerEndpoint("--inspect", self["inspect"])
+        if self["inspect-requests"] < 1:
+            raise usage.UsageError("--inspect-requests must be positive")
+        if self["inspect-body-bytes"] < 0:
+            raise usage.UsageError("--inspect-body-bytes must not be negative")
+        try:
+            self["inspectLimits"] = CaptureLimits(
+                self["inspect-requests"], self["inspect-body-bytes"], self["inspect-total-bytes"]
+            )
+        except ValueError as e:
+            raise usage.UsageError(f"--inspect-total-bytes: {e}") from None
 
     def _findSecret(self) -> None:
         """

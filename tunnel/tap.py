@@ -13,6 +13,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnel.client import TunnelClientService, TunnelEndpoint
+from tunnel.client.inspector import (
+    DEFAULT_FALLBACKS,
+    DEFAULT_INSPECT,
+    Inspector,
+    InspectorService,
+)
 from tunnel.options import ClientOptions, ServerOptions
 from tunnel.core.control import redactIdentifier
 from tunnel.server import TunnelServer
@@ -164,18 +170,56 @@ def _fittedConnectionCap(wanted: int) -> int | None:
     return fitted
 
 
+class InspectedClientService(MultiService):
+    """
+    A tunnel client and its inspector, started in that order.
+
+    @ivar client: the L{TunnelClientService}.
+    @ivar inspector: the L{InspectorService}.
+    """
+
+    def __init__(self, client: TunnelClientService, inspector: InspectorService) -> None:
+        super().__init__()
+        self.client = client
+        self.inspector = inspector
+        inspector.setServiceParent(self)
+        client.setServiceParent(self)
+
+
+def clientServiceOf(service: IService) -> TunnelClientService | None:
+    """The tunnel client of a service L{makeClientService} built, if it is one."""
+    if isinstance(service, InspectedClientService):
+        return service.client
+    return service if isinstance(service, TunnelClientService) else None
+
+
 def makeClientService(options: ClientOptions, reactor: object = None) -> IService:
-    """Build the tunnel client's service from its options."""
+    """Build the tunnel client's service (and its inspector's) from its options."""
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
+    limits = options["inspectLimits"]
+    inspector = None if limits is None else Inspector(reactor, limits)
     endpoint = TunnelEndpoint(
-        options["serverAddress"].endpoint(reactor), options["settings"], reactor
+        options["serverAddress"].endpoint(reactor),
+        options["settings"],
+        reactor,
+        None if inspector is None else inspector.store,
+        None if inspector is None else inspector.metrics,
     )
     stateFile, key = options["stateFile"], options.get("registrationKey")
-    return TunnelClientService(
+    client = TunnelClientService(
         endpoint,
         giveUpAfter=options["give-up-after"] or None,
         onRegistered=None if stateFile is None else (
             lambda registered: stateFile.keep(key, registered)
         ),
     )
+    if inspector is None:
+        return client
+    inspector.attach(client)
+    description = options["inspect"]
+    if description == DEFAULT_INSPECT:
+        listening = InspectorService(inspector, (description, *DEFAULT_FALLBACKS), required=False)
+    else:
+        listening = InspectorService(inspector, (description,))
+    return InspectedClientService(client, listening)

@@ -226,6 +226,9 @@ class TunnelClientProtocol(Protocol):
         for this client's token, if it did.
     @ivar notice: why the server closes the tunnel, once it said
         (L{tunnel.core.control.NOTICES}).
+    @ivar roundTrip: the seconds the server took to answer the last
+        keep-alive ping, once it answered one.
+    @ivar onRoundTrip: called with each keep-alive ping's round trip.
     """
 
     _log = Logger()
@@ -247,6 +250,8 @@ class TunnelClientProtocol(Protocol):
         self._clock = clock
         self.registered: Registered | None = None
         self.notice: str | None = None
+        self.roundTrip: float | None = None
+        self.onRoundTrip: Callable[[float], object] = lambda seconds: None
         self._tunnel = ClientTunnel(
             settings.maxStreams,
             settings.setupTimeout,
@@ -546,6 +551,11 @@ class _TunnelSession(YamuxProtocol):
     ) -> None:
         super().__init__(True, streamFactory, config, clock)
         self._tunnel = tunnel
+
+    def keepAliveAnswered(self, roundTrip: float) -> None:
+        """Tell the tunnel how long the server took to answer."""
+        self._tunnel.roundTrip = roundTrip
+        self._tunnel.onRoundTrip(roundTrip)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         """

@@ -28,6 +28,8 @@ from tunnel.client.address import (
 )
 from tunnel.client.connect import TunnelClientProtocol, TunnelSettings
 from tunnel.client.local import LocalConnector
+from tunnel.client.metrics import ClientMetrics
+from tunnel.core.capture import CaptureStore
 from tunnel.core.control import redactIdentifier
 
 
@@ -109,6 +111,7 @@ class TunnelEndpoint:
     @ivar serverEndpoint: the endpoint of the server's HTTP port.
     @ivar settings: the tunnel's settings.
     @ivar reactor: the reactor used for timers and to dial local services.
+    @ivar connector: what builds the local end of each tunnelled connection.
     """
 
     def __init__(
@@ -116,19 +119,29 @@ class TunnelEndpoint:
         serverEndpoint: IStreamClientEndpoint,
         settings: TunnelSettings,
         reactor: IReactorTime,
+        capture: CaptureStore | None = None,
+        metrics: ClientMetrics | None = None,
     ) -> None:
         """
+        @param capture: the store to record every tunnelled connection
+            into (the inspector's).
+        @param metrics: where to count them.
         @raise ValueError: if a local address in the settings' routes is not
             a valid endpoint description.
 
-        Every tunnel the endpoint makes shares one bound on local
-        connections (the settings' C{maxLocalConnections}).
+        Every tunnel the endpoint makes shares one L{LocalConnector}, so one
+        bound on local connections (the settings' C{maxLocalConnections}).
         """
         self.serverEndpoint = serverEndpoint
         self.settings = settings
         self.reactor = reactor
-        self._connector = LocalConnector(
-            settings.routes, reactor, settings.maxLocalConnections, settings.logRequests
+        self.connector = LocalConnector(
+            settings.routes,
+            reactor,
+            settings.maxLocalConnections,
+            settings.logRequests,
+            capture,
+            metrics,
         )
 
     def __repr__(self) -> str:
@@ -146,7 +159,7 @@ class TunnelEndpoint:
     def buildProtocol(self, wrappedProtocol: IProtocol) -> TunnelClientProtocol:
         """The protocol of one connection to the server."""
         return TunnelClientProtocol(
-            wrappedProtocol, self.settings, self._connector, self.reactor
+            wrappedProtocol, self.settings, self.connector, self.reactor
         )
 
 

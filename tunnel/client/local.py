@@ -480,7 +480,7 @@ class LocalConnector:
         self._refusedPorts = SparseCounter()
         for address in [routes.fixed, *routes.ports.values()]:
             if address is not None:
-                self._endpointFor(address)
+                self.endpointFor(address)
         if metrics is not None:
             metrics.watchLocalConnections(self.limit)
 
@@ -495,7 +495,7 @@ class LocalConnector:
             return self._refusePort(message)
         answersHTTP = _answersHTTP(message)
         return LocalForwarder(
-            self._endpointFor(address),
+            self.endpointFor(address),
             address,
             answersHTTP,
             self.limit,
@@ -550,7 +550,8 @@ class LocalConnector:
             badGateway(f"tunnel: this client does not expose local port {port}\n"),
         )
 
-    def _endpointFor(self, address: LocalAddress) -> IStreamClientEndpoint:
+    def endpointFor(self, address: LocalAddress) -> IStreamClientEndpoint:
+        """The endpoint that dials C{address}, made once."""
         endpoint = self._endpoints.get(address)
         if endpoint is None:
             endpoint = self._endpoints[address] = address.endpoint(self._reactor)

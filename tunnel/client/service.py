@@ -148,6 +148,7 @@ class TunnelClientService(Service):
         self._identifier = redactIdentifier(endpoint.settings.identifier)
         self._server = endpoint.settings.host or "the tunnel server"
         self._observers: list[Callable[[ClientState], object]] = []
+        self._roundTripObservers: list[Callable[[float], object]] = []
         self._state = ClientState("stopped", "not started", self._clock.seconds())
         self._tunnel: TunnelClientProtocol | None = None
         self._lastProblem = ""
@@ -172,6 +173,22 @@ class TunnelClientService(Service):
     def removeStateObserver(self, observer: Callable[[ClientState], object]) -> None:
         """Stop calling C{observer}."""
         self._observers.remove(observer)
+
+    @property
+    def roundTrip(self) -> float | None:
+        """
+        The seconds the server took to answer the tunnel's last keep-alive
+        ping, while a tunnel is up and once it answered one.
+        """
+        return None if self._tunnel is None else self._tunnel.roundTrip
+
+    def addRoundTripObserver(self, observer: Callable[[float], object]) -> None:
+        """Call C{observer} with the round trip of each keep-alive ping answered."""
+        self._roundTripObservers.append(observer)
+
+    def _roundTripMeasured(self, seconds: float) -> None:
+        for observer in list(self._roundTripObservers):
+            observer(seconds)
 
     def startService(self) -> None:
         """Start connecting."""
@@ -287,6 +304,7 @@ class TunnelClientService(Service):
     def _connected(self, tunnel: TunnelClientProtocol) -> None:
         self._refusals = 0
         self._tunnel = tunnel
+        tunnel.onRoundTrip = self._roundTripMeasured
         if tunnel.registered is not None:
             self._adopt(tunnel.registered)
         routes = self.endpoint.settings.routes

@@ -698,6 +698,7 @@ class YamuxProtocol(Protocol):
         self._keepAliveCall = None
 
         def answered(rtt: float) -> None:
+            self.keepAliveAnswered(rtt)
             self._startKeepAlive()
 
         def failed(reason: Failure) -> None:
@@ -711,6 +712,12 @@ class YamuxProtocol(Protocol):
                 self.transport.abortConnection()
 
         self.ping().addCallbacks(answered, failed)
+
+    def keepAliveAnswered(self, roundTrip: float) -> None:
+        """
+        The peer answered a keep-alive ping after C{roundTrip} seconds.
+        Does nothing; override to measure it.
+        """
 
     def writeStalled(self, seconds: float, queued: int) -> None:
         """

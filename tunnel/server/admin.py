@@ -42,7 +42,7 @@ from tunnel.sparselog import isSparseCount
 from tunnel.core.access import AccessRule
 from tunnel.server.accessfile import updateAccessFile
 from tunnel.server.adminaccess import accessRuleFromBody, describeAccess
-from tunnel.server.adminerror import AdminError
+from tunnel.jsonerror import JSONError
 from tunnel.server.admintcp import ListenerRegistry, TCPListenersAPI
 from tunnel.server.events import ClientInfo
 from tunnel.server.site import StreamingRequest, TunnelChannel
@@ -96,8 +96,8 @@ def _describePeer(peer: object) -> str | None:
     return None if host is None else joinHostPort(host, port)
 
 
-def _tooLarge() -> AdminError:
-    return AdminError(413, f"the request body is larger than {MAX_BODY} bytes")
+def _tooLarge() -> JSONError:
+    return JSONError(413, f"the request body is larger than {MAX_BODY} bytes")
 
 
 class _BoundedBody:
@@ -145,7 +145,7 @@ def readBoundedBody(request: Request, maxBytes: int = MAX_BODY) -> Deferred[byte
     before any of it is read), or from the body twisted.web buffered.
 
     @return: a L{Deferred} firing with the body, or failing with a C{413}
-        L{AdminError} (or with the reason the connection was lost).
+        L{JSONError} (or with the reason the connection was lost).
     """
     if isinstance(request, StreamingRequest):
         body = request.body
@@ -228,7 +228,7 @@ class AdminResource(Resource):
         return self._dispatch(request)
 
     def _failed(self, reason: Failure, gone: bool) -> tuple[int, dict[str, Any]]:
-        if reason.check(AdminError):
+        if reason.check(JSONError):
             return reason.value.code, {"error": str(reason.value)}
         if not gone:
             self._log.failure("admin: request failed", reason)
@@ -256,7 +256,7 @@ class AdminResource(Resource):
                     count=self._refusedRequests,
                 )
             request.setHeader(b"www-authenticate", b'Bearer realm="tunnel-admin"')
-            raise AdminError(401, "a valid bearer token is required")
+            raise JSONError(401, "a valid bearer token is required")
 
     def _dispatch(self, request: Request) -> object:
         segments = [s for s in request.path.split(b"/") if s]
@@ -266,11 +266,11 @@ class AdminResource(Resource):
                 return 200, {"hosts": self._hosts()}
             if method == b"POST":
                 return self._add(request)
-            raise AdminError(405, "use GET or POST on /hosts")
+            raise JSONError(405, "use GET or POST on /hosts")
         if len(segments) == 2 and segments[0] == b"hosts":
             if method == b"DELETE":
                 return self._delete(segments[1].decode("utf-8", "replace"))
-            raise AdminError(405, "use DELETE on /hosts/NAME")
+            raise JSONError(405, "use DELETE on /hosts/NAME")
         if len(segments) == 3 and segments[0] == b"hosts" and segments[2] == b"access":
             host = self._known(segments[1].decode("utf-8", "replace"))
             if method == b"GET":
@@ -281,26 +281,26 @@ class AdminResource(Resource):
                 )
             if method == b"DELETE":
                 return self._setAccess(host, None)
-            raise AdminError(405, "use GET, PUT or DELETE on /hosts/NAME/access")
+            raise JSONError(405, "use GET, PUT or DELETE on /hosts/NAME/access")
         if len(segments) == 3 and segments[0] == b"hosts" and segments[2] == b"rotate":
             if method == b"POST":
                 return self._rotate(segments[1].decode("utf-8", "replace"))
-            raise AdminError(405, "use POST on /hosts/NAME/rotate")
+            raise JSONError(405, "use POST on /hosts/NAME/rotate")
         if segments == [b"clients"]:
             if method == b"GET":
                 return 200, {"clients": self._clients()}
-            raise AdminError(405, "use GET on /clients")
+            raise JSONError(405, "use GET on /clients")
         if segments == [b"tcp"]:
             if method == b"GET":
                 return self._tcp.list()
             if method == b"POST":
                 return readBoundedBody(request).addCallback(self._tcp.addFromBody)
-            raise AdminError(405, "use GET or POST on /tcp")
+            raise JSONError(405, "use GET or POST on /tcp")
         if len(segments) == 2 and segments[0] == b"tcp":
             if method == b"DELETE":
                 return self._tcp.delete(segments[1].decode("utf-8", "replace"))
-            raise AdminError(405, "use DELETE on /tcp/PORT")
-        raise AdminError(404, "no such resource; see /hosts, /clients and /tcp")
+            raise JSONError(405, "use DELETE on /tcp/PORT")
+        raise JSONError(404, "no such resource; see /hosts, /clients and /tcp")
 
     def _clients(self) -> list[dict[str, Any]]:
         return [
@@ -318,9 +318,9 @@ class AdminResource(Resource):
         try:
             host = normaliseHost(name)
         except ValueError:
-            raise AdminError(404, f"no host {name!r}") from None
+            raise JSONError(404, f"no host {name!r}") from None
         if not self._registry.hasHost(host):
-            raise AdminError(404, f"no host {host}")
+            raise JSONError(404, f"no host {host}")
         return host
 
     def _rotate(self, name: str) -> tuple[int, dict[str, Any]]:
@@ -359,11 +359,11 @@ class AdminResource(Resource):
             if sameAs is not None and not isinstance(sameAs, str):
                 raise TypeError("sameAs must be a host name")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise AdminError(
+            raise JSONError(
                 400, f'expected {{"host": "NAME"}} or {{"host": "NAME", "sameAs": "HOST"}}: {e}'
             ) from None
         if self._registry.hasHost(host):
-            raise AdminError(409, f"host {host} is already registered")
+            raise JSONError(409, f"host {host} is already registered")
         if sameAs is None:
             identifier = self._identifierFactory()
         else:
@@ -427,7 +427,7 @@ class AdminResource(Resource):
             self._log.error(
                 "admin: cannot save the {what} {path}: {error}", what=what, path=path, error=e
             )
-            raise AdminError(500, f"the {what} could not be saved; nothing was changed") from None
+            raise JSONError(500, f"the {what} could not be saved; nothing was changed") from None
 
 
 class AdminSite(Site):

@@ -8,7 +8,7 @@ import json
 
 from tunnel.core.access import AccessRule, parseCredentials, parseNetworkList
 from tunnel.server.accessfile import stringList
-from tunnel.server.adminerror import AdminError
+from tunnel.jsonerror import JSONError
 
 #: What the body of C{PUT /hosts/NAME/access} looks like, for errors.
 ACCESS_FORM = '{"allow": [NETWORK, ...], "deny": [NETWORK, ...], "basicAuth": ["USER:PASSWORD", ...]}'
@@ -19,7 +19,7 @@ def accessRuleFromBody(body: bytes) -> AccessRule:
     The rule a C{PUT /hosts/NAME/access} body asks for; each key may be
     left out, and an empty list asks for nothing.
 
-    @raise AdminError: C{400}, saying what is malformed (never a password).
+    @raise JSONError: C{400}, saying what is malformed (never a password).
     """
     try:
         fields = json.loads(body)
@@ -32,7 +32,7 @@ def accessRuleFromBody(body: bytes) -> AccessRule:
             parseCredentials("\n".join(users), "basicAuth") if users else (),
         )
     except ValueError as e:
-        raise AdminError(400, f"expected {ACCESS_FORM}: {e}") from None
+        raise JSONError(400, f"expected {ACCESS_FORM}: {e}") from None
 
 
 def describeAccess(rule: AccessRule | None) -> dict[str, object] | None:

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from tunnel.core.http import normaliseHost
 from tunnel.listening import listenProblem
 from tunnel.options import checkTunnelEndpoint, serverEndpointDescription
-from tunnel.server.adminerror import AdminError
+from tunnel.jsonerror import JSONError
 from tunnel.server.events import ListenerStatus
 
 #: An answer of the admin API: its status and its JSON body.
@@ -62,7 +62,7 @@ def _parseBody(body: bytes) -> tuple[str, str]:
         if not (isinstance(listen, str) and isinstance(host, str)):
             raise TypeError("listen and sameAs must be strings")
     except (ValueError, KeyError, TypeError) as e:
-        raise AdminError(400, f'expected {{"listen": "ENDPOINT", "sameAs": "HOST"}}: {e}') from None
+        raise JSONError(400, f'expected {{"listen": "ENDPOINT", "sameAs": "HOST"}}: {e}') from None
     return serverEndpointDescription(listen), host
 
 
@@ -74,13 +74,13 @@ def _portOf(description: str) -> int:
     try:
         return checkTunnelEndpoint("listen", description)
     except usage.UsageError as e:
-        raise AdminError(400, str(e)) from None
+        raise JSONError(400, str(e)) from None
 
 
 class TCPListenersAPI:
     """
     The C{/tcp} calls of the admin API; each returns an L{Answer} (or a
-    L{Deferred} of one) or raises an L{AdminError}.
+    L{Deferred} of one) or raises an L{JSONError}.
 
     It stops only the listeners it added: those of C{--tcp} stay until the
     server stops.
@@ -114,9 +114,9 @@ class TCPListenersAPI:
             host = normaliseHost(name)
             identifier = self._registry.identifierOf(host)
         except (KeyError, ValueError):
-            raise AdminError(404, f"no host {name!r}") from None
+            raise JSONError(404, f"no host {name!r}") from None
         if port and any(each.port == port for each in self._registry.tcpListeners()):
-            raise AdminError(409, f"port {port} has a TCP listener already")
+            raise JSONError(409, f"port {port} has a TCP listener already")
         endpoint = serverFromString(self._reactor, description)
         listening = self._registry.bindTCP(endpoint, identifier)
         return listening.addCallbacks(
@@ -140,7 +140,7 @@ class TCPListenersAPI:
         problem = listenProblem(error)
         self._log.warn("admin: {listen}: {problem}", listen=description, problem=problem)
         inUse = getattr(error.socketError, "errno", None) == errno.EADDRINUSE
-        raise AdminError(409 if inUse else 500, problem)
+        raise JSONError(409 if inUse else 500, problem)
 
     def delete(self, name: str) -> Deferred[Answer]:
         """
@@ -151,16 +151,16 @@ class TCPListenersAPI:
         port = self._added.pop(number, None) if number is not None else None
         if port is None:
             if any(each.port == number for each in self._registry.tcpListeners()):
-                raise AdminError(
+                raise JSONError(
                     409,
                     f"the TCP listener on port {number} was not added through the admin "
                     "API (--tcp); it stays until the server stops",
                 )
-            raise AdminError(404, f"no TCP listener on port {name}")
+            raise JSONError(404, f"no TCP listener on port {name}")
         try:
             stopping = self._registry.unbindTCP(port)
         except KeyError:
             # The server stopped it already: it is stopping.
-            raise AdminError(404, f"no TCP listener on port {number}") from None
+            raise JSONError(404, f"no TCP listener on port {number}") from None
         self._log.info("admin: stopped listening on port {port}", port=number)
         return stopping.addCallback(lambda _: (200, {"deleted": number}))

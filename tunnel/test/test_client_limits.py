@@ -162,7 +162,7 @@ class LocalConnectionLimitTests(SynchronousTestCase):
         self.assertTrue(first.readEnded)
         first.transport.loseConnection()
         world.flush()
-        limit = world.endpoint._connector.limit
+        limit = world.endpoint.connector.limit
         self.assertEqual(limit.live, 1)
         world.server.request(HTTP, 3000)
         world.flush()
@@ -183,7 +183,7 @@ class LocalConnectionLimitTests(SynchronousTestCase):
         world.server.request(HTTP, 3000)
         world.flush()
         self.assertEqual(len(world.reactor.tcpClients), 1)
-        self.assertEqual(world.endpoint._connector.limit.live, 1)
+        self.assertEqual(world.endpoint.connector.limit.live, 1)
 
     def test_controlMessagesHeldPastTwiceTheBound(self) -> None:
         """

@@ -1,14 +1,14 @@
 """
-The error the admin API answers with: a status and a one-line reason,
-sent as C{{"error": REASON}}.
+The error the JSON APIs (the server's admin API, the client's inspector)
+answer with: a status and a one-line reason, sent as C{{"error": REASON}}.
 """
 
 from __future__ import annotations
 
 
-class AdminError(Exception):
+class JSONError(Exception):
     """
-    A request the admin API refuses.
+    A request a JSON API refuses.
 
     @ivar code: the HTTP status of the answer.
     """

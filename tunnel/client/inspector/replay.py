@@ -1,0 +1,100 @@
+"""
+Sending a captured request again to the local service it went to, and
+recording the new exchange like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+from tunnel.client.local import NO_LOCAL_SERVICE, LocalConnector, serviceUnavailable
+from tunnel.core.capture import CapturedExchange, ExchangeRecorder, Kind, MessageState
+from tunnel.core.replay import ReplayEdit, replayRequest
+
+#: Seconds a replay waits for the local service's whole answer.
+REPLAY_TIMEOUT = 30.0
+
+
+# The answer is whole or broken: nothing more to wait for. (One past the
+# body budget is counted until the local service closes, as asked.)
+_ANSWERED = (MessageState.COMPLETE, MessageState.MALFORMED)
+
+
+class _Replay(Protocol):
+    """Writes the request, records the answer, and closes once it is whole."""
+
+    def __init__(self, request: bytes, recorder: ExchangeRecorder, ended: Deferred[None]) -> None:
+        self._request = request
+        self._recorder = recorder
+        self._ended = ended
+
+    def connectionMade(self) -> None:
+        self._recorder.requestData(self._request)
+        self.transport.write(self._request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._recorder.responseData(data)
+        if self._recorder.exchange.response.state in _ANSWERED:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self._ended.callback(None)
+
+
+def replay(
+    connector: LocalConnector,
+    exchange: CapturedExchange,
+    reactor: Any,
+    edit: ReplayEdit = ReplayEdit(),
+    timeout: float = REPLAY_TIMEOUT,
+) -> Deferred[CapturedExchange]:
+    """
+    Send the request of C{exchange} again (changed as C{edit} says) to the
+    local address it went to, and record the exchange in the connector's
+    store as a replay of it.
+
+    @return: fires with the new exchange once it ended: answered, refused
+        (no local service: a C{503}, as for a tunnelled request), or cut
+        after C{timeout} seconds without the whole answer.
+    @raise tunnel.core.replay.ReplayError: if it cannot be replayed as asked.
+    """
+    request = replayRequest(exchange, edit)
+    address = exchange.destination
+    recorder = connector.recorder(Kind.HTTP, address, replayOf=exchange.id)
+    assert recorder is not None, "a replay is recorded into the connector's store"
+    ended: Deferred[None] = Deferred()
+    connection: list[Protocol] = []
+
+    def connected(protocol: Protocol) -> None:
+        connection.append(protocol)
+
+    def failed(reason: Failure) -> None:
+        recorder.requestData(request)
+        recorder.exchange.refusal = NO_LOCAL_SERVICE
+        recorder.responseData(serviceUnavailable(f"tunnel: no local server at {address}\n"))
+        ended.callback(None)
+
+    def timedOut() -> None:
+        recorder.exchange.response.error = f"no whole answer within {timeout:g} s"
+        if connection:
+            connection[0].transport.abortConnection()
+        else:
+            dialing.cancel()
+
+    timer = reactor.callLater(timeout, timedOut)
+    factory = Factory.forProtocol(lambda: _Replay(request, recorder, ended))
+    dialing = connector.endpointFor(address).connect(factory)
+    dialing.addCallbacks(connected, failed)
+
+    def done(_: None) -> CapturedExchange:
+        if timer.active():
+            timer.cancel()
+        connector.exchangeEnded(recorder)
+        return recorder.exchange
+
+    return ended.addCallback(done)
