@@ -1,0 +1,174 @@
+"""
+Tests for L{tunnel.client.inspector}: its live event stream, in memory on a
+clock, and the checks of what reaches its API.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnel.client.inspector import Inspector
+from tunnel.client.inspector.events import FLUSH_INTERVAL, MAX_STREAMS
+from tunnel.client.inspector.web import _editFromJSON, isLocalHostHeader
+from tunnel.core.capture import CaptureLimits, Kind
+from tunnel.core.replay import ReplayEdit
+from tunnel.jsonerror import JSONError
+
+
+class StreamRequest:
+    """The parts of a twisted.web request an event stream uses."""
+
+    def __init__(self) -> None:
+        self.headers: dict[bytes, bytes] = {}
+        self.written = bytearray()
+        self.producer: object = None
+        self.finished = False
+        self._finish: Deferred[None] = Deferred()
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        self.headers[name] = value
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        assert streaming
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def notifyFinish(self) -> Deferred[None]:
+        return self._finish
+
+    def finish(self) -> None:
+        self.finished = True
+        self._finish.callback(None)
+
+    def events(self) -> list[tuple[str, object]]:
+        """The events written so far, decoded, and forget them."""
+        found = []
+        for block in bytes(self.written).decode().split("\n\n"):
+            lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+            if "event" in lines:
+                found.append((lines["event"], json.loads(lines["data"])))
+        self.written.clear()
+        return found
+
+
+class EventStreamTests(SynchronousTestCase):
+    """The inspector's server-sent events."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.inspector = Inspector(self.clock, CaptureLimits(maxExchanges=2))
+        self.streams = self.inspector.resource.events
+
+    def open(self) -> StreamRequest:
+        request = StreamRequest()
+        self.streams.add(request)  # type: ignore[arg-type]
+        return request
+
+    def test_startsWithStatus(self) -> None:
+        """A new stream is an event stream whose first event is the status."""
+        request = self.open()
+        self.assertEqual(request.headers[b"content-type"], b"text/event-stream")
+        self.assertEqual(request.events(), [("status", self.inspector.status())])
+
+    def test_batched(self) -> None:
+        """
+        What changes within a flush interval is sent once, each exchange
+        with its latest summary, dropped ones by id.
+        """
+        request = self.open()
+        request.events()
+        first = self.inspector.store.record(Kind.HTTP)
+        first.requestData(b"GET /one HTTP/1.1\r\n\r\n")
+        first.responseData(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.inspector.store.record(Kind.HTTP)
+        self.clock.advance(FLUSH_INTERVAL / 2)
+        self.assertEqual(request.events(), [])
+        self.inspector.store.record(Kind.TCP)
+        self.clock.advance(FLUSH_INTERVAL / 2)
+        [(name, news)] = request.events()
+        self.assertEqual(name, "exchanges")
+        self.assertEqual([e["id"] for e in news["changed"]], [2, 3])
+        self.assertEqual(news["dropped"], [1])
+        self.clock.advance(10 * FLUSH_INTERVAL)
+        self.assertEqual(request.events(), [])
+
+    def test_stalledPage(self) -> None:
+        """
+        A page that reads nothing is sent nothing until it reads again, and
+        then told to fetch the list anew.
+        """
+        request = self.open()
+        request.events()
+        request.producer.pauseProducing()
+        for _ in range(100):
+            self.inspector.store.record(Kind.HTTP)
+            self.clock.advance(FLUSH_INTERVAL)
+        self.assertEqual(request.events(), [])
+        request.producer.resumeProducing()
+        self.assertEqual(request.events(), [("resync", {})])
+
+    def test_bounded(self) -> None:
+        """At most L{MAX_STREAMS} are open; a finished one makes room."""
+        requests = [self.open() for _ in range(MAX_STREAMS)]
+        with self.assertRaises(JSONError) as caught:
+            self.open()
+        self.assertEqual(caught.exception.code, 503)
+        requests[0].finish()
+        self.open()
+        self.assertEqual(len(self.streams), MAX_STREAMS)
+
+    def test_close(self) -> None:
+        """Closing ends every stream and cancels the pending batch."""
+        request = self.open()
+        self.inspector.store.record(Kind.HTTP)
+        self.streams.close()
+        self.assertTrue(request.finished)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class CheckTests(SynchronousTestCase):
+    """What the inspector's API takes."""
+
+    def test_localHostHeaders(self) -> None:
+        """Only localhost names and IP literals name the inspector."""
+        for host in [b"127.0.0.1:4040", b"localhost:4040", b"[::1]:4040", b"app.localhost",
+                     b"192.168.1.20:4040", b"LOCALHOST"]:
+            self.assertTrue(isLocalHostHeader(host), host)
+        for host in [None, b"", b"evil.example", b"127.0.0.1.evil.example:4040",
+                     b"localhost.evil.example", b"\xff", b"a b"]:
+            self.assertFalse(isLocalHostHeader(host), host)
+
+    def test_edit(self) -> None:
+        """A replay's JSON body: every field, or none."""
+        self.assertEqual(_editFromJSON(b""), ReplayEdit())
+        self.assertEqual(
+            _editFromJSON(json.dumps({"method": "PUT", "target": "/x", "headers": [["A", "b"]],
+                                      "body": "é"}).encode()),
+            ReplayEdit("PUT", "/x", [("A", "b")], "é".encode()),
+        )
+        self.assertEqual(_editFromJSON(b'{"bodyBase64": "AAE="}'), ReplayEdit(body=b"\x00\x01"))
+
+    def test_badEdits(self) -> None:
+        """A malformed replay body is a 400 saying what is wrong."""
+        for body, words in [
+            (b"{", "not JSON"),
+            (b"[]", "JSON object"),
+            (b'{"path": "/"}', "unknown fields: path"),
+            (b'{"method": 1}', "method is a string"),
+            (b'{"headers": [["a"]]}', "headers is a list"),
+            (b'{"body": "a", "bodyBase64": "YQ=="}', "not both"),
+            (b'{"bodyBase64": "!!"}', "not base64"),
+        ]:
+            with self.assertRaises(JSONError) as caught:
+                _editFromJSON(body)
+            self.assertEqual(caught.exception.code, 400)
+            self.assertIn(words, str(caught.exception))
