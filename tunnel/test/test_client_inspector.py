@@ -6,10 +6,16 @@ clock, and the checks of what reaches its API.
 from __future__ import annotations
 
 import json
+import os
+import sys
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+import tunnel
 
 from tunnel.client.inspector import Inspector
 from tunnel.client.inspector.events import FLUSH_INTERVAL, MAX_STREAMS
@@ -17,6 +23,7 @@ from tunnel.client.inspector.web import _editFromJSON, isLocalHostHeader
 from tunnel.core.capture import CaptureLimits, Kind
 from tunnel.core.replay import ReplayEdit
 from tunnel.jsonerror import JSONError
+from tunnel.test.capturesoak import RSS_TOLERANCE_BYTES
 
 
 class StreamRequest:
@@ -172,3 +179,29 @@ class CheckTests(SynchronousTestCase):
                 _editFromJSON(body)
             self.assertEqual(caught.exception.code, 400)
             self.assertIn(words, str(caught.exception))
+
+
+class CaptureSoakTests(TestCase):
+    """The capture's memory under a soak, in a process of its own."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_tenThousandExchangesOfAMebibyte(self):
+        """
+        10,000 exchanges with 1 MiB bodies each way: the store never keeps
+        more than its budget, and the process's resident memory never grows
+        by more than that budget and the interpreter's slack.
+        """
+        packageRoot = os.path.dirname(os.path.dirname(os.path.abspath(tunnel.__file__)))
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "tunnel.test.capturesoak", "--exchanges", "10000", "--body-bytes", str(1024 * 1024)],
+            env={**os.environ, "PYTHONPATH": packageRoot},
+        )
+        self.assertEqual(code, 0, out + err)
+        report = json.loads(out)
+        self.assertEqual(report["bytesRecorded"], 2 * 10_000 * 1024 * 1024)
+        self.assertLessEqual(report["mostRetainedBytes"], report["budgetBytes"])
+        self.assertLessEqual(report["growthBytes"], report["budgetBytes"] + RSS_TOLERANCE_BYTES)
+        self.assertGreater(report["kept"], 0)

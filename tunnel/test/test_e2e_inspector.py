@@ -45,6 +45,8 @@ class LocalService(Resource):
     def render(self, request: Request) -> bytes:
         body = request.content.read()
         self.received.append(Received(request.method.decode(), request.uri.decode(), body))
+        if request.path == b"/missing":
+            request.setResponseCode(404)
         if request.path == b"/big":
             request.setHeader(b"content-type", b"application/octet-stream")
             return b"\x00\x01" * 64 * 1024
