@@ -522,7 +522,10 @@ class LocalConnector:
         recorder.end(now)
         exchange = recorder.exchange
         if self._logRequests and exchange.kind is not Kind.TCP:
-            self._log.info("{exchange}", exchange=str(summarise(exchange, now)))
+            line = str(summarise(exchange, now))
+            if exchange.replayOf is not None:
+                line += f" (replay of #{exchange.replayOf})"
+            self._log.info("{exchange}", exchange=line)
         if self._metrics is not None:
             self._metrics.exchangeEnded(exchange)
 
