@@ -209,13 +209,15 @@ class Launcher:
         return self.ours(origin) if kind == "ours" else self.go(origin)
 
     def ours(self, origin: str,
-             twistd: Callable[[str], list[str]] = lambda role: twistdCommand()) -> Tunnel:
+             twistd: Callable[[str], list[str]] = lambda role: twistdCommand(),
+             clientArguments: tuple[str, ...] = ()) -> Tunnel:
         """
         Start our server and client with twistd, the client forwarding to
         C{origin}.
 
         @param twistd: the command that runs twistd, by role (C{server} or
             C{client}).
+        @param clientArguments: more options of the client.
         """
         options = ["--nodaemon", "--logfile=-", "--pidfile="]
         server = self.spawn("ours-server", twistd("server") + options + [
@@ -228,7 +230,7 @@ class Launcher:
             "tunnel-client", "--server", f"127.0.0.1:{port}",
             "--identifier", IDENTIFIER, "--local", origin,
             # The idle WebSockets are that many local connections at once.
-            "--max-local-connections", "100000"])
+            "--max-local-connections", "100000", *clientArguments])
         client.waitFor(r"tunnel to \S+ is up")
         return Tunnel("ours", server, client, port)
 
@@ -954,14 +956,14 @@ def docSection(report: dict[str, Any], header: list[str], rows: list[list[str]])
     return title + method + "\n" + results + rstTable(header, rows) + "\n\n" + image
 
 
-def writeDoc(section: str, path: str = DOC) -> None:
+def writeDoc(section: str, path: str = DOC, title: str = SECTION_TITLE) -> None:
     """
     Put C{section} in the benchmarks document in place of an earlier
-    "Tunnel benchmark" section, or at its end; other sections stay as they are.
+    section called C{title}, or at its end; other sections stay as they are.
     """
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    heading = re.compile(rf"(?m)^{re.escape(SECTION_TITLE)}\n-+\n")
+    heading = re.compile(rf"(?m)^{re.escape(title)}\n-+\n")
     found = heading.search(text)
     if found is None:
         text = text.rstrip("\n") + "\n\n\n" + section

@@ -93,16 +93,26 @@ class ClientMetrics:
             registry=registry,
         )
         self._tunnels = 0
+        # Each exchange counts in a few series: bound once, not looked up
+        # by label each time.
+        self._byKind = {kind: self._connections.labels(kind.value) for kind in Kind}
+        self._toLocal = self._bytes.labels("to_local")
+        self._fromLocal = self._bytes.labels("from_local")
+        self._byClass = {
+            status: self._requests.labels(statusClass(status))
+            for status in (None, *range(100, 600, 100))
+        }
 
     def exchangeEnded(self, exchange: CapturedExchange) -> None:
         """Count a tunnelled connection that ended."""
-        self._connections.labels(exchange.kind.value).inc()
-        self._bytes.labels("to_local").inc(exchange.request.wireBytes)
-        self._bytes.labels("from_local").inc(exchange.response.wireBytes)
+        self._byKind[exchange.kind].inc()
+        self._toLocal.inc(exchange.request.wireBytes)
+        self._fromLocal.inc(exchange.response.wireBytes)
         if exchange.refusal is not None:
             self._refusals.labels(exchange.refusal).inc()
         if exchange.kind is Kind.HTTP:
-            self._requests.labels(statusClass(exchange.status)).inc()
+            status = exchange.status
+            self._byClass[None if status is None or not 100 <= status <= 599 else status // 100 * 100].inc()
             if exchange.ended is not None:
                 self._duration.observe(exchange.duration(exchange.ended))
 

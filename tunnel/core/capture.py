@@ -122,13 +122,17 @@ class MessageState(enum.Enum):
 _READING = (MessageState.HEAD, MessageState.BODY)
 
 
+def _text(value: bytes) -> str:
+    return value.decode("latin-1")
+
+
 @attrs.define
 class CapturedMessage:
     """
     One direction of a recorded exchange.
 
     @ivar state: how far it has been read.
-    @ivar headers: its header fields, as they came (decoded as Latin-1).
+    @ivar headers: its header fields, as they came.
     @ivar body: the first bytes of its body (de-chunked).
     @ivar truncated: whether the body went on past what is kept.
     @ivar wireBytes: every byte that went by in this direction.
@@ -136,7 +140,7 @@ class CapturedMessage:
     """
 
     state: MessageState = MessageState.HEAD
-    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    headers: list[tuple[bytes, bytes]] = attrs.field(factory=list)
     body: bytearray = attrs.field(factory=bytearray)
     truncated: bool = False
     wireBytes: int = 0
@@ -144,11 +148,15 @@ class CapturedMessage:
 
     def header(self, name: str) -> str | None:
         """The value of the first field called C{name} (any case), if any."""
-        name = name.lower()
+        wanted = name.lower().encode("latin-1")
         for key, value in self.headers:
-            if key.lower() == name:
-                return value
+            if key.lower() == wanted:
+                return _text(value)
         return None
+
+    def textHeaders(self) -> list[tuple[str, str]]:
+        """Its header fields, decoded as Latin-1."""
+        return [(_text(name), _text(value)) for name, value in self.headers]
 
 
 @attrs.define(eq=False)
@@ -215,14 +223,6 @@ class StoreEvent(enum.Enum):
 StoreObserver = Callable[[StoreEvent, CapturedExchange], object]
 
 
-def _text(value: bytes) -> str:
-    return value.decode("latin-1")
-
-
-def _headers(fields: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    return [(_text(name), _text(value)) for name, value in fields]
-
-
 def _headSize(fields: list[tuple[bytes, bytes]], firstLine: int) -> int:
     return firstLine + sum(len(name) + len(value) + 4 for name, value in fields)
 
@@ -253,7 +253,7 @@ class _Direction:
 
     def headReceived(self, head: RequestHead | ResponseHead) -> None:
         message = self.message
-        message.headers = _headers(head.headers)
+        message.headers = head.headers
         message.state = MessageState.BODY
         self._recorder.headReceived(self, head)
 

@@ -118,15 +118,26 @@ def splitTokens(values: Iterable[bytes]) -> list[bytes]:
 
 
 class _Fields:
-    """The header fields of a head, looked up by name."""
+    """
+    The header fields of a head, looked up by name: the fields are indexed
+    by lower-cased name at the first lookup, so that the several a head
+    gets (its framing, its connection, its host...) cost one pass.
+    """
 
     __slots__ = ()
     headers: list[tuple[bytes, bytes]]
+    _byName: dict[bytes, list[bytes]] | None
     _error: ClassVar[type[MessageError]] = MessageError
 
     def values(self, name: bytes) -> list[bytes]:
         """The values of the fields called C{name} (lower-case)."""
-        return [value for key, value in self.headers if key.lower() == name]
+        byName = self._byName
+        if byName is None:
+            byName = {}
+            for key, value in self.headers:
+                byName.setdefault(key.lower(), []).append(value)
+            object.__setattr__(self, "_byName", byName)
+        return list(byName.get(name, ()))
 
     def tokens(self, name: bytes) -> list[bytes]:
         """The comma-separated, lower-cased tokens of the fields C{name}."""
@@ -147,6 +158,9 @@ class ResponseHead(_Fields):
     code: int
     phrase: bytes
     headers: list[tuple[bytes, bytes]]
+    _byName: dict[bytes, list[bytes]] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
     _error: ClassVar[type[MessageError]] = ResponseError
 
 
@@ -166,6 +180,9 @@ class RequestHead(_Fields):
     target: bytes
     version: bytes
     headers: list[tuple[bytes, bytes]]
+    _byName: dict[bytes, list[bytes]] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
     _error: ClassVar[type[MessageError]] = RequestError
 
     @property

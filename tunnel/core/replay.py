@@ -92,7 +92,7 @@ def replayRequest(exchange: CapturedExchange, edit: ReplayEdit = ReplayEdit()) -
         )
     method = exchange.method if edit.method is None else edit.method
     target = exchange.target if edit.target is None else edit.target
-    fields = request.headers if edit.headers is None else edit.headers
+    fields = request.textHeaders() if edit.headers is None else edit.headers
     body = bytes(request.body) if edit.body is None else edit.body
     lines = [b"%s %s HTTP/1.1" % (_encode(method, "method"), _encode(target, "target"))]
     for name, value in fields:

@@ -22,7 +22,7 @@ def _messageJSON(message: CapturedMessage) -> dict[str, Any]:
     )
     return {
         "state": message.state.value,
-        "headers": [[name, value] for name, value in message.headers],
+        "headers": [[name, value] for name, value in message.textHeaders()],
         "bytes": message.wireBytes,
         "bodyKept": len(message.body),
         "truncated": message.truncated,
