@@ -9,15 +9,18 @@ import json
 import os
 import sys
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import tunnel
 
-from tunnel.client.inspector import Inspector
+from tunnel.client.inspector import Inspector, InspectorService
 from tunnel.client.inspector.events import FLUSH_INTERVAL, MAX_STREAMS
 from tunnel.client.inspector.web import _editFromJSON, isLocalHostHeader
 from tunnel.core.capture import CaptureLimits, Kind
@@ -205,3 +208,40 @@ class CaptureSoakTests(TestCase):
         self.assertLessEqual(report["mostRetainedBytes"], report["budgetBytes"])
         self.assertLessEqual(report["growthBytes"], report["budgetBytes"] + RSS_TOLERANCE_BYTES)
         self.assertGreater(report["kept"], 0)
+
+
+class InspectorServiceTests(TestCase):
+    """Where the inspector listens, on real loopback ports."""
+
+    def takenPort(self) -> int:
+        port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def serviceOf(self, descriptions: list[str], required: bool = True) -> InspectorService:
+        service = InspectorService(Inspector(reactor), descriptions, required)
+        self.addCleanup(service.stopService)
+        return service
+
+    def test_nextFreePort(self) -> None:
+        """With its first endpoint taken, it listens on the next, and says where."""
+        taken = self.takenPort()
+        service = self.serviceOf([f"tcp:{taken}:interface=127.0.0.1", "tcp:0:interface=127.0.0.1"])
+        service.startService()
+        self.assertRegex(service.url, r"^http://127\.0\.0\.1:\d+/$")
+        self.assertNotIn(f":{taken}/", service.url)
+
+    def test_requiredEndpointTaken(self) -> None:
+        """An endpoint asked for that is taken stops the start."""
+        service = self.serviceOf([f"tcp:{self.takenPort()}:interface=127.0.0.1"])
+        self.assertRaises(CannotListenError, service.startService)
+
+    def test_defaultsTaken(self) -> None:
+        """When none of the defaults is free, the client runs without it, and says so."""
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = self.serviceOf([f"tcp:{self.takenPort()}:interface=127.0.0.1"], required=False)
+        service.startService()
+        self.assertIsNone(service.url)
+        self.assertTrue(any("The inspector is off" in e.get("log_format", "") for e in events))

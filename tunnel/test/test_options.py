@@ -15,6 +15,7 @@ from twisted.logger import globalLogPublisher
 from tunnel import tap
 from tunnel.hostsfile import writeHostsFile
 from tunnel.client import parseLocalAddress
+from tunnel.core.capture import DEFAULT_MAX_TOTAL_BYTES, CaptureLimits
 from tunnel.options import IDENTIFIER_ENVIRONMENT, ClientOptions, ServerOptions, endpointPort
 from tunnel.server.admin import AdminSite
 from tunnel.server.limits import MAX_CONNECTIONS, connectionBudget
@@ -436,6 +437,31 @@ class ClientOptionsTests(SynchronousTestCase):
         self.assertEqual([logRequests(), logRequests("--log-requests", "yes")], [False, True])
         self.assertRaises(usage.UsageError, ClientOptions().parseOptions,
                           ["--server", "127.0.0.1:8080", "--identifier", "x", "--log-requests", "on"])
+
+    def test_inspect(self) -> None:
+        """
+        The inspector is off under the plugin unless --inspect names an
+        endpoint; its bounds have defaults and are checked, each mistake
+        naming its option.
+        """
+        def inspect(*argv: str) -> usage.Options:
+            return parsed(ClientOptions(), "--server", "127.0.0.1:8080", "--identifier", "x", *argv)
+
+        self.assertEqual((inspect()["inspect"], inspect()["inspectLimits"]), (None, None))
+        options = inspect("--inspect", "tcp:4041:interface=127.0.0.1", "--inspect-requests", "20",
+                          "--inspect-body-bytes", "1000")
+        self.assertEqual(options["inspect"], "tcp:4041:interface=127.0.0.1")
+        self.assertEqual(options["inspectLimits"], CaptureLimits(20, 1000, DEFAULT_MAX_TOTAL_BYTES))
+        self.assertIsNone(inspect("--inspect", "None")["inspectLimits"])
+        for argv, words in [
+            (["--inspect", "tcp:notaport"], "--inspect 'tcp:notaport'"),
+            (["--inspect", "tcp:0", "--inspect-requests", "0"], "--inspect-requests must be positive"),
+            (["--inspect", "tcp:0", "--inspect-body-bytes", "-1"], "--inspect-body-bytes must not"),
+            (["--inspect", "tcp:0", "--inspect-total-bytes", "1000"], "--inspect-total-bytes: the most"),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                inspect(*argv)
+            self.assertIn(words, str(caught.exception))
 
     def test_serverURL(self) -> None:
         """--server takes the server's http:// or https:// URL."""
