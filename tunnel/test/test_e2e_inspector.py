@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from tunnel.test.twistdprocess import TwistdProcess, spawnPython
+from tunnel.test.twistdprocess import TwistdProcess, spawnPython, spawnTwistd
 
 IDENTIFIER = "the-inspected-identifier-0123"
 HOST = "app.localhost"
@@ -89,8 +89,11 @@ class InspectedTunnelMixin:
     """Starts an inspected tunnel for a test."""
 
     @defer.inlineCallbacks
-    def startTunnel(self, *clientArguments: str):
-        """Fire with an L{InspectedTunnel}, stopped when the test ends."""
+    def startTunnel(self, *clientArguments: str, twistd: bool = False):
+        """
+        Fire with an L{InspectedTunnel}, stopped when the test ends; its
+        client is the console command, or the twistd plugin.
+        """
         local = LocalService()
         localPort = reactor.listenTCP(0, Site(local), interface="127.0.0.1")
         self.addCleanup(localPort.stopListening)
@@ -99,14 +102,18 @@ class InspectedTunnelMixin:
                                        "--host", f"{HOST}={IDENTIFIER}"])
         self.addCleanup(server.stop)
         port = int((yield server.waitFor(r"TunnelSite starting on (\d+)")).group(1))
-        client = spawnPython(reactor, [
-            *command, "client", "--server", f"127.0.0.1:{port}", "--identifier", IDENTIFIER,
+        arguments = [
+            "--server", f"127.0.0.1:{port}", "--identifier", IDENTIFIER,
             "--local", str(localPort.getHost().port), "--inspect", "tcp:0:interface=127.0.0.1",
             *clientArguments,
-        ])
+        ]
+        if twistd:
+            client = spawnTwistd(reactor, "tunnel-client", arguments)
+        else:
+            client = spawnPython(reactor, [*command, "client", *arguments])
         self.addCleanup(client.stop)
         url = (yield client.waitFor(r"Inspecting requests at (http://127\.0\.0\.1:\d+/)")).group(1)
-        yield client.waitFor(r"Forwarding  http://app\.localhost")
+        yield client.waitFor(r"Forwarding  ?http://app\.localhost")
         return InspectedTunnel(server, client, port, url, local)
 
 
@@ -208,10 +215,11 @@ class InspectorAPITests(InspectedTunnelMixin, TestCase):
     @defer.inlineCallbacks
     def test_statusAndMetrics(self):
         """
-        The status says the tunnel is up and where the public reaches it;
-        the metrics, parsed as Prometheus reads them, count the requests.
+        Under twistd, the status says the tunnel is up and where the public
+        reaches it; the metrics, parsed as Prometheus reads them, count the
+        requests.
         """
-        tunnel = yield self.startTunnel()
+        tunnel = yield self.startTunnel("--log-requests", "yes", twistd=True)
         for path in ("/a", "/b"):
             response = yield tunnel.get(path)
             yield treq.content(response)
