@@ -329,7 +329,7 @@ class ExchangeRecorder:
         exchange.state = ExchangeState.ENDED
         exchange.ended = now
         for direction in (self._request, self._response):
-            parser = direction.parser
+            parser, direction.parser = direction.parser, None
             if direction.message.state in _READING and parser is not None:
                 try:
                     parser.connectionLost()
