@@ -36,11 +36,11 @@ from tunnel.core.http import (
     ResponseHead,
     ResponseParser,
     contentLength,
-    reasonPhrase,
     splitTokens,
 )
 from tunnel.mux import SessionEndedError
 from tunnel.pipe import PipeEnd
+from tunnel.server.outcome import Refusal, markLocal, refuse
 from tunnel.server.registry import Route
 from tunnel.server.session import ClientSession, StreamTimeout, TooManyPendingStreams
 from tunnel.server.site import requestBody
@@ -69,20 +69,6 @@ _UPGRADE = frozenset({b"connection", b"upgrade"})
 
 # Headers twisted.web sets by default that the local service decides on.
 _DEFAULTS = (b"server", b"date")
-
-
-def writeError(request: Request, code: int, message: bytes) -> None:
-    """
-    Answer C{request} with C{code} and a short plain-text body.
-    """
-    body = message + b"\n"
-    # twisted.web's table lacks some phrases (429 would be "Unknown Status").
-    request.setResponseCode(code, reasonPhrase(code) or None)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"content-length", b"%d" % (len(body),))
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    request.write(body)
-    request.finish()
 
 
 def hasBody(request: Request) -> bool:
@@ -249,8 +235,10 @@ class Forwarding:
             self._logStep(step, reason)
             if isinstance(step, Answer):
                 host = self.request.getHeader(b"host")
-                writeError(
-                    self.request, step.code, step.body(host, self._responseTimeout or 0)
+                refuse(
+                    self.request,
+                    REFUSALS[step],
+                    step.body(host, self._responseTimeout or 0),
                 )
             else:
                 getattr(self, _STEPS[step])()
@@ -317,6 +305,7 @@ class Forwarding:
         self.tell(Event.RESPONSE_TIMED_OUT)
 
     def _relayHead(self) -> None:
+        markLocal(self.request)
         copyResponseHead(self._stream.parser.head, self.request)
         self.request.registerProducer(self._stream.transport, True)
 
@@ -375,6 +364,15 @@ _STREAM_FAILURES = (
     (TooManyPendingStreams, Event.TOO_MANY_PENDING),
     (SessionEndedError, Event.SESSION_ENDED),
 )
+
+#: Why the tunnel answers by itself, for each error answer of the exchange.
+REFUSALS = {
+    Answer.STREAM_TIMEOUT: Refusal.STREAM_TIMEOUT,
+    Answer.TOO_MANY_PENDING: Refusal.TOO_MANY_PENDING,
+    Answer.CLIENT_GONE: Refusal.CLIENT_GONE,
+    Answer.INVALID_RESPONSE: Refusal.INVALID_RESPONSE,
+    Answer.LOCAL_TIMEOUT: Refusal.LOCAL_TIMEOUT,
+}
 
 #: The method of L{Forwarding} (or its subclasses) that carries out each action.
 _STEPS = {

@@ -40,9 +40,9 @@ from tunnel.server.forwarding import (
     UpgradeForwarding,
     hasBody,
     isUpgrade,
-    writeError,
 )
 from tunnel.server.limits import FailureLimiter
+from tunnel.server.outcome import Refusal, markRouted, refuse
 from tunnel.server.registry import Registry
 from tunnel.server.selfservice import RegistrationError, SelfService
 from tunnel.server.session import ClientSession, SessionSettings
@@ -129,7 +129,7 @@ class TunnelResource(Resource):
         try:
             target = parseTarget(request.uri)
         except TargetError as e:
-            writeError(request, 400, str(e).encode("ascii"))
+            refuse(request, Refusal.BAD_REQUEST, str(e).encode("ascii"))
             return NOT_DONE_YET
         if target.isControlPath:
             self._control(request)
@@ -140,22 +140,26 @@ class TunnelResource(Resource):
     def _control(self, request: Request) -> None:
         if request.method != b"CONNECT":
             request.setHeader(b"allow", b"CONNECT")
-            writeError(request, 405, b"the control path takes CONNECT only")
+            refuse(request, Refusal.METHOD_NOT_ALLOWED, b"the control path takes CONNECT only")
             return
         peer = request.getClientAddress()
         delay = 0.0 if self.limiter is None else self.limiter.delay(peer)
         if delay:
             request.setHeader(b"retry-after", b"%d" % (math.ceil(delay),))
-            writeError(request, 429, b"too many failed attempts; try again later")
+            refuse(request, Refusal.RATE_LIMITED, b"too many failed attempts; try again later")
             return
         if hasBody(request):
-            writeError(request, 400, b"a control request has no body")
+            refuse(request, Refusal.BAD_REQUEST, b"a control request has no body")
             return
         headers = request.requestHeaders
         try:
             access = self._requestedAccess(request)
         except ValueError as e:
-            writeError(request, 400, f"the access rules asked for are malformed: {e}".encode())
+            refuse(
+                request,
+                Refusal.BAD_REQUEST,
+                f"the access rules asked for are malformed: {e}".encode(),
+            )
             return
         identifiers = headers.getRawHeaders(IDENTIFIER_HEADER, [])
         tokens = headers.getRawHeaders(TOKEN_HEADER, [])
@@ -191,7 +195,7 @@ class TunnelResource(Resource):
                 peer=peer,
                 delay=self.limiter.delay(peer),
             )
-        writeError(request, 403, message)
+        refuse(request, Refusal.UNKNOWN_IDENTIFIER, message)
 
     def _requestedAccess(self, request: Request) -> AccessRule | None:
         """
@@ -228,12 +232,12 @@ class TunnelResource(Resource):
             return
         subdomains = request.requestHeaders.getRawHeaders(SUBDOMAIN_HEADER, [])
         if len(subdomains) > 1:
-            writeError(request, 400, b"a control request names one subdomain at most")
+            refuse(request, Refusal.BAD_REQUEST, b"a control request names one subdomain at most")
             return
         try:
             registration = self.selfService.register(account, (subdomains or [None])[0])
         except RegistrationError as e:
-            writeError(request, e.code, str(e).encode("utf-8"))
+            refuse(request, Refusal.REGISTRATION_REFUSED, str(e).encode("utf-8"), e.code)
             return
         self._accept(
             request,
@@ -269,7 +273,7 @@ class TunnelResource(Resource):
             if gone:
                 return
             if answered:
-                writeError(request, 409, _conflict(existing, self._clock.seconds()))
+                refuse(request, Refusal.CONFLICT, _conflict(existing, self._clock.seconds()))
             else:
                 self._accept(request, identifier, access)
 
@@ -329,32 +333,35 @@ class TunnelResource(Resource):
     def _forward(self, request: Request, target: RequestTarget) -> None:
         hosts = request.requestHeaders.getRawHeaders(b"host", [])
         if not hosts:
-            writeError(request, 400, b"the request has no Host header")
+            refuse(request, Refusal.BAD_REQUEST, b"the request has no Host header")
             return
         if len(hosts) > 1:
-            writeError(request, 400, b"the request has more than one Host header")
+            refuse(request, Refusal.BAD_REQUEST, b"the request has more than one Host header")
             return
         host = hosts[0]
         if not isValidHost(host):
-            writeError(request, 400, b"the request's Host header is malformed")
+            refuse(request, Refusal.BAD_REQUEST, b"the request's Host header is malformed")
             return
         if target.form is TargetForm.ABSOLUTE:
             host = target.authority
             if not isValidHost(host):
-                writeError(request, 400, b"the request target's authority is malformed")
+                refuse(
+                    request, Refusal.BAD_REQUEST, b"the request target's authority is malformed"
+                )
                 return
             toOriginForm(request, target)
         route = self.registry.route(host, getattr(request.getHost(), "port", None))
         if route is None:
-            writeError(request, 404, b"no tunnel for host %s" % (host,))
+            refuse(request, Refusal.NO_TUNNEL, b"no tunnel for host %s" % (host,))
             return
+        markRouted(request, route.host)
         if not self._admits(request, route.access, route.host):
             return
         session = route.session
         if session is None or not session.ready:
-            writeError(
+            refuse(
                 request,
-                502,
+                Refusal.NOT_CONNECTED,
                 b"the tunnel client for host %s is not connected" % (host,),
             )
             return
@@ -373,7 +380,6 @@ class TunnelResource(Resource):
             self._settings.responseTimeout,
         ).start()
 
-
     def _admits(self, request: Request, rule: AccessRule | None, host: str) -> bool:
         """
         Whether C{rule} (the operator's for C{host}, or its client's) admits
@@ -382,11 +388,13 @@ class TunnelResource(Resource):
         if rule is None:
             return True
         if not rule.permits(getattr(request.getClientAddress(), "host", "")):
-            writeError(request, 403, b"this host does not accept requests from your address")
+            refuse(
+                request, Refusal.FORBIDDEN, b"this host does not accept requests from your address"
+            )
             return False
         if not rule.authorizes(request.getHeader(b"authorization")):
             request.setHeader(b"www-authenticate", b'Basic realm="%s"' % (host.encode(),))
-            writeError(request, 401, b"this host needs a user name and password")
+            refuse(request, Refusal.UNAUTHORIZED, b"this host needs a user name and password")
             return False
         return True
 

@@ -42,7 +42,7 @@ from tunnel.core.control import (
     ControlMessage,
 )
 from tunnel.server import TunnelServer
-from tunnel.test.support import pattern, sleep
+from tunnel.test.support import Recorder, pattern, sleep
 
 PUBLIC_PEER = IPv4Address("TCP", "203.0.113.7", 50000)
 SERVER_HOST = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -256,6 +256,17 @@ class Harness:
         )
         self.pumps.append(pump)
         return pump
+
+    def send(self, data: bytes, peer: IAddress = PUBLIC_PEER) -> Recorder:
+        """
+        Connect a raw public client, send C{data} and pump; the client
+        records what comes back.
+        """
+        public = Recorder()
+        self.connect(public, peer=peer)
+        public.transport.write(data)
+        self.flush()
+        return public
 
     def flush(self) -> None:
         """Pump every connection until nothing moves."""
