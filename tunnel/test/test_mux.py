@@ -742,6 +742,22 @@ class SessionLifeTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertTrue(transport.disconnecting)
 
+    def test_keepAliveRoundTripIsTold(self) -> None:
+        """Each answered keep-alive ping tells its round trip; other pings do not."""
+        clock = Clock()
+        client = YamuxProtocol(True, None, SessionConfig(keepAliveInterval=30), clock)
+        roundTrips: list[float] = []
+        client.keepAliveAnswered = roundTrips.append  # type: ignore[method-assign]
+        transport = StringTransport()
+        client.makeConnection(transport)
+        client.ping(timeout=60)
+        clock.advance(30)
+        [(_, _, _, other, _), (_, _, _, keepAlive, _)] = parseFrames(transport.value())
+        clock.advance(0.5)
+        client.dataReceived(encodeFrame(FrameType.PING, Flag.ACK, 0, other))
+        client.dataReceived(encodeFrame(FrameType.PING, Flag.ACK, 0, keepAlive))
+        self.assertEqual(roundTrips, [0.5])
+
     def test_keepAliveCanBeDisabled(self) -> None:
         """With keep-alive disabled no ping is ever sent."""
         clock = Clock()
