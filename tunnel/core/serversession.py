@@ -389,6 +389,11 @@ class ServerSession:
         # token: True while the request waits, False once it gave up.
         self._owed: OrderedDict[Hashable, bool] = OrderedDict()
 
+    @property
+    def waitingRequests(self) -> int:
+        """How many requests wait for a stream the client owes them."""
+        return sum(self._owed.values())
+
     def connected(self) -> tuple[Step, ...]:
         """The client's connection is made: the handshake timer starts."""
         self._enter(Event.CONNECTED)

@@ -30,6 +30,7 @@ from tunnel.server.events import (
     ListenerStatus,
 )
 from tunnel.server.limits import FailureLimiter
+from tunnel.server.metrics import ServerMetrics
 from tunnel.server.registry import Event, Registry, checkIdentifier
 from tunnel.server.resource import TunnelResource
 from tunnel.server.selfservice import SelfService
@@ -45,6 +46,7 @@ __all__ = [
     "ClientInfo",
     "HostStatus",
     "ListenerStatus",
+    "ServerMetrics",
     "SessionSettings",
     "StreamTimeout",
     "TooManyPendingStreams",
@@ -72,6 +74,9 @@ class TunnelServer:
 
     @ivar resource: the L{TunnelResource} to serve, as a site's root (see
         L{site}) or anywhere in a resource tree.
+    @ivar metrics: the server's L{ServerMetrics}; expose their registry
+        (see L{tunnel.server.monitoring}). The requests are counted by the
+        site of L{site}.
     """
 
     def __init__(
@@ -117,6 +122,8 @@ class TunnelServer:
             from twisted.internet import reactor  # type: ignore[no-redef]
         self._reactor = reactor
         self._registry = Registry()
+        self.metrics = ServerMetrics(self._registry.sessions)
+        self._registry.addObserver(self.metrics.observe)
         self._listeners: dict[IListeningPort, _Binding] = {}
         settings = SessionSettings(
             streamTimeout=streamTimeout,
@@ -132,18 +139,23 @@ class TunnelServer:
             if maxFailedConnects is None
             else FailureLimiter(reactor, maxFailedConnects, failedConnectWindow)
         )
-        self.resource = TunnelResource(self._registry, settings, reactor, cooperator, limiter)
+        self.resource = TunnelResource(
+            self._registry, settings, reactor, cooperator, self.metrics, limiter
+        )
 
     def site(self, **arguments: Any) -> TunnelSite:
         """
-        A site serving L{resource} that streams request bodies.
+        A site serving L{resource} that streams request bodies, and counts
+        its requests in L{metrics}.
 
         @param arguments: as L{TunnelSite} takes them: the limits of its
             public connections (C{idleTimeout}, C{headerTimeout},
             C{maxHeaderBytes}, C{maxHeaders}), and C{logPath}, the file of
             its access log (none by default).
         """
-        return TunnelSite(self.resource, reactor=self._reactor, **arguments)
+        return TunnelSite(
+            self.resource, reactor=self._reactor, metrics=self.metrics, **arguments
+        )
 
     def addHost(self, host: str, identifier: str | bytes) -> None:
         """

@@ -40,6 +40,7 @@ from tunnel.core.http import (
 )
 from tunnel.mux import SessionEndedError
 from tunnel.pipe import PipeEnd
+from tunnel.server.metrics import ServerMetrics
 from tunnel.server.outcome import Refusal, markLocal, refuse
 from tunnel.server.registry import Route
 from tunnel.server.session import ClientSession, StreamTimeout, TooManyPendingStreams
@@ -186,12 +187,15 @@ class Forwarding:
         route: Route,
         session: ClientSession,
         cooperator: Cooperator,
-        clock: IReactorTime | None = None,
+        clock: IReactorTime,
+        metrics: ServerMetrics,
         responseTimeout: float | None = None,
     ) -> None:
         """
         @param cooperator: runs the request body's producer.
-        @param clock: runs the response timeout; needed with one.
+        @param clock: runs the response timeout, and times the stream's
+            opening.
+        @param metrics: is told how long the stream took to open.
         @param responseTimeout: seconds, or L{None} for no limit.
         """
         self.request = request
@@ -200,6 +204,8 @@ class Forwarding:
         self._session = session
         self._cooperator = cooperator
         self._clock = clock
+        self._metrics = metrics
+        self._askedAt = 0.0
         self._responseTimeout = responseTimeout
         self._responseTimer: IDelayedCall | None = None
         self._stream = self.streamProtocol()
@@ -207,6 +213,7 @@ class Forwarding:
 
     def start(self) -> None:
         """Ask for the stream; forward once it is there."""
+        self._askedAt = self._clock.seconds()
         self._streamRequest = self._session.requestStream(
             self.transportProtocol, self.route.port, self._stream
         )
@@ -282,6 +289,7 @@ class Forwarding:
         self._streamRequest.cancel()
 
     def _sendRequest(self) -> None:
+        self._metrics.streamOpened(self._clock.seconds() - self._askedAt)
         self.sendRequest(self._stream.transport)
 
     def _resetStream(self) -> None:

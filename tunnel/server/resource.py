@@ -42,6 +42,7 @@ from tunnel.server.forwarding import (
     isUpgrade,
 )
 from tunnel.server.limits import FailureLimiter
+from tunnel.server.metrics import ServerMetrics
 from tunnel.server.outcome import Refusal, markRouted, refuse
 from tunnel.server.registry import Registry
 from tunnel.server.selfservice import RegistrationError, SelfService
@@ -100,6 +101,8 @@ class TunnelResource(Resource):
 
     @ivar limiter: counts the failed CONNECTs of each source address, or
         L{None} to let every address try as often as it likes.
+    @ivar metrics: what the server counts and measures: how long streams
+        take to open and keep-alive pings to be answered.
     @ivar selfService: registers hosts for tokens, or L{None} to refuse
         them.
     """
@@ -113,10 +116,12 @@ class TunnelResource(Resource):
         settings: SessionSettings,
         clock: IReactorTime,
         cooperator: Cooperator,
+        metrics: ServerMetrics,
         limiter: FailureLimiter | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
+        self.metrics = metrics
         self.limiter = limiter
         self.selfService: SelfService | None = None
         self._settings = settings
@@ -304,6 +309,7 @@ class TunnelResource(Resource):
             self._settings,
             self.registry,
             self._clock,
+            self.metrics,
             SERVER_STREAMS in accepted,
             NOTICES in accepted,
         )
@@ -377,6 +383,7 @@ class TunnelResource(Resource):
             session,
             self._cooperator,
             self._clock,
+            self.metrics,
             self._settings.responseTimeout,
         ).start()
 

@@ -46,6 +46,7 @@ from tunnel.core.serversession import (
     Timer,
 )
 from tunnel.mux import SessionEndedError, StreamAddress, StreamTransport, YamuxProtocol
+from tunnel.server.metrics import ServerMetrics
 from tunnel.sparselog import isSparseCount
 from tunnel.yamux import SessionConfig
 
@@ -159,10 +160,12 @@ class ClientSession:
         settings: SessionSettings,
         observer: ISessionObserver,
         clock: IReactorTime,
+        metrics: ServerMetrics,
         serverStreams: bool = False,
         notices: bool = False,
     ) -> None:
         """
+        @param metrics: is told each keep-alive ping's round trip.
         @param serverStreams: whether the client accepted the extension in
             which the server opens the streams (L{tunnel.core.control.SERVER_STREAMS}).
         @param notices: whether it accepted the one in which the server says
@@ -178,6 +181,7 @@ class ClientSession:
         self._settings = settings
         self._observer = observer
         self._clock = clock
+        self._metrics = metrics
         self._core = ServerSession(settings, self.label, serverStreams, notices)
         self._control: Protocol | None = None
         self._timers: dict[Timer, IDelayedCall] = {}
@@ -188,6 +192,18 @@ class ClientSession:
     def ready(self) -> bool:
         """Whether the session completed its handshake and is not closing."""
         return self._core.state is State.READY
+
+    @property
+    def openStreams(self) -> int:
+        """How many streams carry requests or TCP connections (all but the control stream)."""
+        return sum(
+            1 for stream in self.protocol.streams.values() if stream.protocol is not self._control
+        )
+
+    @property
+    def waitingRequests(self) -> int:
+        """How many requests wait for a stream the client owes them."""
+        return self._core.waitingRequests
 
     def requestStream(
         self, transportProtocol: TransportProtocol, localPort: int, protocol: Protocol
@@ -268,6 +284,9 @@ class ClientSession:
         self._carryOut(self._core.connectionLost())
         why = self._core.endReason
         self._observer.sessionEnded(self, reason if why is None else Failure(_error(*why)))
+
+    def _keepAliveAnswered(self, roundTrip: float) -> None:
+        self._metrics.keepAliveAnswered(roundTrip)
 
     def _timerFired(self, timer: Timer) -> None:
         del self._timers[timer]
@@ -420,6 +439,10 @@ class _ServerProtocol(YamuxProtocol):
     def writeStalled(self, seconds: float, queued: int) -> None:
         """The client read nothing for too long: end its session, saying why."""
         self._owner._stalled(seconds, queued)
+
+    def keepAliveAnswered(self, roundTrip: float) -> None:
+        """The client answered a keep-alive ping: tell the session how fast."""
+        self._owner._keepAliveAnswered(roundTrip)
 
 
 class _ControlStream(Protocol):

@@ -48,6 +48,8 @@ from tunnel.server.limits import (
     ConnectionLimit,
     TooManyConnections,
 )
+from tunnel.server.metrics import ServerMetrics
+from tunnel.server.outcome import Refusal, outcomeOf
 from tunnel.sparselog import isSparseCount
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -206,10 +208,17 @@ class StreamingRequest(Request):
     connection once it is complete: the rest of the body is not read.
 
     @ivar body: the body, for a request that has one; else L{None}.
+    @ivar arrivedAt: when its first line arrived, on its site's clock.
+    @ivar receivedLength: how many bytes of its body arrived so far.
     """
 
     body: StreamedBody | None = None
+    receivedLength = 0
     _renderingEarly = False
+
+    def __init__(self, channel: HTTPChannel, *arguments: Any, **keywords: Any) -> None:
+        super().__init__(channel, *arguments, **keywords)
+        self.arrivedAt = channel.site.reactor.seconds()
 
     def gotLength(self, length: int | None) -> None:
         """
@@ -232,6 +241,7 @@ class StreamingRequest(Request):
 
     def handleContentChunk(self, data: bytes) -> None:
         """Pass a chunk of the body on."""
+        self.receivedLength += len(data)
         if self.body is None:
             super().handleContentChunk(data)
         else:
@@ -504,6 +514,9 @@ class TunnelSite(Site):
         connection is bounded by the session's own write stall timeout
         instead.
 
+    @ivar metrics: the L{ServerMetrics} its requests are counted in, and
+        the connections it refuses.
+
     Requests are logged, in the combined log format, only to a file given
     as C{logPath}: a busy tunnel would otherwise spend a good part of its
     time writing a log line per request into the main log.
@@ -524,6 +537,7 @@ class TunnelSite(Site):
         maxConnections: int | None = MAX_CONNECTIONS,
         maxConnectionsPerSource: int | None = MAX_CONNECTIONS_PER_SOURCE,
         writeTimeout: float | None = WRITE_TIMEOUT,
+        metrics: ServerMetrics | None = None,
         **siteArguments: Any,
     ) -> None:
         """
@@ -543,19 +557,32 @@ class TunnelSite(Site):
             limit (behind a reverse proxy, every connection has the proxy's
             address).
         @param writeTimeout: see L{writeTimeout}.
+        @param metrics: see L{metrics}; new ones (that nothing exposes) by
+            default.
         @param siteArguments: more arguments of L{Site}, such as
             C{logPath}.
         @raise ValueError: if a connection cap is not positive.
         """
         super().__init__(resource, timeout=idleTimeout, reactor=reactor, **siteArguments)
+        self.metrics = ServerMetrics() if metrics is None else metrics
         self.headerTimeout = headerTimeout
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaders = maxHeaders
         self.connections = ConnectionLimit(maxConnections, maxConnectionsPerSource)
         self.writeTimeout = writeTimeout
 
-    def log(self, request: Request) -> None:
-        """Write a line for C{request} to the access log file, if there is one."""
+    def log(self, request: StreamingRequest) -> None:  # type: ignore[override]
+        """
+        Count the answered C{request} in the metrics, and write a line for
+        it to the access log file, if there is one.
+        """
+        self.metrics.requestAnswered(
+            outcomeOf(request),
+            request.code,
+            self.reactor.seconds() - request.arrivedAt,
+            request.receivedLength,
+            request.sentLength,
+        )
         if self.logPath is not None:
             super().log(request)
 
@@ -567,6 +594,7 @@ class TunnelSite(Site):
         try:
             slot = self.connections.admit(addr)
         except TooManyConnections as e:
+            self.metrics.refused(Refusal.TOO_MANY_CONNECTIONS)
             refused = self.connections.refused
             if isSparseCount(refused):
                 self._log.warn(

@@ -22,6 +22,7 @@ from tunnel.core.control import (
     ControlProtocolError,
     TransportProtocol,
 )
+from tunnel.server.metrics import ServerMetrics
 from tunnel.server.session import (
     ClientSession,
     ISessionObserver,
@@ -58,8 +59,9 @@ class SessionTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.observer = Observer()
+        self.metrics = ServerMetrics()
         self.session = ClientSession(
-            IDENTIFIER, self.settings, self.observer, self.clock, self.serverStreams
+            IDENTIFIER, self.settings, self.observer, self.clock, self.metrics, self.serverStreams
         )
         self.client = YamuxProtocol(isClient=True, clock=self.clock)
         self.goAways: list[int] = []
