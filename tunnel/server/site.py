@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer
 from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from twisted.web.iweb import UNKNOWN_LENGTH, IAccessLogFormatter, IBodyProducer
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
@@ -41,6 +41,7 @@ from zope.interface import implementer
 from tunnel._hijack import requestLine
 from tunnel.core.http import MAX_LENGTH_DIGITS, errorResponse
 from tunnel.mux import YamuxProtocol
+from tunnel.server.accesslog import accessLogFormatter
 from tunnel.server.connections import WRITE_TIMEOUT, PublicConnection
 from tunnel.server.limits import (
     MAX_CONNECTIONS,
@@ -494,6 +495,11 @@ class TunnelSite(Site):
     It speaks HTTP/1.x only: the control path and upgrades take over the
     raw connection.
 
+    Requests are logged only to a file given as C{logPath}, in the combined
+    log format followed by the virtual host and who answered (see
+    L{tunnel.server.accesslog}): a busy tunnel would otherwise spend a good
+    part of its time writing a log line per request into the main log.
+
     @ivar headerTimeout: seconds a public client has to send a whole
         request head once it started it (C{408} after that).
     @ivar maxHeaderBytes: the most bytes a request head may take (C{431}
@@ -513,13 +519,8 @@ class TunnelSite(Site):
         L{PublicConnection}); L{None} for no limit. A tunnel session's
         connection is bounded by the session's own write stall timeout
         instead.
-
-    @ivar metrics: the L{ServerMetrics} its requests are counted in, and
-        the connections it refuses.
-
-    Requests are logged, in the combined log format, only to a file given
-    as C{logPath}: a busy tunnel would otherwise spend a good part of its
-    time writing a log line per request into the main log.
+    @ivar metrics: the L{ServerMetrics} its answered requests are counted
+        in, and the connections it refuses.
     """
 
     requestFactory = StreamingRequest
@@ -538,6 +539,7 @@ class TunnelSite(Site):
         maxConnectionsPerSource: int | None = MAX_CONNECTIONS_PER_SOURCE,
         writeTimeout: float | None = WRITE_TIMEOUT,
         metrics: ServerMetrics | None = None,
+        logFormatter: IAccessLogFormatter = accessLogFormatter,
         **siteArguments: Any,
     ) -> None:
         """
@@ -559,11 +561,18 @@ class TunnelSite(Site):
         @param writeTimeout: see L{writeTimeout}.
         @param metrics: see L{metrics}; new ones (that nothing exposes) by
             default.
+        @param logFormatter: makes the access log's lines.
         @param siteArguments: more arguments of L{Site}, such as
             C{logPath}.
         @raise ValueError: if a connection cap is not positive.
         """
-        super().__init__(resource, timeout=idleTimeout, reactor=reactor, **siteArguments)
+        super().__init__(
+            resource,
+            timeout=idleTimeout,
+            reactor=reactor,
+            logFormatter=logFormatter,
+            **siteArguments,
+        )
         self.metrics = ServerMetrics() if metrics is None else metrics
         self.headerTimeout = headerTimeout
         self.maxHeaderBytes = maxHeaderBytes
