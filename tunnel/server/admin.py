@@ -31,8 +31,8 @@ from twisted.internet.interfaces import IProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH
-from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 
 from tunnel.client.address import joinHostPort
 from tunnel.hostsfile import updateHostsFile
@@ -45,12 +45,10 @@ from tunnel.server.adminaccess import accessRuleFromBody, describeAccess
 from tunnel.jsonerror import JSONError
 from tunnel.server.admintcp import ListenerRegistry, TCPListenersAPI
 from tunnel.server.events import ClientInfo
-from tunnel.server.site import StreamingRequest, TunnelChannel
+from tunnel.server.site import PrivateSite, StreamingRequest
 
 #: The largest request body the admin API reads.
 MAX_BODY = 64 * 1024
-#: Seconds an admin connection may stay idle by default.
-ADMIN_IDLE_TIMEOUT = 60.0
 
 
 class HostRegistry(ListenerRegistry, TypingProtocol):
@@ -430,25 +428,9 @@ class AdminResource(Resource):
             raise JSONError(500, f"the {what} could not be saved; nothing was changed") from None
 
 
-class AdminSite(Site):
+class AdminSite(PrivateSite):
     """
-    A L{Site} for an L{AdminResource}: its requests are rendered as soon as
-    their head is in (they are L{StreamingRequest}s), so that a request
-    without the token, or announcing a body larger than L{MAX_BODY}, is
-    answered before any of its body is read, and the connection closed;
-    its connections limit request heads as a tunnel server's public ones
-    do (L{TunnelChannel}).
+    A L{PrivateSite} for an L{AdminResource}: a request without the token,
+    or announcing a body larger than L{MAX_BODY}, is answered before any of
+    its body is read, and the connection closed.
     """
-
-    requestFactory = StreamingRequest
-    protocol = TunnelChannel  # type: ignore[assignment]
-
-    def __init__(
-        self, resource: IResource, idleTimeout: float | None = ADMIN_IDLE_TIMEOUT, **arguments: Any
-    ) -> None:
-        """
-        @param resource: the L{AdminResource}.
-        @param idleTimeout: seconds a connection may stay idle.
-        @param arguments: more arguments of L{Site}.
-        """
-        super().__init__(resource, timeout=idleTimeout, **arguments)

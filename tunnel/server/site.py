@@ -623,6 +623,36 @@ class TunnelSite(Site):
         )
 
 
+#: Seconds a connection to a L{PrivateSite} may stay idle by default.
+PRIVATE_IDLE_TIMEOUT = 60.0
+
+
+class PrivateSite(Site):
+    """
+    A L{Site} for the resource of a private endpoint (the admin API, the
+    metrics): its requests are rendered as soon as their head is in (they
+    are L{StreamingRequest}s), so that its resource may refuse one before
+    any of its body is read; its connections limit request heads as a
+    tunnel server's public ones do (L{TunnelChannel}).
+    """
+
+    requestFactory = StreamingRequest
+    protocol = TunnelChannel  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        resource: IResource,
+        idleTimeout: float | None = PRIVATE_IDLE_TIMEOUT,
+        **arguments: Any,
+    ) -> None:
+        """
+        @param resource: the root resource.
+        @param idleTimeout: seconds a connection may stay idle.
+        @param arguments: more arguments of L{Site}.
+        """
+        super().__init__(resource, timeout=idleTimeout, **arguments)
+
+
 def _tunnelSessionsApart(connection: PublicConnection, protocol: IProtocol) -> None:
     """
     A connection taken over by a tunnel session counts for its source only,
