@@ -10,8 +10,12 @@ JSON in and out, behind a bearer token::
     POST   /hosts/NAME/rotate -> 200 {"hosts": [...], "identifier": ...}
     GET    /clients        -> 200 {"clients": [...]}, identifiers redacted
     GET, POST /tcp, DELETE /tcp/PORT: TCP listeners (see L{tunnel.server.admintcp})
+    GET    /metrics, /healthz, /readyz: see L{tunnel.server.monitoring}
 
-A request without the right C{Authorization: Bearer TOKEN} header gets 401;
+A request without the right C{Authorization: Bearer TOKEN} header gets 401,
+but for the probes C{/healthz} and C{/readyz}, which need no token: they
+say no more than whether the server is up and ready, and a probe (a load
+balancer's, an orchestrator's) seldom holds a secret;
 a body larger than L{MAX_BODY} gets 413. Served by an L{AdminSite}, both
 are answered as soon as the request head is in, before any of the body is
 read. With a hosts file, registrations and deletions are saved there
@@ -45,6 +49,7 @@ from tunnel.server.adminaccess import accessRuleFromBody, describeAccess
 from tunnel.jsonerror import JSONError
 from tunnel.server.admintcp import ListenerRegistry, TCPListenersAPI
 from tunnel.server.events import ClientInfo
+from tunnel.server.monitoring import MONITORING_PATHS, PROBE_PATHS, MonitoringResource
 from tunnel.server.site import PrivateSite, StreamingRequest
 
 #: The largest request body the admin API reads.
@@ -181,6 +186,7 @@ class AdminResource(Resource):
         identifierFactory: Callable[[], str] = newIdentifier,
         reactor: Any = None,
         accessFile: str | None = None,
+        monitoring: MonitoringResource | None = None,
     ) -> None:
         """
         @param registry: the tunnel server.
@@ -190,6 +196,8 @@ class AdminResource(Resource):
         @param reactor: the reactor TCP listeners added through the API
             listen with; the global one by default.
         @param accessFile: the access file to save access rules to, if any.
+        @param monitoring: what serves C{/metrics} (with the token),
+            C{/healthz} and C{/readyz} (without), if anything.
         @raise ValueError: if C{token} is empty.
         """
         super().__init__()
@@ -202,6 +210,7 @@ class AdminResource(Resource):
         self._hostsFile = hostsFile
         self._accessFile = accessFile
         self._identifierFactory = identifierFactory
+        self._monitoring = monitoring
         self._refusedRequests = 0
         if reactor is None:
             from twisted.internet import reactor
@@ -212,6 +221,9 @@ class AdminResource(Resource):
         Authenticate, dispatch, and answer in JSON. A request without the
         token is answered at once, whatever body it announces.
         """
+        if self._monitoring is not None and request.path in MONITORING_PATHS:
+            if request.path in PROBE_PATHS or self._hasToken(request):
+                return self._monitoring.render(request)
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
         answering = maybeDeferred(self._handle, request)
@@ -239,12 +251,16 @@ class AdminResource(Resource):
         request.write(json.dumps(body).encode("utf-8") + b"\n")
         request.finish()
 
-    def _authenticate(self, request: Request) -> None:
+    def _hasToken(self, request: Request) -> bool:
+        """Whether C{request} carries the bearer token."""
         header = request.getHeader(b"authorization") or b""
         scheme, _, presented = header.partition(b" ")
         presentedDigest = hashlib.sha256(presented.strip()).digest()
         valid = hmac.compare_digest(presentedDigest, self._tokenDigest)
-        if scheme.lower() != b"bearer" or not valid:
+        return scheme.lower() == b"bearer" and valid
+
+    def _authenticate(self, request: Request) -> None:
+        if not self._hasToken(request):
             self._refusedRequests += 1
             if isSparseCount(self._refusedRequests):
                 self._log.info(
