@@ -282,6 +282,12 @@ class ServerOptions(_ConfigurableOptions):
          "tcp:8081:interface=127.0.0.1. Off by default."],
         ["admin-token-file", None, None,
          "The file holding the admin API's bearer token (required with --admin)."],
+        ["metrics", None, None,
+         "Serve /metrics (Prometheus), /healthz and /readyz, and nothing else, "
+         "without a token, on this server endpoint, e.g. "
+         "tcp:9100:interface=127.0.0.1, for scrapers and probes on a private "
+         "network. Off by default; --admin serves them too (/metrics with its "
+         "token)."],
         ["domain", None, None,
          "Let clients with an account's token (see --accounts-file) register hosts "
          "for themselves under this base domain: NAME.DOMAIN for the --subdomain "
@@ -295,8 +301,10 @@ class ServerOptions(_ConfigurableOptions):
          "it at start (--allow, --deny and --basic-auth for a host replace its "
          "rule there)."],
         ["access-log", None, None,
-         "Log every public request, in the combined log format, to this file. "
-         "None by default."],
+         "Log every public request to this file: the combined log format, then "
+         'host="HOST" and answer=local (the local service answered) or '
+         "answer=tunnel:REASON (the tunnel did: tunnel:no-tunnel, "
+         "tunnel:stream-timeout...). None by default."],
         ["stream-timeout", None, 10.0,
          "Seconds to wait for a client to open the stream of a request.", float],
         ["max-failed-connects", None, 10,
@@ -427,6 +435,9 @@ class ServerOptions(_ConfigurableOptions):
             self["adminToken"] = readSecretFile(self["admin-token-file"], "admin token")
         elif self["admin-token-file"]:
             raise usage.UsageError("--admin-token-file is only used with --admin")
+        if self["metrics"]:
+            self["metrics"] = serverEndpointDescription(self["metrics"])
+            checkServerEndpoint("--metrics", self["metrics"])
 
     def _readSavedAccess(self) -> None:
         """

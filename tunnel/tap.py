@@ -23,7 +23,9 @@ from tunnel.options import ClientOptions, ServerOptions
 from tunnel.core.control import redactIdentifier
 from tunnel.server import TunnelServer
 from tunnel.server.admin import AdminResource, AdminSite
+from tunnel.server.health import ListenersCheck, Milestone, Readiness
 from tunnel.server.limits import connectionBudget
+from tunnel.server.monitoring import MonitoringResource, MonitoringSite
 from tunnel.server.reload import AccountsReloader, HostsReloader, Reloader, ReloadOnHangUp
 
 _log = Logger()
@@ -93,8 +95,8 @@ class TunnelServerService(MultiService):
         return stopped.addCallback(lambda _: self.server.close())
 
 
-def _listen(description: str, factory: object, reactor: object) -> StreamServerEndpointService:
-    service = StreamServerEndpointService(serverFromString(reactor, description), factory)
+def _listen(endpoint: IStreamServerEndpoint, factory: object) -> StreamServerEndpointService:
+    service = StreamServerEndpointService(endpoint, factory)
     # A port that cannot be bound stops twistd with a clear error.
     service._raiseSynchronously = True
     return service
@@ -112,8 +114,12 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         responseTimeout=options["response-timeout"] or None,
         yamuxConfig=options["yamuxConfig"],
     )
+    listeners = ListenersCheck()
+    hosts = Milestone("hosts", "the hosts are not loaded yet")
+    readiness = Readiness([listeners, hosts])
     for host, identifier in options["hosts"].items():
         server.addHost(host, identifier)
+    hosts.reach()
     for host, rule in options["access"].items():
         server.setAccess(host, rule)
     if options["accounts"] is not None:
@@ -126,7 +132,8 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         writeTimeout=options["write-timeout"] or None,
     )
     for description in options["listen"]:
-        _listen(description, site, reactor).setServiceParent(top)
+        endpoint = listeners.watch(serverFromString(reactor, description))
+        _listen(endpoint, site).setServiceParent(top)
     for description, identifier in options["tcp"]:
         TCPTunnelService(
             server, serverFromString(reactor, description), identifier
@@ -140,6 +147,7 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         reloaders.append(AccountsReloader(server.resource.selfService, options["accounts-file"]))
     if reloaders:
         ReloadOnHangUp(reloaders, reactor).setServiceParent(top)
+    monitoring = MonitoringResource(server.metrics, readiness)
     if options["admin"]:
         admin = AdminResource(
             server,
@@ -147,8 +155,13 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
             options["hosts-file"],
             reactor=reactor,
             accessFile=options["access-file"],
+            monitoring=monitoring,
         )
-        _listen(options["admin"], AdminSite(admin), reactor).setServiceParent(top)
+        adminEndpoint = serverFromString(reactor, options["admin"])
+        _listen(adminEndpoint, AdminSite(admin)).setServiceParent(top)
+    if options["metrics"]:
+        metricsEndpoint = serverFromString(reactor, options["metrics"])
+        _listen(metricsEndpoint, MonitoringSite(monitoring)).setServiceParent(top)
     return top
 
 

@@ -4,8 +4,11 @@ Tests for L{tunnel.options}: the twistd plugins' command lines.
 
 from __future__ import annotations
 
+import json
 import os
 
+from treq.testing import StubTreq
+from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,6 +22,7 @@ from tunnel.core.capture import DEFAULT_MAX_TOTAL_BYTES, CaptureLimits
 from tunnel.options import IDENTIFIER_ENVIRONMENT, ClientOptions, ServerOptions, endpointPort
 from tunnel.server.admin import AdminSite
 from tunnel.server.limits import MAX_CONNECTIONS, connectionBudget
+from tunnel.server.monitoring import MonitoringSite
 from tunnel.server.site import TunnelSite
 from tunnel.yamux import SessionConfig
 
@@ -361,6 +365,61 @@ class ServerOptionsTests(SynchronousTestCase):
             f.write("the-token\n")
         sites = servedSites("--admin", "tcp:8081", "--admin-token-file", path)
         self.assertEqual([type(site) for site in sites], [TunnelSite, AdminSite])
+
+    def test_metricsAreServedByAMonitoringSite(self) -> None:
+        """
+        --metrics serves the server's monitoring on its own site (a bare
+        port means tcp:PORT); there is none by default.
+        """
+        self.assertEqual([type(site) for site in servedSites()], [TunnelSite])
+        options = parsed(ServerOptions(), "--metrics", "9100")
+        self.assertEqual(options["metrics"], "tcp:9100")
+        sites = servedSites("--metrics", "tcp:9100:interface=127.0.0.1")
+        self.assertEqual([type(site) for site in sites], [TunnelSite, MonitoringSite])
+
+    def test_badMetricsEndpointIsAUsageError(self) -> None:
+        """An endpoint --metrics cannot listen on is a usage error naming the option."""
+        for endpoint in ("nonsense:9100", "tcp:99999"):
+            error = self.assertRaises(
+                usage.UsageError, ServerOptions().parseOptions, ["--metrics", endpoint]
+            )
+            self.assertTrue(str(error).startswith(f"--metrics {endpoint!r}: "), str(error))
+
+    def test_readyOnceThePublicListenersListen(self) -> None:
+        """
+        The server's /readyz is a 503 until its public listeners listen;
+        its hosts are loaded from the start.
+        """
+        reactor = MemoryReactor()
+        top = tap.makeServerService(
+            parsed(ServerOptions(), "--listen", "tcp:0", "--listen", "tcp:0",
+                   "--metrics", "tcp:9100"),
+            reactor,
+        )
+        [site] = [service.factory for service in top
+                  if isinstance(getattr(service, "factory", None), MonitoringSite)]
+        treq = StubTreq(site.resource)
+
+        def readiness() -> tuple[int, object]:
+            response = self.successResultOf(treq.get("http://monitoring.invalid/readyz"))
+            return response.code, json.loads(self.successResultOf(response.content()))
+
+        self.assertEqual(
+            readiness(),
+            (503, {"status": "not ready",
+                   "problems": {"listeners": "2 of 2 public listeners do not listen yet"}}),
+        )
+        top.startService()
+        self.addCleanup(top.stopService)
+        self.assertEqual(readiness(), (200, {"status": "ready"}))
+
+    def test_metricsFromTheConfigurationFile(self) -> None:
+        """metrics is set in the TOML file as on the command line."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('metrics = "tcp:9100:interface=127.0.0.1"\n')
+        options = parsed(ServerOptions(), "--config", path)
+        self.assertEqual(options["metrics"], "tcp:9100:interface=127.0.0.1")
 
     def test_responseTimeout(self) -> None:
         """
