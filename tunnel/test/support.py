@@ -8,12 +8,14 @@ What many of the tests need, in one place:
 - L{until}, L{untilSteady} and L{sleep}, which wait on the real reactor;
 - L{pattern} and L{goPattern}, deterministic payloads: the first for
   bodies and streams our own tests write and check, the second for what the
-  Go programs under C{tunnel/test/go} send and expect.
+  Go programs under C{tunnel/test/go} send and expect;
+- L{docPath}, which finds the checkout's C{doc/} files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from typing import Any, Callable, Generator, NamedTuple
 
@@ -24,8 +26,10 @@ from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IReact
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest
 from zope.interface import implementer
 
+import tunnel
 from tunnel.yamux.frames import HEADER, HEADER_SIZE, FrameType
 
 # -- recorders ---------------------------------------------------------------
@@ -272,3 +276,27 @@ def goPatternDigest(size: int, seed: int | None = None) -> str:
     for first in range(0, blocks, step):
         digest.update(_goBlocks(seed, first, min(first + step, blocks))[: size - first * 32])
     return digest.hexdigest()
+
+
+# -- documentation -----------------------------------------------------------
+
+
+def docPath(name: str) -> str:
+    """
+    The path of C{doc/NAME} in the checkout the tests run from: above the
+    package in an editable install, above the working directory (trial's
+    temporary directory inside the checkout) otherwise.
+
+    @raise SkipTest: if there is none: C{doc/} is not installed with the
+        package.
+    """
+    here = os.path.abspath(os.getcwd())
+    candidates = [os.path.dirname(os.path.dirname(os.path.abspath(tunnel.__file__)))]
+    while os.path.dirname(here) != here:
+        candidates.append(here)
+        here = os.path.dirname(here)
+    for candidate in candidates:
+        path = os.path.join(candidate, "doc", name)
+        if os.path.exists(path):
+            return path
+    raise SkipTest("doc/ is not installed with the package: run the tests from a checkout")

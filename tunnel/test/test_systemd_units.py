@@ -9,33 +9,15 @@ import os
 import shlex
 
 import trustme
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-import tunnel
 from tunnel import cli
-
-
-def unitsDirectory() -> str:
-    """
-    C{doc/systemd} of the checkout the tests run from: above the package in
-    an editable install, above the working directory (trial's temporary
-    directory inside the checkout) otherwise.
-    """
-    here = os.path.abspath(os.getcwd())
-    candidates = [os.path.dirname(os.path.dirname(os.path.abspath(tunnel.__file__)))]
-    while os.path.dirname(here) != here:
-        candidates.append(here)
-        here = os.path.dirname(here)
-    for candidate in candidates:
-        path = os.path.join(candidate, "doc", "systemd")
-        if os.path.isdir(path):
-            return path
-    raise SkipTest("doc/ is not installed with the package: run the tests from a checkout")
+from tunnel.test.support import docPath
 
 
 def execStart(unit: str) -> list[str]:
     """The words of a unit file's C{ExecStart}, continuation lines joined."""
-    with open(os.path.join(unitsDirectory(), unit)) as f:
+    with open(docPath(os.path.join("systemd", unit))) as f:
         text = f.read().replace("\\\n", " ")
     [line] = [line for line in text.splitlines() if line.startswith("ExecStart=")]
     return shlex.split(line[len("ExecStart="):])
