@@ -15,24 +15,11 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tunnel.core.capture import CapturedExchange, Kind
+from tunnel.measures import REQUEST_BUCKETS, ROUND_TRIP_BUCKETS, statusClass
 
 if TYPE_CHECKING:
     from tunnel.client.local import LocalConnectionLimit
     from tunnel.client.service import ClientState
-
-#: The buckets of the request duration histogram, in seconds.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-#: The buckets of the keep-alive round-trip histogram, in seconds.
-RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-def statusClass(status: int | None) -> str:
-    """The label of a status code's class: C{"2xx"}, ..., or C{"none"} without one."""
-    if status is None or not 100 <= status <= 599:
-        return "none"
-    return f"{status // 100}xx"
-
 
 class ClientMetrics:
     """
@@ -64,7 +51,7 @@ class ClientMetrics:
         self._duration = Histogram(
             "tunnel_client_request_duration_seconds",
             "Seconds from the stream's arrival to the end of an HTTP exchange",
-            buckets=DURATION_BUCKETS,
+            buckets=REQUEST_BUCKETS,
             registry=registry,
         )
         self._refusals = Counter(
@@ -89,7 +76,7 @@ class ClientMetrics:
         self._rtt = Histogram(
             "tunnel_client_keepalive_rtt_seconds",
             "Round-trip times of the tunnel session's keep-alive pings",
-            buckets=RTT_BUCKETS,
+            buckets=ROUND_TRIP_BUCKETS,
             registry=registry,
         )
         self._tunnels = 0
@@ -99,8 +86,8 @@ class ClientMetrics:
         self._toLocal = self._bytes.labels("to_local")
         self._fromLocal = self._bytes.labels("from_local")
         self._byClass = {
-            status: self._requests.labels(statusClass(status))
-            for status in (None, *range(100, 600, 100))
+            label: self._requests.labels(label)
+            for label in map(statusClass, (None, 100, 200, 300, 400, 500))
         }
 
     def exchangeEnded(self, exchange: CapturedExchange) -> None:
@@ -111,8 +98,7 @@ class ClientMetrics:
         if exchange.refusal is not None:
             self._refusals.labels(exchange.refusal).inc()
         if exchange.kind is Kind.HTTP:
-            status = exchange.status
-            self._byClass[None if status is None or not 100 <= status <= 599 else status // 100 * 100].inc()
+            self._byClass[statusClass(exchange.status)].inc()
             if exchange.ended is not None:
                 self._duration.observe(exchange.duration(exchange.ended))
 

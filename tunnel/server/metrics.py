@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Protocol as TypingProtocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from tunnel.measures import REQUEST_BUCKETS, ROUND_TRIP_BUCKETS, statusClass
 from tunnel.server.events import ClientConnected, ClientDisconnected
 from tunnel.server.outcome import Outcome, Refusal
 
@@ -39,12 +40,6 @@ OTHER_HOSTS = "_other"
 #: the control path).
 NO_HOST = "_none"
 
-#: Seconds: the bounds of the histograms of requests.
-REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-#: Seconds: the bounds of the histograms of round trips through the
-#: tunnel (a stream opening, a keep-alive ping).
-ROUND_TRIP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
 
 class SessionLoad(TypingProtocol):
     """What the metrics read of a client's session when scraped."""
@@ -56,11 +51,6 @@ class SessionLoad(TypingProtocol):
     @property
     def waitingRequests(self) -> int:
         """The requests that wait for a stream it owes them."""
-
-
-def statusClass(code: int) -> str:
-    """The class of a three-digit status: C{"2xx"} for 200 to 299, and so on."""
-    return f"{code // 100}xx"
 
 
 class HostLabels:

@@ -22,8 +22,8 @@ from tunnel.server.metrics import (
     OTHER_HOSTS,
     HostLabels,
     ServerMetrics,
-    statusClass,
 )
+from tunnel.measures import statusClass
 from tunnel.server.outcome import Outcome, Refusal
 from tunnel.test.serversupport import Harness, RawLocal, TunnelClient
 
@@ -329,6 +329,6 @@ class BoundsTests(SynchronousTestCase):
     def test_statusClasses(self) -> None:
         """A status counts in its class."""
         self.assertEqual(
-            [statusClass(code) for code in (101, 200, 302, 404, 599)],
-            ["1xx", "2xx", "3xx", "4xx", "5xx"],
+            [statusClass(code) for code in (101, 200, 302, 404, 599, None, 600, 99)],
+            ["1xx", "2xx", "3xx", "4xx", "5xx", "none", "none", "none"],
         )
