@@ -189,7 +189,7 @@ def profile(options: argparse.Namespace, workDir: str) -> tuple[dict[str, str], 
                         tunnel_bench.buildGoPeer("tunnelpeer"))
     try:
         _, origin = launcher.origin()
-        tunnel = launcher.ours(origin, twistd)
+        tunnel = launcher.ours(origin, twistd, tuple(options.client_option))
         target = Target("ours", tunnel.port, tunnel.processes)
         runWrk(target, options.connections, 2)
         samplers = []
@@ -228,6 +228,9 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=10, help="length of the profiled run")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--limit", type=int, default=25, help="functions listed per table")
+    parser.add_argument("--client-option", action="append", default=[],
+                        help="an option of the client, e.g. --client-option=--inspect="
+                             "--client-option=tcp:0:interface=127.0.0.1 (repeatable)")
     return parser.parse_args(argv)
 
 

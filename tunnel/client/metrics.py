@@ -92,12 +92,13 @@ class ClientMetrics:
 
     def exchangeEnded(self, exchange: CapturedExchange) -> None:
         """Count a tunnelled connection that ended."""
-        self._byKind[exchange.kind].inc()
-        self._toLocal.inc(exchange.request.wireBytes)
-        self._fromLocal.inc(exchange.response.wireBytes)
+        kind = exchange.kind
+        self._byKind[kind].inc()
+        self._toLocal.inc(exchange.bytesIn)
+        self._fromLocal.inc(exchange.bytesOut)
         if exchange.refusal is not None:
             self._refusals.labels(exchange.refusal).inc()
-        if exchange.kind is Kind.HTTP:
+        if kind is Kind.HTTP:
             self._byClass[statusClass(exchange.status)].inc()
             if exchange.ended is not None:
                 self._duration.observe(exchange.duration(exchange.ended))

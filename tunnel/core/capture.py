@@ -1,21 +1,24 @@
 """
 What the client keeps of the connections going through the tunnel, sans
-I/O: each HTTP exchange's heads and the first bytes of its bodies, each
-WebSocket and TCP connection's byte counts, in a bounded store.
+I/O: each direction's first bytes as they went by, and its byte count.
 
 An L{ExchangeRecorder} is shown the bytes of one tunnelled connection as
-they go by, each direction read with L{tunnel.core.http}'s parsers (the
-one HTTP grammar); it keeps at most L{CaptureLimits.maxBodyBytes} of each
-body and, once a body is past that or a message is complete or malformed,
-only counts bytes: watching costs linear work, and memory that does not
-grow with the exchange.
+they go by and keeps the first of each direction: at most a head
+(L{tunnel.core.http.MAX_HEAD_BYTES}) and L{CaptureLimits.maxBodyBytes}
+more; after that it only counts. Keeping is a copy and a count, so the
+tunnel pays little for it. Reading is done when someone looks: an
+exchange's heads and bodies are read from what was kept with
+L{tunnel.core.http}'s parsers (the one HTTP grammar), once for each state
+of what was kept; the status and the request line, which the request log
+and the metrics want of every exchange, are read from the first lines
+alone, with the same grammar.
 
 The L{CaptureStore} holds the recorded exchanges: at most
 L{CaptureLimits.maxExchanges} of them and L{CaptureLimits.maxTotalBytes}
-of heads and bodies in all. Past either bound the oldest exchange is
-dropped, open or not (an open one stops being recorded). Observers are
-told when an exchange is added, changes (its request head, its response
-head, its end) or is dropped, to show them live.
+kept in all. Past either bound the oldest exchange is dropped, open or not
+(an open one stops being kept). Observers are told when an exchange is
+added, changes (its answer starts, it ends) or is dropped, to show them
+live.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from zope.interface import implementer
 
 from tunnel.core.http import (
     MAX_HEAD_BYTES,
+    MAX_LINE_BYTES,
     IRequestReceiver,
     IResponseReceiver,
     MessageError,
@@ -36,7 +40,9 @@ from tunnel.core.http import (
     RequestParser,
     ResponseHead,
     ResponseParser,
+    methodAndTarget,
     splitList,
+    statusCode,
 )
 
 #: The most exchanges kept, unless told otherwise.
@@ -45,8 +51,12 @@ DEFAULT_MAX_EXCHANGES = 500
 #: The most bytes of each body kept, unless told otherwise.
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 
-#: The most bytes of heads and bodies kept in all, unless told otherwise.
+#: The most bytes kept in all, unless told otherwise.
 DEFAULT_MAX_TOTAL_BYTES = 64 * 1024 * 1024
+
+# A head one byte longer than the most is kept, so that reading it says
+# it is too long rather than cut.
+_HEAD_ROOM = MAX_HEAD_BYTES + 5
 
 
 @attrs.frozen
@@ -57,9 +67,9 @@ class CaptureLimits:
     @ivar maxExchanges: the most exchanges kept.
     @ivar maxBodyBytes: the most bytes of each body kept; the rest is
         counted, and the body shown as truncated.
-    @ivar maxTotalBytes: the most bytes of heads and bodies kept in all. It
-        is at least what one exchange may keep (two heads and two bodies),
-        so that the newest exchange always fits.
+    @ivar maxTotalBytes: the most bytes kept in all. It is at least what
+        one exchange may keep (two heads and two bodies), so that the
+        newest exchange always fits.
     """
 
     maxExchanges: int = DEFAULT_MAX_EXCHANGES
@@ -80,9 +90,14 @@ class CaptureLimits:
             )
 
     @property
+    def directionBytes(self) -> int:
+        """The most bytes kept of one direction of an exchange."""
+        return _HEAD_ROOM + self.maxBodyBytes
+
+    @property
     def exchangeBytes(self) -> int:
         """The most bytes one exchange may keep."""
-        return 2 * (MAX_HEAD_BYTES + self.maxBodyBytes)
+        return 2 * self.directionBytes
 
 
 class Kind(enum.Enum):
@@ -103,45 +118,42 @@ class ExchangeState(enum.Enum):
 
 
 class MessageState(enum.Enum):
-    """How far one direction of an exchange has been read."""
+    """How much of one direction of an exchange was read."""
 
     #: Its head has not all come.
     HEAD = "head"
-    #: Its body is being kept.
+    #: Its body has not all come.
     BODY = "body"
-    #: It is complete; what follows is counted only.
+    #: It is complete.
     COMPLETE = "complete"
-    #: It is not read (a TCP connection, a WebSocket after its upgrade, a
-    #: body past the budget, an exchange dropped from the store): its bytes
-    #: are counted only.
+    #: It is not read as HTTP (a TCP connection, a WebSocket after its
+    #: upgrade) or not all kept (a body past the budget, an exchange
+    #: dropped from the store): its bytes are counted.
     COUNTING = "counting"
-    #: It broke the HTTP grammar; what follows is counted only.
+    #: It broke the HTTP grammar.
     MALFORMED = "malformed"
-
-
-_READING = (MessageState.HEAD, MessageState.BODY)
 
 
 def _text(value: bytes) -> str:
     return value.decode("latin-1")
 
 
-@attrs.define
+@attrs.frozen
 class CapturedMessage:
     """
-    One direction of a recorded exchange.
+    One direction of a recorded exchange, as read from what was kept.
 
-    @ivar state: how far it has been read.
+    @ivar state: how much of it was read.
     @ivar headers: its header fields, as they came.
     @ivar body: the first bytes of its body (de-chunked).
-    @ivar truncated: whether the body went on past what is kept.
+    @ivar truncated: whether it went on past what was kept.
     @ivar wireBytes: every byte that went by in this direction.
-    @ivar error: why it is malformed, if it is.
+    @ivar error: why it is malformed or cut, if it is.
     """
 
     state: MessageState = MessageState.HEAD
     headers: list[tuple[bytes, bytes]] = attrs.field(factory=list)
-    body: bytearray = attrs.field(factory=bytearray)
+    body: bytes = b""
     truncated: bool = False
     wireBytes: int = 0
     error: str | None = None
@@ -159,57 +171,245 @@ class CapturedMessage:
         return [(_text(name), _text(value)) for name, value in self.headers]
 
 
+@attrs.define
+class _Kept:
+    """What was kept of one direction, the most kept, and how many bytes went by."""
+
+    data: bytearray = attrs.field(factory=bytearray)
+    wireBytes: int = 0
+    limit: int = 0
+
+    def firstLine(self) -> bytes | None:
+        end = self.data.find(b"\n", 0, MAX_LINE_BYTES)
+        return None if end < 0 else bytes(self.data[:end]).rstrip(b"\r")
+
+
+@implementer(IRequestReceiver, IResponseReceiver)
+class _Reading:
+    """Reads one direction from what was kept."""
+
+    def __init__(self, maxBody: int) -> None:
+        self.head: RequestHead | ResponseHead | None = None
+        self.body = bytearray()
+        self.complete = False
+        self.cut = False
+        self._maxBody = maxBody
+
+    def headReceived(self, head: RequestHead | ResponseHead) -> None:
+        self.head = head
+
+    def bodyReceived(self, data: bytes) -> None:
+        room = self._maxBody - len(self.body)
+        if len(data) > room:
+            self.cut = True
+        self.body += data[:room]
+
+    def requestComplete(self) -> None:
+        self.complete = True
+
+    responseComplete = requestComplete
+
+    def read(
+        self, parser: RequestParser | ResponseParser, kept: _Kept, ended: bool
+    ) -> CapturedMessage:
+        """What C{parser} makes of C{kept}."""
+        whole = kept.wireBytes == len(kept.data)
+        state, error = MessageState.HEAD, None
+        try:
+            parser.dataReceived(bytes(kept.data))
+            if ended and whole and not parser.complete:
+                parser.connectionLost()
+        except MessageError as e:
+            state, error = MessageState.MALFORMED, str(e)
+        switched = isinstance(parser, ResponseParser) and parser.switched
+        if state is not MessageState.MALFORMED:
+            if switched or self.cut:
+                state = MessageState.COUNTING
+            elif self.complete or parser.complete:
+                state = MessageState.COMPLETE
+            elif not whole:
+                state = MessageState.COUNTING
+            elif self.head is not None:
+                state = MessageState.BODY
+        truncated = state is MessageState.COUNTING and not switched
+        headers = [] if self.head is None else self.head.headers
+        return CapturedMessage(state, headers, bytes(self.body), truncated, kept.wireBytes, error)
+
+
+@attrs.frozen
+class _Read:
+    """Both directions of an exchange, read."""
+
+    request: CapturedMessage
+    response: CapturedMessage
+    requestHead: RequestHead | None
+    responseHead: ResponseHead | None
+
+
+_UNREAD = CapturedMessage(MessageState.COUNTING)
+
+
 @attrs.define(eq=False)
 class CapturedExchange:
     """
     One tunnelled connection as recorded: an HTTP exchange, a WebSocket or
     a TCP connection.
 
+    Its heads and bodies are read from what was kept when they are first
+    asked for, and again only once more was kept or it ended.
+
     @ivar id: its number in the store, from 1.
-    @ivar kind: what it carries; an HTTP exchange becomes a WebSocket at
-        its C{101} answer.
     @ivar started: when it began, in the store's clock's seconds.
     @ivar destination: the local address it went to, as the caller names it.
     @ivar replayOf: the id of the exchange it replays, if it is a replay.
     @ivar state: whether it is open or ended.
     @ivar ended: when it ended, once it did.
-    @ivar method: the request's method, once its head came.
-    @ivar target: the request's target, once its head came.
-    @ivar host: the request's C{Host}, once its head came.
-    @ivar source: the public address it came from (the last
-        C{X-Forwarded-For} entry the tunnel server appends), if known.
-    @ivar status: the response's status code, once its head came.
-    @ivar reason: the response's reason phrase, once its head came.
-    @ivar request: what went to the local service.
-    @ivar response: what came back from it.
     @ivar refusal: why the client answered it itself instead of the local
         service (no local service, too many local connections), if it did.
+    @ivar problem: why it ended without a whole answer, when the client
+        knows more than the bytes say (a replay that timed out).
     @ivar dropped: whether the store let it go (and stopped keeping it).
-    @ivar retained: the bytes of heads and bodies it keeps.
+    @ivar retained: the bytes it keeps.
+    @ivar maxBodyBytes: the most bytes of each body it keeps.
     """
 
     id: int
-    kind: Kind
+    recordedKind: Kind
     started: float
     destination: object = None
     replayOf: int | None = None
     state: ExchangeState = ExchangeState.OPEN
     ended: float | None = None
-    method: str | None = None
-    target: str | None = None
-    host: str | None = None
-    source: str | None = None
-    status: int | None = None
-    reason: str | None = None
-    request: CapturedMessage = attrs.field(factory=CapturedMessage)
-    response: CapturedMessage = attrs.field(factory=CapturedMessage)
     refusal: str | None = None
+    problem: str | None = None
     dropped: bool = False
     retained: int = 0
+    maxBodyBytes: int = 0
+    toLocal: _Kept = attrs.field(factory=_Kept, repr=False)
+    fromLocal: _Kept = attrs.field(factory=_Kept, repr=False)
+    _read: _Read | None = attrs.field(default=None, repr=False)
+    _readOf: tuple[int, int, ExchangeState] | None = attrs.field(default=None, repr=False)
 
     def duration(self, now: float) -> float:
         """Seconds from its start to its end, or to C{now} while it is open."""
         return max(0.0, (now if self.ended is None else self.ended) - self.started)
+
+    # -- from the first lines alone ---------------------------------------
+
+    @property
+    def bytesIn(self) -> int:
+        """The bytes that went to the local service."""
+        return self.toLocal.wireBytes
+
+    @property
+    def bytesOut(self) -> int:
+        """The bytes that came back from it."""
+        return self.fromLocal.wireBytes
+
+    @property
+    def truncated(self) -> bool:
+        """Whether an HTTP exchange went on past what was kept of it."""
+        return self.kind is Kind.HTTP and (
+            self.toLocal.wireBytes > len(self.toLocal.data)
+            or self.fromLocal.wireBytes > len(self.fromLocal.data)
+        )
+
+    @property
+    def status(self) -> int | None:
+        """The response's status code, once its status line came."""
+        line = self.fromLocal.firstLine() if self.recordedKind is not Kind.TCP else None
+        code = None if line is None else statusCode(line)
+        if code is not None and 100 <= code < 200 and code != 101:
+            # Informational answers come first: the final one is further on.
+            head = self.reading().responseHead
+            return None if head is None else head.code
+        return code
+
+    @property
+    def kind(self) -> Kind:
+        """What it carries: an HTTP exchange answered C{101} is a WebSocket."""
+        if self.recordedKind is Kind.HTTP and self.status == 101:
+            return Kind.WEBSOCKET
+        return self.recordedKind
+
+    def _requestLine(self) -> tuple[bytes, bytes] | None:
+        line = self.toLocal.firstLine() if self.recordedKind is not Kind.TCP else None
+        return None if line is None else methodAndTarget(line)
+
+    @property
+    def method(self) -> str | None:
+        """The request's method, once its request line came."""
+        line = self._requestLine()
+        return None if line is None else _text(line[0])
+
+    @property
+    def target(self) -> str | None:
+        """The request's target, once its request line came."""
+        line = self._requestLine()
+        return None if line is None else _text(line[1])
+
+    # -- read from what was kept ----------------------------------------------
+
+    def reading(self) -> _Read:
+        """Both directions, read from what was kept (again only if that changed)."""
+        key = (len(self.toLocal.data), len(self.fromLocal.data), self.state)
+        if self._read is None or self._readOf != key:
+            self._read, self._readOf = self._readNow(), key
+        return self._read
+
+    def _readNow(self) -> _Read:
+        if self.recordedKind is Kind.TCP:
+            request = attrs.evolve(_UNREAD, wireBytes=self.toLocal.wireBytes)
+            response = attrs.evolve(_UNREAD, wireBytes=self.fromLocal.wireBytes)
+            return _Read(request, response, None, None)
+        ended = self.state is ExchangeState.ENDED
+        requestReading = _Reading(self.maxBodyBytes)
+        request = requestReading.read(RequestParser(requestReading), self.toLocal, ended)
+        requestHead = requestReading.head
+        assert requestHead is None or isinstance(requestHead, RequestHead)
+        method, upgrade = (b"GET", False) if requestHead is None else (
+            requestHead.method, requestHead.upgrade
+        )
+        responseReading = _Reading(self.maxBodyBytes)
+        response = responseReading.read(
+            ResponseParser(responseReading, method, upgrade), self.fromLocal, ended
+        )
+        responseHead = responseReading.head
+        assert responseHead is None or isinstance(responseHead, ResponseHead)
+        return _Read(request, response, requestHead, responseHead)
+
+    @property
+    def request(self) -> CapturedMessage:
+        """What went to the local service."""
+        return self.reading().request
+
+    @property
+    def response(self) -> CapturedMessage:
+        """What came back from it."""
+        return self.reading().response
+
+    @property
+    def host(self) -> str | None:
+        """The request's C{Host}, once its head came."""
+        head = self.reading().requestHead
+        hosts = [] if head is None else head.values(b"host")
+        return _text(hosts[0]) if hosts else None
+
+    @property
+    def source(self) -> str | None:
+        """
+        The public address it came from (the last C{X-Forwarded-For} entry,
+        which the tunnel server appends), if known.
+        """
+        head = self.reading().requestHead
+        forwardedFor = [] if head is None else splitList(head.values(b"x-forwarded-for"))
+        return _text(forwardedFor[-1]) if forwardedFor else None
+
+    @property
+    def reason(self) -> str | None:
+        """The response's reason phrase, once its head came."""
+        head = self.reading().responseHead
+        return None if head is None else _text(head.phrase)
 
 
 class StoreEvent(enum.Enum):
@@ -223,71 +423,10 @@ class StoreEvent(enum.Enum):
 StoreObserver = Callable[[StoreEvent, CapturedExchange], object]
 
 
-def _headSize(fields: list[tuple[bytes, bytes]], firstLine: int) -> int:
-    return firstLine + sum(len(name) + len(value) + 4 for name, value in fields)
-
-
-@implementer(IRequestReceiver, IResponseReceiver)
-class _Direction:
-    """
-    Reads one direction of an exchange with its parser and keeps what the
-    store lets it keep.
-    """
-
-    def __init__(self, recorder: ExchangeRecorder, message: CapturedMessage) -> None:
-        self._recorder = recorder
-        self.message = message
-        self.parser: RequestParser | ResponseParser | None = None
-
-    def feed(self, data: bytes) -> None:
-        message = self.message
-        message.wireBytes += len(data)
-        if message.state not in _READING or self.parser is None:
-            return
-        try:
-            self.parser.dataReceived(data)
-        except MessageError as e:
-            message.state = MessageState.MALFORMED
-            message.error = str(e)
-            self._recorder.changed()
-
-    def headReceived(self, head: RequestHead | ResponseHead) -> None:
-        message = self.message
-        message.headers = head.headers
-        message.state = MessageState.BODY
-        self._recorder.headReceived(self, head)
-
-    def bodyReceived(self, data: bytes) -> None:
-        message = self.message
-        room = self._recorder.room(len(message.body))
-        kept = data[:room]
-        if kept:
-            message.body += kept
-            self._recorder.charge(len(kept))
-        if len(data) > room:
-            message.truncated = True
-            message.state = MessageState.COUNTING
-
-    def requestComplete(self) -> None:
-        self._complete()
-
-    def responseComplete(self) -> None:
-        self._complete()
-
-    def _complete(self) -> None:
-        if self.message.state in _READING:
-            self.message.state = MessageState.COMPLETE
-
-    def stopReading(self) -> None:
-        """Count this direction's bytes only, from now on."""
-        if self.message.state in _READING:
-            self.message.state = MessageState.COUNTING
-
-
 class ExchangeRecorder:
     """
-    Records one tunnelled connection into its L{CapturedExchange} as its
-    bytes go by.
+    Keeps the first bytes of one tunnelled connection, and counts them
+    all, as they go by.
 
     @ivar exchange: what it records into.
     """
@@ -295,31 +434,40 @@ class ExchangeRecorder:
     def __init__(self, exchange: CapturedExchange, store: CaptureStore | None = None) -> None:
         """
         @param store: the store that keeps the exchange; without one only
-            the heads and byte counts are recorded (for a request log).
+            the first lines are kept (for a request log and the metrics).
         """
         self.exchange = exchange
         self._store = store
-        self._maxBody = 0 if store is None else store.limits.maxBodyBytes
-        self._request = _Direction(self, exchange.request)
-        self._response = _Direction(self, exchange.response)
-        if exchange.kind is Kind.TCP:
-            self._request.stopReading()
-            self._response.stopReading()
+        if exchange.recordedKind is Kind.TCP:
+            limit = 0
+        elif store is None:
+            limit = MAX_LINE_BYTES
         else:
-            self._request.parser = RequestParser(self._request)
+            limit = store.limits.directionBytes
+            exchange.maxBodyBytes = store.limits.maxBodyBytes
+        exchange.toLocal.limit = exchange.fromLocal.limit = limit
+        self._answered = False
 
     def requestData(self, data: bytes) -> None:
         """Bytes went to the local service."""
-        self._request.feed(data)
+        self._keep(self.exchange.toLocal, data)
 
     def responseData(self, data: bytes) -> None:
         """Bytes came back from the local service."""
-        response = self._response
-        if response.parser is None and response.message.state is MessageState.HEAD:
-            # An answer before the request head (the client's own 503):
-            # read it as the answer to a plain request.
-            response.parser = ResponseParser(response, b"GET")
-        response.feed(data)
+        self._keep(self.exchange.fromLocal, data)
+        if not self._answered:
+            # The answer started: its status line is there to be shown.
+            self._answered = True
+            self.changed()
+
+    def _keep(self, kept: _Kept, data: bytes) -> None:
+        kept.wireBytes += len(data)
+        room = kept.limit - len(kept.data)
+        if room > 0:
+            piece = data[:room]
+            kept.data += piece
+            if self._store is not None:
+                self._store.charge(self.exchange, len(piece))
 
     def end(self, now: float) -> None:
         """Both the stream and the local connection are closed."""
@@ -328,48 +476,7 @@ class ExchangeRecorder:
             return
         exchange.state = ExchangeState.ENDED
         exchange.ended = now
-        for direction in (self._request, self._response):
-            parser, direction.parser = direction.parser, None
-            if direction.message.state in _READING and parser is not None:
-                try:
-                    parser.connectionLost()
-                except MessageError as e:
-                    direction.message.error = str(e)
         self.changed()
-
-    # -- what the directions report ------------------------------------------
-
-    def headReceived(self, direction: _Direction, head: RequestHead | ResponseHead) -> None:
-        exchange = self.exchange
-        if isinstance(head, RequestHead):
-            exchange.method = _text(head.method)
-            exchange.target = _text(head.target)
-            hosts = head.values(b"host")
-            exchange.host = _text(hosts[0]) if hosts else None
-            forwardedFor = splitList(head.values(b"x-forwarded-for"))
-            exchange.source = _text(forwardedFor[-1]) if forwardedFor else None
-            self._response.parser = ResponseParser(self._response, head.method, head.upgrade)
-            self.charge(_headSize(head.headers, len(head.method) + len(head.target) + 11))
-        else:
-            exchange.status = head.code
-            exchange.reason = _text(head.phrase)
-            if head.code == 101:
-                exchange.kind = Kind.WEBSOCKET
-                self._request.stopReading()
-                self._response.stopReading()
-            self.charge(_headSize(head.headers, len(head.phrase) + 15))
-        self.changed()
-
-    def room(self, kept: int) -> int:
-        """How many more body bytes a body that keeps C{kept} may keep."""
-        if self.exchange.dropped:
-            return 0
-        return max(0, self._maxBody - kept)
-
-    def charge(self, size: int) -> None:
-        """The exchange keeps C{size} more bytes."""
-        if self._store is not None:
-            self._store.charge(self.exchange, size)
 
     def changed(self) -> None:
         """Tell the store's observers that the exchange changed."""
@@ -377,15 +484,17 @@ class ExchangeRecorder:
             self._store.changed(self.exchange)
 
     def drop(self) -> None:
-        """The store let the exchange go: keep nothing more."""
+        """
+        The store let the exchange go: keep no more than the first lines,
+        for the request log and the metrics.
+        """
         exchange = self.exchange
         exchange.dropped = True
-        for direction in (self._request, self._response):
-            direction.stopReading()
-            if direction.message.body:
-                direction.message.truncated = True
-            direction.message.body = bytearray()
         exchange.retained = 0
+        for kept in (exchange.toLocal, exchange.fromLocal):
+            end = kept.data.find(b"\n", 0, MAX_LINE_BYTES)
+            kept.data = kept.data[: MAX_LINE_BYTES if end < 0 else end + 1]
+            kept.limit = min(kept.limit, MAX_LINE_BYTES if end < 0 else end + 1)
 
 
 class CaptureStore:

@@ -1,9 +1,9 @@
 """
 The client's line per forwarded HTTP exchange, sans I/O: how it says what
-an L{ExchangeRecorder} read of the bytes going by.
+an L{tunnel.core.capture.ExchangeRecorder} kept of the bytes going by.
 
-The heads are read with L{tunnel.core.http}'s grammar; a malformed one is
-shown as dashes. What the public wrote (the method, the target) is shown
+The request and status lines are read with L{tunnel.core.http}'s grammar;
+a malformed one is shown as dashes. What the public wrote (the method, the target) is shown
 with anything outside printable ASCII replaced, so that a request cannot
 write control sequences to the terminal of the client's user.
 """
@@ -61,7 +61,7 @@ def summarise(exchange: CapturedExchange, now: float) -> ExchangeSummary:
         "-" if exchange.method is None else _printable(exchange.method, 20),
         "-" if exchange.target is None else _printable(exchange.target, MAX_TARGET_SHOWN),
         exchange.status,
-        exchange.request.wireBytes,
-        exchange.response.wireBytes,
+        exchange.bytesIn,
+        exchange.bytesOut,
         exchange.duration(now),
     )

@@ -15,7 +15,6 @@ from tunnel.core.capture import (
     MessageState,
     StoreEvent,
 )
-from tunnel.core.http import MAX_HEAD_BYTES
 
 REQUEST = (
     b"POST /api/items?x=1 HTTP/1.1\r\nHost: app.example\r\n"
@@ -165,7 +164,7 @@ class StoreTests(SynchronousTestCase):
         Past the most bytes in all, the oldest exchanges go, open or not: an
         open one dropped stops being kept, and its memory is given back.
         """
-        limits = CaptureLimits(maxBodyBytes=1000, maxTotalBytes=2 * (MAX_HEAD_BYTES + 1000))
+        limits = CaptureLimits(maxBodyBytes=1000, maxTotalBytes=CaptureLimits(maxBodyBytes=1000).exchangeBytes)
         captures = CaptureStore(limits, Clock())
         first = captures.record(Kind.HTTP)
         head = b"PUT / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n"
@@ -188,7 +187,10 @@ class StoreTests(SynchronousTestCase):
         )
 
     def test_observers(self) -> None:
-        """Observers hear of each exchange added, its heads, its end, and its drop."""
+        """
+        Observers hear of each exchange added, its answer starting, its end,
+        and its drop.
+        """
         captures, _ = store(maxExchanges=1)
         events: list[tuple[StoreEvent, int]] = []
         captures.subscribe(lambda event, exchange: events.append((event, exchange.id)))
@@ -201,7 +203,6 @@ class StoreTests(SynchronousTestCase):
             events,
             [
                 (StoreEvent.ADDED, 1),
-                (StoreEvent.CHANGED, 1),
                 (StoreEvent.CHANGED, 1),
                 (StoreEvent.CHANGED, 1),
                 (StoreEvent.ADDED, 2),

@@ -52,11 +52,12 @@ def summaryJSON(exchange: CapturedExchange, now: float) -> dict[str, Any]:
         "source": exchange.source,
         "status": exchange.status,
         "reason": exchange.reason,
-        "bytesIn": exchange.request.wireBytes,
-        "bytesOut": exchange.response.wireBytes,
-        "truncated": exchange.request.truncated or exchange.response.truncated,
+        "bytesIn": exchange.bytesIn,
+        "bytesOut": exchange.bytesOut,
+        "truncated": exchange.truncated,
         "local": None if exchange.destination is None else str(exchange.destination),
         "refusal": exchange.refusal,
+        "problem": exchange.problem,
         "replayOf": exchange.replayOf,
     }
 

@@ -80,7 +80,7 @@ def replay(
         ended.callback(None)
 
     def timedOut() -> None:
-        recorder.exchange.response.error = f"no whole answer within {timeout:g} s"
+        recorder.exchange.problem = f"no whole answer within {timeout:g} s"
         if connection:
             connection[0].transport.abortConnection()
         else:
