@@ -148,9 +148,9 @@ body, 64 MiB in all), on fresh processes each round, the two swapping
 places each round. ``GET /`` is loaded with wrk at 1 and 32 connections,
 {seconds} s per point after a warm-up; then a 100 MiB download and a 100
 MiB upload with curl. No page is open on the inspector: what is measured is
-the capture itself (every exchange's heads parsed, the first 256 KiB of
-each body kept, the store and the metrics kept up to date). The target:
-capture costs at most 10% of throughput.
+the capture itself (the first bytes of each direction kept, a head and 256
+KiB of body, the request and status lines read, the store and the metrics
+kept up to date). The target: capture costs at most 10% of throughput.
 
 """
 
