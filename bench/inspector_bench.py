@@ -25,8 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 import tempfile
@@ -36,7 +34,6 @@ from typing import Any
 
 from tunnel_bench import (
     DOC,
-    RESULTS_DIR,
     TRANSFER_SIZE,
     Launcher,
     Target,
@@ -46,6 +43,7 @@ from tunnel_bench import (
     missingTools,
     rstTable,
     runWrk,
+    saveResults,
     sourceRevision,
     textTable,
     upload,
@@ -201,11 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "records": records,
         "wall_seconds": time.monotonic() - started,
     }
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(RESULTS_DIR, f"inspector-{stamp}.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
+    path = saveResults(report, "inspector")
     print()
     print(textTable(header, rows))
     print(f"\nresults: {path}  ({report['wall_seconds']:.0f} s)")

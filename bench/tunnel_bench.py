@@ -979,6 +979,16 @@ def writeDoc(section: str, path: str = DOC, title: str = SECTION_TITLE) -> None:
 # -- main ---------------------------------------------------------------------------
 
 
+def saveResults(report: dict[str, Any], name: str) -> str:
+    """Write C{report} as JSON to C{bench/results/NAME-TIMESTAMP.json}; return the path."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(RESULTS_DIR, f"{name}-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    return path
+
+
 def sourceRevision() -> str:
     """The commit the code under test is at, and whether C{tunnel/} has changes on top."""
     def git(*arguments: str) -> str:
@@ -1076,11 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
         "records": records,
         "wall_seconds": time.monotonic() - started,
     }
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(RESULTS_DIR, f"tunnel-{stamp}.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
+    path = saveResults(report, "tunnel")
     print()
     print(textTable(header, rows))
     print(f"\nresults: {path}  ({report['wall_seconds']:.0f} s)")
