@@ -185,7 +185,8 @@ def _fittedConnectionCap(wanted: int) -> int | None:
 
 class InspectedClientService(MultiService):
     """
-    A tunnel client and its inspector, started in that order.
+    A tunnel client's inspector and the client, started in that order (the
+    inspector's address is said before the tunnel comes up).
 
     @ivar client: the L{TunnelClientService}.
     @ivar inspector: the L{InspectorService}.

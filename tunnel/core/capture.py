@@ -191,7 +191,6 @@ class _Reading:
     def __init__(self, maxBody: int) -> None:
         self.head: RequestHead | ResponseHead | None = None
         self.body = bytearray()
-        self.complete = False
         self.cut = False
         self._maxBody = maxBody
 
@@ -205,7 +204,7 @@ class _Reading:
         self.body += data[:room]
 
     def requestComplete(self) -> None:
-        self.complete = True
+        """The parser says so too (C{complete})."""
 
     responseComplete = requestComplete
 
@@ -225,7 +224,7 @@ class _Reading:
         if state is not MessageState.MALFORMED:
             if switched or self.cut:
                 state = MessageState.COUNTING
-            elif self.complete or parser.complete:
+            elif parser.complete:
                 state = MessageState.COMPLETE
             elif not whole:
                 state = MessageState.COUNTING
