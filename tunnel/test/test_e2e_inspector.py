@@ -227,6 +227,8 @@ class InspectorAPITests(InspectedTunnelMixin, TestCase):
         code, status = yield tunnel.api("GET", "/api/status")
         self.assertEqual((code, status["state"], status["connected"]), (200, "connected", True))
         self.assertEqual(status["forwards"][0]["public"], f"http://{HOST}:{tunnel.publicPort}/")
+        self.assertEqual(status["hosts"], [HOST])
+        self.assertGreater(status["since"], 0)
         response = yield treq.get(tunnel.inspector + "metrics", persistent=False)
         values = metricValues((yield treq.text_content(response)))
         self.assertEqual(values[("tunnel_client_requests_total", (("status_class", "2xx"),))], 2)

@@ -11,6 +11,7 @@ command).
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -89,6 +90,7 @@ class Inspector:
             "since": state.since,
             "server": client.endpoint.settings.host,
             "rttMs": None if rtt is None else round(rtt * 1000, 3),
+            "hosts": sorted({urlsplit(forward.public).hostname or "" for forward in state.forwards}),
             "forwards": [
                 {"public": forward.public, "local": forward.destination}
                 for forward in state.forwards

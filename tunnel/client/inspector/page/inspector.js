@@ -74,13 +74,16 @@ function rowFor(exchange) {
   if (exchange.replayOf) badges.push(el("span", { class: "badge replay" }, `replay of #${exchange.replayOf}`));
   if (exchange.state === "open") badges.push(el("span", { class: "badge open" }, "open"));
   if (exchange.refusal) badges.push(el("span", { class: "badge" }, exchange.refusal.replaceAll("_", " ")));
-  const row = el("tr", { class: "exchange", "data-id": String(exchange.id), title: exchange.host || "" },
+  const row = el("tr", { class: "exchange", "data-id": String(exchange.id) },
     el("td", { class: "muted" }, clock(exchange.started)),
     el("td", { class: "method" }, exchange.kind === "tcp" ? "TCP" : exchange.method || "—"),
     el("td", { class: "path" }, label(exchange), ...badges),
+    el("td", { class: "host" }, exchange.host || ""),
     el("td", {}, statusCell(exchange)),
     el("td", { class: "num" }, duration(exchange.durationMs)),
-    el("td", { class: "num" }, size(exchange.bytesOut)));
+    el("td", { class: "num" }, size(exchange.bytesIn)),
+    el("td", { class: "num" }, size(exchange.bytesOut)),
+    el("td", { class: "muted" }, exchange.source || ""));
   row.addEventListener("click", () => select(exchange.id));
   if (exchange.id === state.selected) row.classList.add("selected");
   row.hidden = !matches(exchange);
