@@ -19,6 +19,9 @@ import attrs
 #: The most bytes of a body shown, decompressed or not.
 MAX_SHOWN_BYTES = 1024 * 1024
 
+#: The most fields of a form shown a field per line; a longer one is shown as text.
+MAX_FORM_FIELDS = 10_000
+
 #: The bytes of a binary body shown, as hexadecimal.
 HEX_PREVIEW_BYTES = 256
 
@@ -115,12 +118,18 @@ def viewBody(
     if isJSON:
         try:
             return view(BodyKind.JSON, json.dumps(json.loads(shown), indent=2, ensure_ascii=False))
-        except ValueError:
+        except (ValueError, RecursionError):
+            # Not JSON, or nested deeper than the interpreter's stack: as text.
             pass
     if mediaType == "application/x-www-form-urlencoded":
         text = _asText(shown, True)
-        if text is not None:
-            pairs = parse_qsl(text, keep_blank_values=True)
+        try:
+            pairs = None if text is None else parse_qsl(
+                text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+            )
+        except ValueError:
+            pairs = None
+        if pairs is not None:
             return view(BodyKind.FORM, "\n".join(f"{name} = {value}" for name, value in pairs))
     declared = mediaType is not None and mediaType.startswith(_TEXT_TYPES)
     text = _asText(shown, declared or isJSON)

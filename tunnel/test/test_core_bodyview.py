@@ -45,6 +45,16 @@ class ViewTests(SynchronousTestCase):
         self.assertEqual(len(view.text.splitlines()), 16)
         self.assertEqual(viewBody(b"\x00\x01text", None, None, True).kind, BodyKind.BINARY)
 
+    def test_hostile(self) -> None:
+        """
+        JSON nested past the interpreter's stack, and a form of a million
+        fields, are shown as text, not as an error.
+        """
+        deep = viewBody(b"[" * 200_000, "application/json", None, False)
+        self.assertEqual((deep.kind, len(deep.text)), (BodyKind.TEXT, 200_000))
+        fields = viewBody(b"a&" * 1_000_000, "application/x-www-form-urlencoded", None, True)
+        self.assertEqual(fields.kind, BodyKind.TEXT)
+
     def test_empty(self) -> None:
         self.assertEqual(viewBody(b"", "text/plain", None, True).kind, BodyKind.EMPTY)
 

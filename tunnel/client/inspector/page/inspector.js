@@ -138,9 +138,12 @@ function showStatus(status) {
   $("status-text").textContent = text;
   node.title = status.detail || "";
   const list = $("forwards");
+  // The addresses come from the server: only a web address becomes a link.
+  const link = (address) => /^https?:\/\//i.test(address)
+    ? el("a", { href: address, target: "_blank", rel: "noreferrer" }, address)
+    : el("span", {}, address);
   list.replaceChildren(...(status.forwards || []).map((forward) => el("li", {},
-    el("a", { href: forward.public, target: "_blank", rel: "noreferrer" }, forward.public),
-    ` → ${forward.local}`)));
+    link(forward.public), ` → ${forward.local}`)));
 }
 
 function headersTable(headers) {
