@@ -39,6 +39,7 @@ from tunnel.core.http import (
     RequestHead,
     RequestParser,
     ResponseHead,
+    ResponseHeadReader,
     ResponseParser,
     methodAndTarget,
     splitList,
@@ -446,6 +447,7 @@ class ExchangeRecorder:
             exchange.maxBodyBytes = store.limits.maxBodyBytes
         exchange.toLocal.limit = exchange.fromLocal.limit = limit
         self._answered = False
+        self._switching = False
 
     def requestData(self, data: bytes) -> None:
         """Bytes went to the local service."""
@@ -453,11 +455,37 @@ class ExchangeRecorder:
 
     def responseData(self, data: bytes) -> None:
         """Bytes came back from the local service."""
-        self._keep(self.exchange.fromLocal, data)
+        fromLocal = self.exchange.fromLocal
+        self._keep(fromLocal, data)
         if not self._answered:
             # The answer started: its status line is there to be shown.
             self._answered = True
+            self._switching = self.exchange.status == 101
             self.changed()
+        if self._switching:
+            self._keepNoFrames(fromLocal)
+
+    def _keepNoFrames(self, fromLocal: _Kept) -> None:
+        """
+        Once the whole C{101} head is kept, keep nothing more: what follows
+        either way is WebSocket frames, counted only, so that a chatty
+        WebSocket does not push the HTTP exchanges out of the store.
+        """
+        try:
+            found = ResponseHeadReader().feed(bytes(fromLocal.data))
+        except MessageError:
+            found = None
+        if found is None and len(fromLocal.data) < fromLocal.limit:
+            return
+        self._switching = False
+        toLocal = self.exchange.toLocal
+        kept = len(fromLocal.data) - (0 if found is None else len(found[1]))
+        freed = len(fromLocal.data) - kept
+        fromLocal.data = fromLocal.data[:kept]
+        fromLocal.limit = kept
+        toLocal.limit = len(toLocal.data)
+        if self._store is not None:
+            self._store.charge(self.exchange, -freed)
 
     def _keep(self, kept: _Kept, data: bytes) -> None:
         kept.wireBytes += len(data)

@@ -107,6 +107,13 @@ class RecorderTests(SynchronousTestCase):
         self.assertEqual(exchange.response.state, MessageState.COUNTING)
         self.assertEqual(bytes(exchange.request.body + exchange.response.body), b"")
         self.assertGreater(exchange.request.wireBytes, 8000)
+        recorder.responseData(b"\x81\x02hi" * 1000)
+        # The frames either way are counted, not kept.
+        self.assertEqual(
+            captures.retainedBytes, len(exchange.toLocal.data) + len(exchange.fromLocal.data)
+        )
+        self.assertLess(captures.retainedBytes, 200)
+        self.assertEqual(exchange.response.headers, [(b"Upgrade", b"websocket")])
 
     def test_tcp(self) -> None:
         """A TCP connection is not read as HTTP: its bytes are counted."""
