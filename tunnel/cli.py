@@ -7,8 +7,9 @@ services in the foreground, logging to standard error one line per event.
 Their exit status is L{EXIT_STOPPED} after a stop by C{SIGINT} or
 C{SIGTERM}, L{EXIT_FAILED} when the service cannot start (a port in use, a
 port it may not bind) or the server refused the client's identifier
-C{--give-up-after} times in a row (3 by default here, never under twistd),
-and L{EXIT_USAGE} for a usage error, which is said
+C{--give-up-after} times in a row (3 by default here, never under twistd;
+with several servers, every server did), and L{EXIT_USAGE} for a usage
+error, which is said
 in two lines, the second naming the fix, never as the whole help and never
 as a traceback.
 """
@@ -229,17 +230,19 @@ def run(command: Command, argv: list[str], reactor: object = None) -> int:
     if problem is not None:
         sys.stderr.write(f"{command.name}: {problem}\n")
         return EXIT_FAILED
-    refusals: list[str] = []
-    client = tap.clientServiceOf(service)
-    if client is not None:
+    refusals: dict[int, str] = {}
+    clients = tap.clientServicesOf(service)
+    for index, client in enumerate(clients):
 
-        def watch(state: ClientState) -> None:
+        def watch(state: ClientState, index: int = index) -> None:
             if state.forwards:
                 sys.stdout.write(forwardsBlock(state.forwards))
                 sys.stdout.flush()
             if state.name == "refused":
-                refusals.append(state.detail)
-                reactor.stop()  # type: ignore[attr-defined]
+                refusals[index] = state.detail
+                # With several servers, the client goes on while one serves.
+                if len(refusals) == len(clients):
+                    reactor.stop()  # type: ignore[attr-defined]
 
         client.addStateObserver(watch)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
@@ -247,8 +250,9 @@ def run(command: Command, argv: list[str], reactor: object = None) -> int:
         _log.info, "{command} is running; Ctrl-C stops it", command=command.name
     )
     reactor.run()  # type: ignore[attr-defined]
-    if refusals:
-        sys.stderr.write(f"{command.name}: {refusals[0]}\n")
+    if clients and len(refusals) == len(clients):
+        for index in sorted(refusals):
+            sys.stderr.write(f"{command.name}: {refusals[index]}\n")
         return EXIT_FAILED
     return EXIT_STOPPED
 

@@ -476,7 +476,8 @@ class ClientOptions(_ConfigurableOptions):
     """
     Options of C{twistd tunnel-client}.
 
-    After parsing: C{self["serverAddress"]} is the L{ServerAddress} and
+    After parsing: C{self["serverAddresses"]} lists the L{ServerAddress}es
+    (C{self["serverAddress"]} is the first) and
     C{self["settings"]} the L{TunnelSettings} (identifier, routes built from
     the C{--local} and C{--local-ports} options, stop timeout, keep-alive,
     the most local connections).
@@ -490,9 +491,6 @@ class ClientOptions(_ConfigurableOptions):
         f"{IDENTIFIER_ENVIRONMENT}, which keep it out of the process list."
     )
     optParameters = [
-        ["server", None, None,
-         "The tunnel server: HOST:PORT, or a Twisted client endpoint such as "
-         "tls:tunnel.example.com:443."],
         ["identifier", None, None, "The secret identifier the server knows this client by."],
         ["identifier-file", None, None, "Read the identifier from this file."],
         ["token", None, None,
@@ -534,9 +532,14 @@ class ClientOptions(_ConfigurableOptions):
 
     def __init__(self) -> None:
         super().__init__()
+        self["server"] = []
         self["local"] = []
         self["local-ports"] = []
         self["access"] = None
+
+    def opt_server(self, address: str) -> None:
+        """ADDRESS: the tunnel server: HOST:PORT, its URL (https://tunnel.example.com), or a Twisted client endpoint such as tls:tunnel.example.com:443. Repeatable: the client then keeps a tunnel to each server at once, and any of them serves the public while the others are down."""
+        self["server"].append(address.strip())
 
     def opt_local(self, address: str) -> None:
         """ADDR or PORT=ADDR: where to forward requests. ADDR alone (HOST:PORT, a port, or a client endpoint string) receives every HTTP and WebSocket request; PORT=ADDR forwards what comes for public port PORT, HTTP or TCP (repeatable). Without a fixed ADDR, HTTP requests whose Host names no port (or port 80) go to 127.0.0.1:80; any other port not given here or in --local-ports is refused (502)."""
@@ -576,14 +579,20 @@ class ClientOptions(_ConfigurableOptions):
 
         if not self["server"]:
             raise usage.UsageError("--server is required")
-        try:
-            self["serverAddress"] = parseServerAddress(self["server"])
-        except ValueError as e:
-            raise usage.UsageError(f"--server: {e}") from None
-        try:
-            self["serverAddress"].endpoint(reactor)
-        except Exception as e:
-            raise usage.UsageError(f"--server {self['server']!r}: {endpointProblem(e)}") from None
+        addresses = []
+        for server in self["server"]:
+            try:
+                address = parseServerAddress(server)
+                address.endpoint(reactor)
+            except ValueError as e:
+                raise usage.UsageError(f"--server {server!r}: {e}") from None
+            except Exception as e:
+                raise usage.UsageError(f"--server {server!r}: {endpointProblem(e)}") from None
+            if address in addresses:
+                raise usage.UsageError(f"--server {server!r} is given twice")
+            addresses.append(address)
+        self["serverAddresses"] = addresses
+        self["serverAddress"] = addresses[0]
         try:
             PortRanges.fromStrings(self["local-ports"])
         except ValueError as e:
@@ -670,11 +679,15 @@ class ClientOptions(_ConfigurableOptions):
                 "give an identifier or a token, not both: with a token, the identifier "
                 "the server registers is kept in the state file"
             )
+        if len(self["serverAddresses"]) > 1:
+            raise usage.UsageError(
+                "a token takes one --server: the host it registers lives on that server"
+            )
         if self["subdomain"] is not None:
             self["subdomain"] = self["subdomain"].strip().lower()
         self["stateFile"] = StateFile(self["state-file"] or defaultStatePath())
         self["registrationKey"] = registrationKey(
-            self["serverAddress"].host or self["server"], self["subdomain"]
+            self["serverAddress"].host or self["server"][0], self["subdomain"]
         )
         try:
             kept = self["stateFile"].registration(self["registrationKey"])

@@ -4,6 +4,7 @@ The services behind C{twistd tunnel-server} and C{twistd tunnel-client}.
 
 from __future__ import annotations
 
+import attrs
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -13,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnel.client import TunnelClientService, TunnelEndpoint
+from tunnel.client.endpoint import connectorFor
 from tunnel.client.inspector import (
     DEFAULT_FALLBACKS,
     DEFAULT_INSPECT,
@@ -183,57 +185,75 @@ def _fittedConnectionCap(wanted: int) -> int | None:
     return fitted
 
 
-class InspectedClientService(MultiService):
+class TunnelClientsService(MultiService):
     """
-    A tunnel client's inspector and the client, started in that order (the
-    inspector's address is said before the tunnel comes up).
+    The tunnel clients of one local side, one per server, and the
+    inspector of them all, if any; the inspector starts first (its address
+    is said before the tunnels come up).
 
-    @ivar client: the L{TunnelClientService}.
-    @ivar inspector: the L{InspectorService}.
+    @ivar clients: the L{TunnelClientService}s, in the order of the servers.
+    @ivar inspector: the L{InspectorService}, or L{None}.
     """
 
-    def __init__(self, client: TunnelClientService, inspector: InspectorService) -> None:
+    def __init__(
+        self, clients: list[TunnelClientService], inspector: InspectorService | None = None
+    ) -> None:
         super().__init__()
-        self.client = client
+        self.clients = clients
         self.inspector = inspector
-        inspector.setServiceParent(self)
-        client.setServiceParent(self)
+        if inspector is not None:
+            inspector.setServiceParent(self)
+        for client in clients:
+            client.setServiceParent(self)
 
 
-def clientServiceOf(service: IService) -> TunnelClientService | None:
-    """The tunnel client of a service L{makeClientService} built, if it is one."""
-    if isinstance(service, InspectedClientService):
-        return service.client
-    return service if isinstance(service, TunnelClientService) else None
+def clientServicesOf(service: IService) -> list[TunnelClientService]:
+    """The tunnel clients of a service L{makeClientService} built."""
+    if isinstance(service, TunnelClientsService):
+        return service.clients
+    return [service] if isinstance(service, TunnelClientService) else []
 
 
 def makeClientService(options: ClientOptions, reactor: object = None) -> IService:
-    """Build the tunnel client's service (and its inspector's) from its options."""
+    """
+    Build the tunnel client's service from its options: a
+    L{TunnelClientService}, or with several servers or an inspector a
+    L{TunnelClientsService} of one client per server sharing one local
+    side.
+    """
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
     limits = options["inspectLimits"]
     inspector = None if limits is None else Inspector(reactor, limits)
-    endpoint = TunnelEndpoint(
-        options["serverAddress"].endpoint(reactor),
-        options["settings"],
+    settings = options["settings"]
+    connector = connectorFor(
+        settings,
         reactor,
         None if inspector is None else inspector.store,
         None if inspector is None else inspector.metrics,
     )
     stateFile, key = options["stateFile"], options.get("registrationKey")
-    client = TunnelClientService(
-        endpoint,
-        giveUpAfter=options["give-up-after"] or None,
-        onRegistered=None if stateFile is None else (
-            lambda registered: stateFile.keep(key, registered)
-        ),
-    )
+    clients = [
+        TunnelClientService(
+            TunnelEndpoint(
+                address.endpoint(reactor),
+                attrs.evolve(settings, host=address.host),
+                reactor,
+                connector,
+            ),
+            giveUpAfter=options["give-up-after"] or None,
+            onRegistered=None if stateFile is None else (
+                lambda registered: stateFile.keep(key, registered)
+            ),
+        )
+        for address in options["serverAddresses"]
+    ]
     if inspector is None:
-        return client
-    inspector.attach(client)
+        return clients[0] if len(clients) == 1 else TunnelClientsService(clients)
+    inspector.attach(clients)
     description = options["inspect"]
     if description == DEFAULT_INSPECT:
         listening = InspectorService(inspector, (description, *DEFAULT_FALLBACKS), required=False)
     else:
         listening = InspectorService(inspector, (description,))
-    return InspectedClientService(client, listening)
+    return TunnelClientsService(clients, listening)

@@ -94,6 +94,27 @@ def _serverAddressFromURL(scheme: str, rest: str, text: str) -> ServerAddress:
     return ServerAddress(description, joinHostPort(host, port))
 
 
+def connectorFor(
+    settings: TunnelSettings,
+    reactor: object,
+    capture: CaptureStore | None = None,
+    metrics: ClientMetrics | None = None,
+) -> LocalConnector:
+    """
+    The L{LocalConnector} of C{settings}: their routes, their bound on local
+    connections and their request log; recording into C{capture} and
+    counting in C{metrics}, if given.
+    """
+    return LocalConnector(
+        settings.routes,
+        reactor,
+        settings.maxLocalConnections,
+        settings.logRequests,
+        capture,
+        metrics,
+    )
+
+
 @implementer(IStreamClientEndpoint)
 class TunnelEndpoint:
     """
@@ -119,30 +140,22 @@ class TunnelEndpoint:
         serverEndpoint: IStreamClientEndpoint,
         settings: TunnelSettings,
         reactor: IReactorTime,
-        capture: CaptureStore | None = None,
-        metrics: ClientMetrics | None = None,
+        connector: LocalConnector | None = None,
     ) -> None:
         """
-        @param capture: the store to record every tunnelled connection
-            into (the inspector's).
-        @param metrics: where to count them.
+        @param connector: what builds the local end of each tunnelled
+            connection (it may be shared with the endpoints of other
+            servers); by default one made from the settings.
         @raise ValueError: if a local address in the settings' routes is not
             a valid endpoint description.
 
-        Every tunnel the endpoint makes shares one L{LocalConnector}, so one
+        Every tunnel the endpoint makes shares its L{LocalConnector}, so one
         bound on local connections (the settings' C{maxLocalConnections}).
         """
         self.serverEndpoint = serverEndpoint
         self.settings = settings
         self.reactor = reactor
-        self.connector = LocalConnector(
-            settings.routes,
-            reactor,
-            settings.maxLocalConnections,
-            settings.logRequests,
-            capture,
-            metrics,
-        )
+        self.connector = connectorFor(settings, reactor) if connector is None else connector
 
     def __repr__(self) -> str:
         server = self.settings.host or repr(self.serverEndpoint)

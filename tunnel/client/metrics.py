@@ -19,7 +19,7 @@ from tunnel.measures import REQUEST_BUCKETS, ROUND_TRIP_BUCKETS, statusClass
 
 if TYPE_CHECKING:
     from tunnel.client.local import LocalConnectionLimit
-    from tunnel.client.service import ClientState
+
 
 class ClientMetrics:
     """
@@ -66,11 +66,13 @@ class ClientMetrics:
             registry=registry,
         )
         self._connected = Gauge(
-            "tunnel_client_connected", "1 while the tunnel is up, else 0", registry=registry
+            "tunnel_client_connected",
+            "Tunnels up: 1 while the tunnel is, or with several servers, one per server",
+            registry=registry,
         )
         self._reconnects = Counter(
             "tunnel_client_reconnects",
-            "Tunnels established after the first one",
+            "Tunnels to a server established again after the first",
             registry=registry,
         )
         self._rtt = Histogram(
@@ -79,7 +81,6 @@ class ClientMetrics:
             buckets=ROUND_TRIP_BUCKETS,
             registry=registry,
         )
-        self._tunnels = 0
         # Each exchange counts in a few series: bound once, not looked up
         # by label each time.
         self._byKind = {kind: self._connections.labels(kind.value) for kind in Kind}
@@ -111,14 +112,13 @@ class ClientMetrics:
         """Report how many local connections C{limit} counts."""
         self._localConnections.set_function(lambda: limit.live)
 
-    def stateChanged(self, state: ClientState) -> None:
-        """Follow the client's state: up or not, and reconnections."""
-        connected = state.name == "connected"
-        self._connected.set(1 if connected else 0)
-        if connected:
-            self._tunnels += 1
-            if self._tunnels > 1:
-                self._reconnects.inc()
+    def tunnelsUp(self, count: int) -> None:
+        """C{count} tunnels are up now (one per server)."""
+        self._connected.set(count)
+
+    def reconnected(self) -> None:
+        """A tunnel to a server came up again."""
+        self._reconnects.inc()
 
     def roundTrip(self, seconds: float) -> None:
         """Count a keep-alive ping's round-trip time."""

@@ -497,6 +497,32 @@ class ClientOptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, ClientOptions().parseOptions,
                           ["--server", "127.0.0.1:8080", "--identifier", "x", "--log-requests", "on"])
 
+    def test_severalServers(self) -> None:
+        """
+        --server may be repeated: the client gets one tunnel service per
+        server, sharing one local side, each naming its own server in its
+        control request; the same server twice, or a token with several,
+        is a usage error.
+        """
+        options = parsed(ClientOptions(), "--server", "a.example:8080", "--server",
+                         "https://b.example", "--identifier", "x", "--local", "3000")
+        self.assertEqual([a.host for a in options["serverAddresses"]],
+                         ["a.example:8080", "b.example:443"])
+        service = tap.makeClientService(options)
+        clients = tap.clientServicesOf(service)
+        self.assertEqual([c.endpoint.settings.host for c in clients],
+                         ["a.example:8080", "b.example:443"])
+        self.assertIs(clients[0].endpoint.connector, clients[1].endpoint.connector)
+        for argv, words in [
+            (["--server", "a.example:1", "--server", "a.example:1", "--identifier", "x"],
+             "given twice"),
+            (["--server", "a.example:1", "--server", "b.example:1", "--token", "t"],
+             "a token takes one --server"),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                parsed(ClientOptions(), *argv)
+            self.assertIn(words, str(caught.exception))
+
     def test_inspect(self) -> None:
         """
         The inspector is off under the plugin unless --inspect names an

@@ -42,7 +42,8 @@ class Inspector:
     @ivar reactor: the reactor: the store's clock, and what replays dial with.
     @ivar store: the captured exchanges.
     @ivar metrics: the client's metrics.
-    @ivar client: the client service whose status it shows, once attached.
+    @ivar clients: the client services whose status it shows (one per
+        server), once attached.
     @ivar resource: its twisted.web resource.
     """
 
@@ -50,22 +51,31 @@ class Inspector:
         self.reactor = reactor
         self.store = CaptureStore(limits, reactor.seconds)
         self.metrics = ClientMetrics()
-        self.client: TunnelClientService | None = None
+        self.clients: list[TunnelClientService] = []
+        self._everUp: set[int] = set()
         self._statusObservers: list[Callable[[], object]] = []
         self.resource = InspectorResource(self)
 
-    def attach(self, client: TunnelClientService) -> None:
-        """Show the status of C{client}, and replay through its connector."""
-        self.client = client
-        client.addStateObserver(self._stateChanged)
-        client.addRoundTripObserver(self._roundTrip)
+    def attach(self, clients: list[TunnelClientService]) -> None:
+        """
+        Show the status of C{clients} (one per server, sharing one local
+        side), and replay through their connector.
+        """
+        self.clients = clients
+        for index, client in enumerate(clients):
+            client.addStateObserver(lambda state, index=index: self._stateChanged(index, state))
+            client.addRoundTripObserver(self._roundTrip)
 
     def subscribeStatus(self, observer: Callable[[], object]) -> None:
         """Call C{observer} whenever the status changes."""
         self._statusObservers.append(observer)
 
-    def _stateChanged(self, state: ClientState) -> None:
-        self.metrics.stateChanged(state)
+    def _stateChanged(self, index: int, state: ClientState) -> None:
+        self.metrics.tunnelsUp(sum(client.state.name == "connected" for client in self.clients))
+        if state.name == "connected":
+            if index in self._everUp:
+                self.metrics.reconnected()
+            self._everUp.add(index)
         self._tellStatus()
 
     def _roundTrip(self, seconds: float) -> None:
@@ -77,25 +87,20 @@ class Inspector:
             observer()
 
     def status(self) -> dict[str, Any]:
-        """The tunnel's status, as C{GET /api/status} says it."""
-        client = self.client
-        if client is None:
-            return {"state": "stopped", "connected": False, "since": None, "rttMs": None}
-        state = client.state
-        rtt = client.roundTrip
-        return {
-            "state": state.name,
-            "connected": state.name == "connected",
-            "detail": state.detail,
-            "since": state.since,
-            "server": client.endpoint.settings.host,
-            "rttMs": None if rtt is None else round(rtt * 1000, 3),
-            "hosts": sorted({urlsplit(forward.public).hostname or "" for forward in state.forwards}),
-            "forwards": [
-                {"public": forward.public, "local": forward.destination}
-                for forward in state.forwards
-            ],
-        }
+        """
+        The tunnels' status, as C{GET /api/status} says it: that of the
+        first tunnel up (or of the first, when none is), the public hosts
+        of all, and each tunnel's own under C{tunnels}.
+        """
+        tunnels = [_tunnelStatus(client) for client in self.clients]
+        if not tunnels:
+            return {"state": "stopped", "connected": False, "since": None, "rttMs": None,
+                    "hosts": [], "forwards": [], "tunnels": []}
+        up = [tunnel for tunnel in tunnels if tunnel["connected"]]
+        status = dict((up or tunnels)[0])
+        status["hosts"] = sorted({host for tunnel in tunnels for host in tunnel["hosts"]})
+        status["tunnels"] = tunnels
+        return status
 
     def captureJSON(self) -> dict[str, Any]:
         """The store's bounds and how full it is."""
@@ -114,8 +119,27 @@ class Inspector:
 
         @raise tunnel.core.replay.ReplayError: if it cannot be.
         """
-        assert self.client is not None, "the inspector replays through its client"
-        return replay(self.client.endpoint.connector, exchange, self.reactor, edit)
+        assert self.clients, "the inspector replays through its clients' connector"
+        return replay(self.clients[0].endpoint.connector, exchange, self.reactor, edit)
+
+
+def _tunnelStatus(client: TunnelClientService) -> dict[str, Any]:
+    """The status of one client's tunnel."""
+    state = client.state
+    rtt = client.roundTrip
+    return {
+        "state": state.name,
+        "connected": state.name == "connected",
+        "detail": state.detail,
+        "since": state.since,
+        "server": client.endpoint.settings.host,
+        "rttMs": None if rtt is None else round(rtt * 1000, 3),
+        "hosts": sorted({urlsplit(forward.public).hostname or "" for forward in state.forwards}),
+        "forwards": [
+            {"public": forward.public, "local": forward.destination}
+            for forward in state.forwards
+        ],
+    }
 
 
 class InspectorService(Service):

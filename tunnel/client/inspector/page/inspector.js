@@ -132,17 +132,25 @@ function loadList() {
 function showStatus(status) {
   const node = $("status");
   node.dataset.state = status.state;
+  const tunnels = status.tunnels || [];
   let text = status.connected ? "connected" : status.state;
-  if (status.server) text += ` · ${status.server}`;
+  if (tunnels.length > 1) {
+    text = `${tunnels.filter((tunnel) => tunnel.connected).length} of ${tunnels.length} servers up`;
+  } else if (status.server) {
+    text += ` · ${status.server}`;
+  }
   if (status.rttMs !== null && status.rttMs !== undefined) text += ` · RTT ${duration(status.rttMs)}`;
   $("status-text").textContent = text;
-  node.title = status.detail || "";
+  node.title = tunnels.length > 1
+    ? tunnels.map((tunnel) => `${tunnel.server}: ${tunnel.detail}`).join("\n")
+    : status.detail || "";
   const list = $("forwards");
   // The addresses come from the server: only a web address becomes a link.
   const link = (address) => /^https?:\/\//i.test(address)
     ? el("a", { href: address, target: "_blank", rel: "noreferrer" }, address)
     : el("span", {}, address);
-  list.replaceChildren(...(status.forwards || []).map((forward) => el("li", {},
+  const forwards = tunnels.length ? tunnels.flatMap((tunnel) => tunnel.forwards) : status.forwards || [];
+  list.replaceChildren(...forwards.map((forward) => el("li", {},
     link(forward.public), ` → ${forward.local}`)));
 }
 
