@@ -21,7 +21,7 @@ waiting are read from the sessions when scraped.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol as TypingProtocol
+from typing import Any, Callable, Iterable, Protocol as TypingProtocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -95,6 +95,7 @@ class ServerMetrics:
         """
         self.registry = CollectorRegistry()
         self._hosts = HostLabels(maxHosts)
+        self._series: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
         self._sessions = sessions
         registry = self.registry
         self._requests = Counter(
@@ -175,12 +176,23 @@ class ServerMetrics:
         @param received: the bytes of its body.
         @param sent: the bytes of its response's body.
         """
-        host = self._hosts.label(outcome.host)
-        status = statusClass(code)
-        self._requests.labels(host, status).inc()
-        self._received.labels(host).inc(received)
-        self._sent.labels(host).inc(sent)
-        self._duration.labels(status).observe(seconds)
+        key = (self._hosts.label(outcome.host), statusClass(code))
+        series = self._series.get(key)
+        if series is None:
+            # Bound once per host and status class, not looked up by label
+            # on every request; as bounded as the labels.
+            host, status = key
+            series = self._series[key] = (
+                self._requests.labels(host, status),
+                self._received.labels(host),
+                self._sent.labels(host),
+                self._duration.labels(status),
+            )
+        requests, receivedBytes, sentBytes, duration = series
+        requests.inc()
+        receivedBytes.inc(received)
+        sentBytes.inc(sent)
+        duration.observe(seconds)
         if isinstance(outcome.answeredBy, Refusal):
             self.refused(outcome.answeredBy)
 
