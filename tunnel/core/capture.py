@@ -256,7 +256,8 @@ class CapturedExchange:
     a TCP connection.
 
     Its heads and bodies are read from what was kept when they are first
-    asked for, and again only once more was kept or it ended.
+    asked for, and again only once more was kept or it ended; what a
+    summary shows (the host, the source, the reason) from the heads alone.
 
     @ivar id: its number in the store, from 1.
     @ivar started: when it began, in the store's clock's seconds.
@@ -289,6 +290,10 @@ class CapturedExchange:
     fromLocal: _Kept = attrs.field(factory=_Kept, repr=False)
     _read: _Read | None = attrs.field(default=None, repr=False)
     _readOf: tuple[int, int, ExchangeState] | None = attrs.field(default=None, repr=False)
+    _heads: tuple[RequestHead | None, ResponseHead | None] | None = attrs.field(
+        default=None, repr=False
+    )
+    _headsOf: tuple[int, int] | None = attrs.field(default=None, repr=False)
 
     def duration(self, now: float) -> float:
         """Seconds from its start to its end, or to C{now} while it is open."""
@@ -321,7 +326,7 @@ class CapturedExchange:
         code = None if line is None else statusCode(line)
         if code is not None and 100 <= code < 200 and code != 101:
             # Informational answers come first: the final one is further on.
-            head = self.reading().responseHead
+            head = self.heads()[1]
             return None if head is None else head.code
         return code
 
@@ -354,17 +359,33 @@ class CapturedExchange:
         """Both directions, read from what was kept (again only if that changed)."""
         key = (len(self.toLocal.data), len(self.fromLocal.data), self.state)
         if self._read is None or self._readOf != key:
-            self._read, self._readOf = self._readNow(), key
+            self._read, self._readOf = self._readNow(self.toLocal, self.fromLocal), key
         return self._read
 
-    def _readNow(self) -> _Read:
+    def heads(self) -> tuple[RequestHead | None, ResponseHead | None]:
+        """
+        Both heads, read from at most a head's worth of each direction: what
+        a summary shows costs no reading of the bodies.
+        """
+        key = (len(self.toLocal.data), len(self.fromLocal.data), self.state)
+        if self._read is not None and self._readOf == key:
+            return self._read.requestHead, self._read.responseHead
+        headsKey = (min(key[0], _HEAD_ROOM), min(key[1], _HEAD_ROOM))
+        if self._heads is None or self._headsOf != headsKey:
+            read = self._readNow(*(
+                _Kept(kept.data[:_HEAD_ROOM], kept.wireBytes) for kept in (self.toLocal, self.fromLocal)
+            ))
+            self._heads, self._headsOf = (read.requestHead, read.responseHead), headsKey
+        return self._heads
+
+    def _readNow(self, toLocal: _Kept, fromLocal: _Kept) -> _Read:
         if self.recordedKind is Kind.TCP:
-            request = attrs.evolve(_UNREAD, wireBytes=self.toLocal.wireBytes)
-            response = attrs.evolve(_UNREAD, wireBytes=self.fromLocal.wireBytes)
+            request = attrs.evolve(_UNREAD, wireBytes=toLocal.wireBytes)
+            response = attrs.evolve(_UNREAD, wireBytes=fromLocal.wireBytes)
             return _Read(request, response, None, None)
         ended = self.state is ExchangeState.ENDED
         requestReading = _Reading(self.maxBodyBytes)
-        request = requestReading.read(RequestParser(requestReading), self.toLocal, ended)
+        request = requestReading.read(RequestParser(requestReading), toLocal, ended)
         requestHead = requestReading.head
         assert requestHead is None or isinstance(requestHead, RequestHead)
         method, upgrade = (b"GET", False) if requestHead is None else (
@@ -372,7 +393,7 @@ class CapturedExchange:
         )
         responseReading = _Reading(self.maxBodyBytes)
         response = responseReading.read(
-            ResponseParser(responseReading, method, upgrade), self.fromLocal, ended
+            ResponseParser(responseReading, method, upgrade), fromLocal, ended
         )
         responseHead = responseReading.head
         assert responseHead is None or isinstance(responseHead, ResponseHead)
@@ -391,7 +412,7 @@ class CapturedExchange:
     @property
     def host(self) -> str | None:
         """The request's C{Host}, once its head came."""
-        head = self.reading().requestHead
+        head = self.heads()[0]
         hosts = [] if head is None else head.values(b"host")
         return _text(hosts[0]) if hosts else None
 
@@ -401,14 +422,14 @@ class CapturedExchange:
         The public address it came from (the last C{X-Forwarded-For} entry,
         which the tunnel server appends), if known.
         """
-        head = self.reading().requestHead
+        head = self.heads()[0]
         forwardedFor = [] if head is None else splitList(head.values(b"x-forwarded-for"))
         return _text(forwardedFor[-1]) if forwardedFor else None
 
     @property
     def reason(self) -> str | None:
         """The response's reason phrase, once its head came."""
-        head = self.reading().responseHead
+        head = self.heads()[1]
         return None if head is None else _text(head.phrase)
 
 

@@ -92,6 +92,26 @@ class RecorderTests(SynchronousTestCase):
         self.assertEqual(response.state, MessageState.COUNTING)
         self.assertEqual(response.wireBytes, len(head) + 1000)
 
+    def test_summaryFromHeads(self) -> None:
+        """
+        The host, source and reason of an exchange with large bodies are
+        read from its heads, and agree with the whole reading.
+        """
+        captures, _ = store()
+        recorder = captures.record(Kind.HTTP)
+        recorder.requestData(
+            b"PUT /big HTTP/1.1\r\nHost: big.example\r\nX-Forwarded-For: 198.51.100.4\r\n"
+            b"Content-Length: 200000\r\n\r\n" + b"u" * 200_000
+        )
+        recorder.responseData(b"HTTP/1.1 201 Made It\r\nContent-Length: 3\r\n\r\nyes")
+        exchange = recorder.exchange
+        self.assertEqual(
+            (exchange.host, exchange.source, exchange.reason),
+            ("big.example", "198.51.100.4", "Made It"),
+        )
+        self.assertEqual(len(exchange.request.body), 200_000)
+        self.assertEqual(exchange.heads(), (exchange.reading().requestHead, exchange.reading().responseHead))
+
     def test_webSocket(self) -> None:
         """A 101 answer makes the exchange a WebSocket, its frames counted only."""
         captures, _ = store()
