@@ -30,13 +30,10 @@ import json
 import secrets
 from typing import Any, Callable, Protocol as TypingProtocol
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IProducer
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from tunnel.client.address import joinHostPort
 from tunnel.hostsfile import updateHostsFile
@@ -46,11 +43,11 @@ from tunnel.sparselog import isSparseCount
 from tunnel.core.access import AccessRule
 from tunnel.server.accessfile import updateAccessFile
 from tunnel.server.adminaccess import accessRuleFromBody, describeAccess
-from tunnel.jsonerror import JSONError
+from tunnel.server.jsonapi import JSONError, readBoundedBody, renderJSON
 from tunnel.server.admintcp import ListenerRegistry, TCPListenersAPI
 from tunnel.server.events import ClientInfo
 from tunnel.server.monitoring import MONITORING_PATHS, PROBE_PATHS, MonitoringResource
-from tunnel.server.site import PrivateSite, StreamingRequest
+from tunnel.server.site import PrivateSite
 
 #: The largest request body the admin API reads.
 MAX_BODY = 64 * 1024
@@ -97,72 +94,6 @@ def _describePeer(peer: object) -> str | None:
     """C{HOST:PORT} of a client's address, if it has one."""
     host, port = getattr(peer, "host", None), getattr(peer, "port", None)
     return None if host is None else joinHostPort(host, port)
-
-
-def _tooLarge() -> JSONError:
-    return JSONError(413, f"the request body is larger than {MAX_BODY} bytes")
-
-
-class _BoundedBody:
-    """
-    Collects a streamed request body of at most C{maxBytes}; past that, it
-    stops the body and fails L{done} with a C{413}.
-
-    @ivar done: fires with the whole body.
-    """
-
-    def __init__(self, producer: IProducer, maxBytes: int) -> None:
-        self.done: Deferred[bytes] = Deferred()
-        self._producer = producer
-        self._maxBytes = maxBytes
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def write(self, data: bytes) -> None:
-        """A chunk of the body."""
-        if self.done.called:
-            return
-        self._size += len(data)
-        if self._size > self._maxBytes:
-            self._chunks = []
-            self._producer.stopProducing()
-            self.done.errback(Failure(_tooLarge()))
-            return
-        self._chunks.append(data)
-
-    def finished(self, result: object) -> None:
-        """The whole body arrived."""
-        if not self.done.called:
-            self.done.callback(b"".join(self._chunks))
-
-    def failed(self, reason: Failure) -> None:
-        """The connection was lost before the whole body arrived."""
-        if not self.done.called:
-            self.done.errback(reason)
-
-
-def readBoundedBody(request: Request, maxBytes: int = MAX_BODY) -> Deferred[bytes]:
-    """
-    The body of C{request}, if it is no larger than C{maxBytes}: read as it
-    arrives from a L{StreamingRequest} (one that announces more is refused
-    before any of it is read), or from the body twisted.web buffered.
-
-    @return: a L{Deferred} firing with the body, or failing with a C{413}
-        L{JSONError} (or with the reason the connection was lost).
-    """
-    if isinstance(request, StreamingRequest):
-        body = request.body
-        if body is None:
-            return succeed(b"")
-        if body.length is not UNKNOWN_LENGTH and body.length > maxBytes:
-            return fail(_tooLarge())
-        collected = _BoundedBody(body, maxBytes)
-        body.startProducing(collected).addCallbacks(collected.finished, collected.failed)
-        return collected.done
-    data = request.content.read(maxBytes + 1)
-    if len(data) > maxBytes:
-        return fail(_tooLarge())
-    return succeed(data)
 
 
 class AdminResource(Resource):
@@ -224,32 +155,11 @@ class AdminResource(Resource):
         if self._monitoring is not None and request.path in MONITORING_PATHS:
             if request.path in PROBE_PATHS or self._hasToken(request):
                 return self._monitoring.render(request)
-        gone: list[Failure] = []
-        request.notifyFinish().addErrback(gone.append)
-        answering = maybeDeferred(self._handle, request)
-        answering.addErrback(lambda reason: self._failed(reason, bool(gone)))
-        answering.addCallback(
-            lambda answer: None if gone else self._answer(request, *answer)
-        )
-        return NOT_DONE_YET
+        return renderJSON(request, lambda: self._handle(request), self._log, "admin")
 
     def _handle(self, request: Request) -> object:
         self._authenticate(request)
         return self._dispatch(request)
-
-    def _failed(self, reason: Failure, gone: bool) -> tuple[int, dict[str, Any]]:
-        if reason.check(JSONError):
-            return reason.value.code, {"error": str(reason.value)}
-        if not gone:
-            self._log.failure("admin: request failed", reason)
-        return 500, {"error": "internal error"}
-
-    def _answer(self, request: Request, code: int, body: dict[str, Any]) -> None:
-        request.setResponseCode(code)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        request.write(json.dumps(body).encode("utf-8") + b"\n")
-        request.finish()
 
     def _hasToken(self, request: Request) -> bool:
         """Whether C{request} carries the bearer token."""
@@ -290,7 +200,7 @@ class AdminResource(Resource):
             if method == b"GET":
                 return 200, {"host": host, "access": describeAccess(self._registry.accessOf(host))}
             if method == b"PUT":
-                return readBoundedBody(request).addCallback(
+                return readBoundedBody(request, MAX_BODY).addCallback(
                     lambda body: self._setAccess(host, accessRuleFromBody(body))
                 )
             if method == b"DELETE":
@@ -308,7 +218,7 @@ class AdminResource(Resource):
             if method == b"GET":
                 return self._tcp.list()
             if method == b"POST":
-                return readBoundedBody(request).addCallback(self._tcp.addFromBody)
+                return readBoundedBody(request, MAX_BODY).addCallback(self._tcp.addFromBody)
             raise JSONError(405, "use GET or POST on /tcp")
         if len(segments) == 2 and segments[0] == b"tcp":
             if method == b"DELETE":
@@ -363,7 +273,7 @@ class AdminResource(Resource):
         return [{"host": h.host, "connected": h.connected} for h in self._registry.hosts()]
 
     def _add(self, request: Request) -> Deferred[tuple[int, dict[str, Any]]]:
-        return readBoundedBody(request).addCallback(self._addFromBody)
+        return readBoundedBody(request, MAX_BODY).addCallback(self._addFromBody)
 
     def _addFromBody(self, body: bytes) -> tuple[int, dict[str, Any]]:
         try:

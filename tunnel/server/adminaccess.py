@@ -8,7 +8,7 @@ import json
 
 from tunnel.core.access import AccessRule, parseCredentials, parseNetworkList
 from tunnel.server.accessfile import stringList
-from tunnel.jsonerror import JSONError
+from tunnel.server.jsonapi import JSONError
 
 #: What the body of C{PUT /hosts/NAME/access} looks like, for errors.
 ACCESS_FORM = '{"allow": [NETWORK, ...], "deny": [NETWORK, ...], "basicAuth": ["USER:PASSWORD", ...]}'

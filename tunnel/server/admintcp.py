@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from tunnel.core.http import normaliseHost
 from tunnel.listening import listenProblem
 from tunnel.options import checkTunnelEndpoint, serverEndpointDescription
-from tunnel.jsonerror import JSONError
+from tunnel.server.jsonapi import JSONError
 from tunnel.server.events import ListenerStatus
 
 #: An answer of the admin API: its status and its JSON body.

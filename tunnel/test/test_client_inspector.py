@@ -25,7 +25,7 @@ from tunnel.client.inspector.events import FLUSH_INTERVAL, MAX_STREAMS
 from tunnel.client.inspector.web import _editFromJSON, isLocalHostHeader
 from tunnel.core.capture import CaptureLimits, Kind
 from tunnel.core.replay import ReplayEdit
-from tunnel.jsonerror import JSONError
+from tunnel.server.jsonapi import JSONError
 from tunnel.test.capturesoak import RSS_TOLERANCE_BYTES
 
 

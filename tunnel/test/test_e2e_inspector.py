@@ -13,11 +13,13 @@ import attrs
 import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from tunnel.client.inspector.web import MAX_EDIT_BYTES
 from tunnel.test.twistdprocess import TwistdProcess, spawnPython, spawnTwistd
 
 IDENTIFIER = "the-inspected-identifier-0123"
@@ -115,6 +117,20 @@ class InspectedTunnelMixin:
         url = (yield client.waitFor(r"Inspecting requests at (http://127\.0\.0\.1:\d+/)")).group(1)
         yield client.waitFor(r"Forwarding  ?http://app\.localhost")
         return InspectedTunnel(server, client, port, url, local)
+
+
+class RawAnswer(Protocol):
+    """Collects what a server answers until it closes the connection."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.ended: defer.Deferred[bytes] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.ended.callback(bytes(self.received))
 
 
 class EventStream(Protocol):
@@ -274,3 +290,24 @@ class InspectorAPITests(InspectedTunnelMixin, TestCase):
                                    headers={"Content-Type": "text/plain"})
         self.assertEqual(code, 415)
         self.assertEqual(len(tunnel.local.received), 1)
+
+    @defer.inlineCallbacks
+    def test_largeReplayBodyRefusedUnread(self):
+        """
+        A replay whose body announces more than the inspector reads is
+        answered 413 at its head, none of the body sent.
+        """
+        tunnel = yield self.startTunnel()
+        response = yield tunnel.get("/once")
+        yield treq.content(response)
+        yield tunnel.client.waitFor(r"GET /once 200")
+        port = int(tunnel.inspector.rsplit(":", 1)[1].rstrip("/"))
+        answer = RawAnswer()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), answer)
+        answer.transport.write(
+            b"POST /api/requests/1/replay HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (MAX_EDIT_BYTES + 1,)
+        )
+        data = yield answer.ended.addTimeout(30, reactor)
+        self.assertTrue(data.startswith(b"HTTP/1.1 413 "), data[:80])

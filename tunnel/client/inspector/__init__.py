@@ -20,7 +20,6 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from tunnel.client.inspector.replay import replay
 from tunnel.client.inspector.web import InspectorResource
@@ -28,6 +27,7 @@ from tunnel.client.metrics import ClientMetrics
 from tunnel.client.service import ClientState, TunnelClientService
 from tunnel.core.capture import CapturedExchange, CaptureLimits, CaptureStore
 from tunnel.core.replay import ReplayEdit
+from tunnel.server.site import PrivateSite
 
 #: Where the console command's inspector listens, and the ports it tries
 #: after it when that one is taken (another client runs already).
@@ -172,7 +172,7 @@ class InspectorService(Service):
         @raise CannotListenError: when none can and the endpoint was asked for.
         """
         super().startService()
-        site = Site(self.inspector.resource)
+        site = PrivateSite(self.inspector.resource)
         site.noisy = False
         problem: Failure | None = None
         for description in self._descriptions:

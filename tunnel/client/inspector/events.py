@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from tunnel.client.inspector.exchangejson import summaryJSON
 from tunnel.core.capture import CapturedExchange, StoreEvent
-from tunnel.jsonerror import JSONError
+from tunnel.server.jsonapi import JSONError
 
 if TYPE_CHECKING:
     from tunnel.client.inspector import Inspector

@@ -22,7 +22,9 @@ page the user visits must not read it or press its buttons: a request
 whose C{Host} is a name other than C{localhost} (DNS rebinding) is
 refused, as is a changing request (C{POST}, C{DELETE}) from another
 C{Origin} or whose body is not declared JSON (which a cross-site form
-cannot send without the browser asking first).
+cannot send without the browser asking first). It is served by a
+L{tunnel.server.site.PrivateSite}: a request is checked at its head, and a
+body announcing more than L{MAX_EDIT_BYTES} is refused before it is read.
 """
 
 from __future__ import annotations
@@ -36,16 +38,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tunnel.client.inspector.events import EventStreams
 from tunnel.client.inspector.exchangejson import detailJSON, summaryJSON
+from tunnel.core.capture import CapturedExchange
 from tunnel.core.replay import ReplayEdit, ReplayError
-from tunnel.jsonerror import JSONError
+from tunnel.server.jsonapi import JSONError, readBoundedBody, renderJSON
 
 if TYPE_CHECKING:
     from tunnel.client.inspector import Inspector
@@ -161,12 +163,7 @@ class InspectorResource(Resource):
         for name, value in _SECURITY_HEADERS:
             request.setHeader(name, value)
         request.setHeader(b"cache-control", b"no-store")
-        gone: list[Failure] = []
-        request.notifyFinish().addErrback(gone.append)
-        answering = maybeDeferred(self._dispatch, request)
-        answering.addErrback(self._failed)
-        answering.addCallback(lambda answer: None if gone else self._answer(request, answer))
-        return NOT_DONE_YET
+        return renderJSON(request, lambda: self._dispatch(request), self._log, "inspector")
 
     def _dispatch(self, request: Request) -> object:
         if not isLocalHostHeader(request.getHeader(b"host")):
@@ -208,17 +205,20 @@ class InspectorResource(Resource):
             if len(segments) == 2 and method == b"GET":
                 return detailJSON(exchange, now)
             if segments[2:] == [b"replay"] and method == b"POST":
-                body = request.content.read(MAX_EDIT_BYTES + 1)
-                if len(body) > MAX_EDIT_BYTES:
-                    raise JSONError(413, f"the body is longer than {MAX_EDIT_BYTES} bytes")
-                try:
-                    replaying = inspector.replay(exchange, _editFromJSON(body))
-                except ReplayError as e:
-                    raise JSONError(409, str(e)) from None
-                return replaying.addCallback(lambda new: detailJSON(new, inspector.store.now()))
+                return readBoundedBody(request, MAX_EDIT_BYTES).addCallback(
+                    self._replay, exchange
+                )
         raise JSONError(404 if method in (b"GET", b"HEAD") else 405, "no such API call")
 
-    def _exchange(self, segment: bytes) -> Any:
+    def _replay(self, body: bytes, exchange: CapturedExchange) -> Deferred[dict[str, Any]]:
+        inspector = self._inspector
+        try:
+            replaying = inspector.replay(exchange, _editFromJSON(body))
+        except ReplayError as e:
+            raise JSONError(409, str(e)) from None
+        return replaying.addCallback(lambda new: detailJSON(new, inspector.store.now()))
+
+    def _exchange(self, segment: bytes) -> CapturedExchange:
         exchange = None
         if segment.isdigit() and len(segment) < 19:
             exchange = self._inspector.store.get(int(segment))
@@ -235,24 +235,3 @@ class InspectorResource(Resource):
         contentType = (request.getHeader(b"content-type") or b"").split(b";")[0].strip()
         if request.method == b"POST" and contentType.lower() != b"application/json":
             raise JSONError(415, "a POST to the inspector has a JSON body (application/json)")
-
-    def _failed(self, reason: Failure) -> object:
-        if reason.check(JSONError):
-            return reason.value.code, {"error": str(reason.value)}
-        self._log.failure("inspector: request failed", reason)
-        return 500, {"error": "internal error"}
-
-    def _answer(self, request: Request, answer: object) -> None:
-        if answer is NOT_DONE_YET:
-            return
-        if isinstance(answer, dict):
-            answer = 200, answer
-        if len(answer) == 2:  # type: ignore[arg-type]
-            code, body = answer  # type: ignore[misc]
-            answer = code, b"application/json", json.dumps(body).encode("utf-8") + b"\n"
-        code, contentType, data = answer  # type: ignore[misc]
-        request.setResponseCode(code)
-        request.setHeader(b"content-type", contentType)
-        request.write(data)
-        request.finish()
-
