@@ -293,6 +293,8 @@ class CapturedExchange:
     _heads: tuple[RequestHead | None, ResponseHead | None] | None = attrs.field(
         default=None, repr=False
     )
+    _finalStatus: int | None = attrs.field(default=None, repr=False)
+    _methodAndTarget: tuple[bytes, bytes] | None = attrs.field(default=None, repr=False)
     _headsOf: tuple[int, int] | None = attrs.field(default=None, repr=False)
 
     def duration(self, now: float) -> float:
@@ -322,12 +324,16 @@ class CapturedExchange:
     @property
     def status(self) -> int | None:
         """The response's status code, once its status line came."""
+        if self._finalStatus is not None:
+            return self._finalStatus
         line = self.fromLocal.firstLine() if self.recordedKind is not Kind.TCP else None
         code = None if line is None else statusCode(line)
         if code is not None and 100 <= code < 200 and code != 101:
             # Informational answers come first: the final one is further on.
             head = self.heads()[1]
             return None if head is None else head.code
+        # What was kept only grows: a final status, once read, stays.
+        self._finalStatus = code
         return code
 
     @property
@@ -338,8 +344,10 @@ class CapturedExchange:
         return self.recordedKind
 
     def _requestLine(self) -> tuple[bytes, bytes] | None:
-        line = self.toLocal.firstLine() if self.recordedKind is not Kind.TCP else None
-        return None if line is None else methodAndTarget(line)
+        if self._methodAndTarget is None:
+            line = self.toLocal.firstLine() if self.recordedKind is not Kind.TCP else None
+            self._methodAndTarget = None if line is None else methodAndTarget(line)
+        return self._methodAndTarget
 
     @property
     def method(self) -> str | None:
