@@ -209,6 +209,11 @@ def serviceUnavailable(body: str) -> bytes:
     return errorResponse(503, body.encode("utf-8"))
 
 
+def noLocalServer(address: object) -> bytes:
+    """The C{503} answer to a connection whose local service at C{address} cannot be reached."""
+    return serviceUnavailable(f"tunnel: no local server at {address}\n")
+
+
 def badGateway(body: str) -> bytes:
     """A complete HTTP C{502} response with a plain text body."""
     return errorResponse(502, body.encode("utf-8"))
@@ -344,8 +349,10 @@ class LocalForwarder(PipeEnd):
         if not self._limit.acquire():
             self._answerUnavailable(
                 TOO_MANY_LOCAL_CONNECTIONS,
-                f"tunnel: this client has too many local connections open "
-                f"({self._limit.maximum})\n",
+                serviceUnavailable(
+                    f"tunnel: this client has too many local connections open "
+                    f"({self._limit.maximum})\n"
+                ),
             )
             return
         self._counted = True
@@ -381,10 +388,9 @@ class LocalForwarder(PipeEnd):
             address=self.address.label,
             reason=reason.getErrorMessage(),
         )
-        self._answerUnavailable(NO_LOCAL_SERVICE, f"tunnel: no local server at {self.address}\n")
+        self._answerUnavailable(NO_LOCAL_SERVICE, noLocalServer(self.address))
 
-    def _answerUnavailable(self, refusal: str, body: str) -> None:
-        response = serviceUnavailable(body)
+    def _answerUnavailable(self, refusal: str, response: bytes) -> None:
         if self._watcher is not None:
             self._watcher.exchange.refusal = refusal
             self._watcher.responseData(response)

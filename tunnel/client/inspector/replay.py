@@ -12,7 +12,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from tunnel.client.local import NO_LOCAL_SERVICE, LocalConnector, serviceUnavailable
+from tunnel.client.local import NO_LOCAL_SERVICE, LocalConnector, noLocalServer
 from tunnel.core.capture import CapturedExchange, ExchangeRecorder, Kind, MessageState
 from tunnel.core.replay import ReplayEdit, replayRequest
 
@@ -76,7 +76,7 @@ def replay(
     def failed(reason: Failure) -> None:
         recorder.requestData(request)
         recorder.exchange.refusal = NO_LOCAL_SERVICE
-        recorder.responseData(serviceUnavailable(f"tunnel: no local server at {address}\n"))
+        recorder.responseData(noLocalServer(address))
         ended.callback(None)
 
     def timedOut() -> None:
