@@ -476,7 +476,10 @@ class ExchangeRecorder:
             exchange.maxBodyBytes = store.limits.maxBodyBytes
         exchange.toLocal.limit = exchange.fromLocal.limit = limit
         self._answered = False
-        self._switching = False
+        # Only a store keeps more than the first line, frames included.
+        self._watchForSwitch = store is not None and limit > 0
+        self._switchHead: ResponseHeadReader | None = None
+        self._switchFed = 0
 
     def requestData(self, data: bytes) -> None:
         """Bytes went to the local service."""
@@ -489,30 +492,40 @@ class ExchangeRecorder:
         if not self._answered:
             # The answer started: its status line is there to be shown.
             self._answered = True
-            self._switching = self.exchange.status == 101
             self.changed()
-        if self._switching:
-            self._keepNoFrames(fromLocal)
+        if self._switchHead is not None:
+            self._readSwitchHead(data)
+        elif self._watchForSwitch and fromLocal.firstLine() is not None:
+            self._watchForSwitch = False
+            if self.exchange.status == 101:
+                self._switchHead = ResponseHeadReader()
+                self._readSwitchHead(bytes(fromLocal.data))
 
-    def _keepNoFrames(self, fromLocal: _Kept) -> None:
+    def _readSwitchHead(self, data: bytes) -> None:
         """
-        Once the whole C{101} head is kept, keep nothing more: what follows
-        either way is WebSocket frames, counted only, so that a chatty
-        WebSocket does not push the HTTP exchanges out of the store.
+        Read the C{101} head as it comes (each byte once); once it is all
+        kept, keep nothing more: what follows either way is WebSocket
+        frames, counted only, so that a chatty WebSocket does not push the
+        HTTP exchanges out of the store. A head that breaks the grammar
+        stops the keeping where it is.
         """
+        assert self._switchHead is not None
+        fromLocal = self.exchange.fromLocal
+        self._switchFed += len(data)
         try:
-            found = ResponseHeadReader().feed(bytes(fromLocal.data))
+            found = self._switchHead.feed(data)
         except MessageError:
-            found = None
-        if found is None and len(fromLocal.data) < fromLocal.limit:
-            return
-        self._switching = False
-        toLocal = self.exchange.toLocal
-        kept = len(fromLocal.data) - (0 if found is None else len(found[1]))
+            headLength = len(fromLocal.data)
+        else:
+            if found is None:
+                return
+            headLength = self._switchFed - len(found[1])
+        self._switchHead = None
+        kept = min(headLength, len(fromLocal.data))
         freed = len(fromLocal.data) - kept
         fromLocal.data = fromLocal.data[:kept]
         fromLocal.limit = kept
-        toLocal.limit = len(toLocal.data)
+        self.exchange.toLocal.limit = len(self.exchange.toLocal.data)
         if self._store is not None:
             self._store.charge(self.exchange, -freed)
 

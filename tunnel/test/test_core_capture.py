@@ -15,6 +15,7 @@ from tunnel.core.capture import (
     MessageState,
     StoreEvent,
 )
+from tunnel.core.http import MAX_HEAD_BYTES
 
 REQUEST = (
     b"POST /api/items?x=1 HTTP/1.1\r\nHost: app.example\r\n"
@@ -134,6 +135,32 @@ class RecorderTests(SynchronousTestCase):
         )
         self.assertLess(captures.retainedBytes, 200)
         self.assertEqual(exchange.response.headers, [(b"Upgrade", b"websocket")])
+
+    def test_webSocketHeadDribbled(self) -> None:
+        """
+        A C{101} head that comes a byte at a time is read as it comes, each
+        byte once; one longer than the grammar allows stops the keeping
+        where it is, however it goes on.
+        """
+        captures, _ = store()
+        recorder = captures.record(Kind.HTTP)
+        recorder.requestData(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+        for byte in head + b"\x81\x02hi":
+            recorder.responseData(bytes([byte]))
+        self.assertEqual(bytes(recorder.exchange.fromLocal.data), head)
+        self.assertEqual(recorder.exchange.kind, Kind.WEBSOCKET)
+
+        endless = captures.record(Kind.HTTP)
+        endless.requestData(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        endless.responseData(b"HTTP/1.1 101 Switching Protocols\r\nX: ")
+        for _ in range(200_000):
+            endless.responseData(b"a")
+        kept = len(endless.exchange.fromLocal.data)
+        self.assertLessEqual(kept, MAX_HEAD_BYTES + 8)
+        endless.responseData(b"a" * 100_000)
+        self.assertEqual(len(endless.exchange.fromLocal.data), kept)
+        self.assertEqual(endless.exchange.response.state, MessageState.MALFORMED)
 
     def test_tcp(self) -> None:
         """A TCP connection is not read as HTTP: its bytes are counted."""
