@@ -14,6 +14,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -21,9 +22,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import tunnel
 
 from tunnel.client.inspector import Inspector, InspectorService
+from tunnel.client.inspector.replay import _Replay
 from tunnel.client.inspector.events import FLUSH_INTERVAL, MAX_STREAMS
 from tunnel.client.inspector.web import _editFromJSON, isLocalHostHeader
-from tunnel.core.capture import CaptureLimits, Kind
+from tunnel.core.capture import CaptureLimits, CaptureStore, Kind
 from tunnel.core.replay import ReplayEdit
 from tunnel.server.jsonapi import JSONError
 from tunnel.test.capturesoak import RSS_TOLERANCE_BYTES
@@ -245,3 +247,30 @@ class InspectorServiceTests(TestCase):
         service.startService()
         self.assertIsNone(service.url)
         self.assertTrue(any("The inspector is off" in e.get("log_format", "") for e in events))
+
+
+class ReplayProtocolTests(SynchronousTestCase):
+    """The connection a replay makes to the local service, in memory."""
+
+    def test_closesOnceAnswered(self) -> None:
+        """
+        However the answer is split, the connection is closed once it is
+        whole, or once it breaks the grammar, and the exchange has it all.
+        """
+        captures = CaptureStore(CaptureLimits(), lambda: 0.0)
+        for answer, whole in [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", True),
+            (b"not an answer\r\n\r\n", False),
+        ]:
+            recorder = captures.record(Kind.HTTP)
+            ended: Deferred[None] = Deferred()
+            protocol = _Replay(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", recorder, ended)
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            self.assertEqual(transport.value(), b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            for index in range(len(answer)):
+                self.assertFalse(transport.disconnecting)
+                protocol.dataReceived(answer[index : index + 1])
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(recorder.exchange.bytesOut, len(answer))
+            self.assertEqual(recorder.exchange.status, 200 if whole else None)

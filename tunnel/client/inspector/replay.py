@@ -11,27 +11,30 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tunnel.client.local import NO_LOCAL_SERVICE, LocalConnector, noLocalServer
-from tunnel.core.capture import CapturedExchange, ExchangeRecorder, Kind, MessageState
+from tunnel.core.capture import CapturedExchange, ExchangeRecorder, Kind
+from tunnel.core.http import IResponseReceiver, MessageError, ResponseHead, ResponseParser
 from tunnel.core.replay import ReplayEdit, replayRequest
 
 #: Seconds a replay waits for the local service's whole answer.
 REPLAY_TIMEOUT = 30.0
 
 
-# The answer is whole or broken: nothing more to wait for. (One past the
-# body budget is counted until the local service closes, as asked.)
-_ANSWERED = (MessageState.COMPLETE, MessageState.MALFORMED)
-
-
+@implementer(IResponseReceiver)
 class _Replay(Protocol):
-    """Writes the request, records the answer, and closes once it is whole."""
+    """
+    Writes the request, records the answer, and closes once it is whole or
+    broken; it reads the answer as it comes, each byte once, to know.
+    """
 
     def __init__(self, request: bytes, recorder: ExchangeRecorder, ended: Deferred[None]) -> None:
         self._request = request
         self._recorder = recorder
         self._ended = ended
+        method = request.partition(b" ")[0]
+        self._answer = ResponseParser(self, method)
 
     def connectionMade(self) -> None:
         self._recorder.requestData(self._request)
@@ -39,8 +42,19 @@ class _Replay(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._recorder.responseData(data)
-        if self._recorder.exchange.response.state in _ANSWERED:
+        try:
+            self._answer.dataReceived(data)
+        except MessageError:
             self.transport.loseConnection()
+
+    def headReceived(self, head: ResponseHead) -> None:
+        pass
+
+    def bodyReceived(self, data: bytes) -> None:
+        pass
+
+    def responseComplete(self) -> None:
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         self._ended.callback(None)
