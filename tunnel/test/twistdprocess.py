@@ -37,9 +37,11 @@ class TwistdProcess(protocol.ProcessProtocol):
     @ivar maxOutput: how much of the output to keep, or L{None} for all of
         it: a long run logs a line for every request.
     @ivar ended: fires with the exit code once the process has ended.
+    @ivar name: what the process is, for the messages of failures.
     """
 
     maxOutput: int | None = None
+    name = "twistd"
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
@@ -66,7 +68,7 @@ class TwistdProcess(protocol.ProcessProtocol):
         waiters, self._waiters = self._waiters, []
         for pattern, found in waiters:
             found.errback(RuntimeError(
-                f"twistd exited ({self._exitCode}) before logging {pattern.pattern!r}:\n"
+                f"{self.name} exited ({self._exitCode}) before logging {pattern.pattern!r}:\n"
                 + self.output[-4000:]
             ))
         self.ended.callback(self._exitCode)
@@ -81,7 +83,7 @@ class TwistdProcess(protocol.ProcessProtocol):
         if match is not None:
             return defer.succeed(match)
         if self._exitCode is not None:
-            return defer.fail(RuntimeError(f"twistd has exited:\n{self.output[-4000:]}"))
+            return defer.fail(RuntimeError(f"{self.name} has exited:\n{self.output[-4000:]}"))
         found: defer.Deferred[re.Match[str]] = defer.Deferred()
         self._waiters.append((compiled, found))
         return found.addTimeout(timeout, self._clock)
