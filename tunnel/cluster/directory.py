@@ -221,6 +221,8 @@ class SessionDirectory:
     ready.
 
     @ivar name: see L{tunnel.server.health.ReadinessCheck.name}.
+    @ivar address: where this node's link listens, C{"HOST:PORT"}; it may
+        be set (once the link listens) until L{start}.
     """
 
     name = "redis"
@@ -259,7 +261,7 @@ class SessionDirectory:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
         self._redis = redis
         self._node = node
-        self._address = address
+        self.address = address
         self._lease = lease
         self._leaseMs = max(1, round(lease * 1000))
         self._clock: IReactorTime = clock  # type: ignore[assignment]
@@ -343,7 +345,7 @@ class SessionDirectory:
             self._call(
                 _RENEW,
                 [self._nodeKey()] + self._claimKeys(claims),
-                [self._node, self._address, self._leaseMs, *claims.values()],
+                [self._node, self.address, self._leaseMs, *claims.values()],
             ).addCallbacks(
                 self._renewed, self._renewalFailed, callbackArgs=(began,)
             ).addBoth(self._renewalEnded)
@@ -405,7 +407,7 @@ class SessionDirectory:
         return self._call(
             _RENEW,
             [self._nodeKey()] + self._claimKeys({key: access}),
-            [self._node, self._address, self._leaseMs, access],
+            [self._node, self.address, self._leaseMs, access],
         ).addCallback(lambda _: None)
 
     def release(self, key: str) -> Deferred[None]:

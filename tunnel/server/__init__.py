@@ -12,7 +12,7 @@ or put C{server.resource} anywhere in an existing resource tree.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
@@ -38,6 +38,9 @@ from tunnel.server.session import SessionSettings, StreamTimeout, TooManyPending
 from tunnel.server.site import TunnelSite
 from tunnel.server.tcp import TCPTunnelFactory
 from tunnel.yamux import SessionConfig
+
+if TYPE_CHECKING:
+    from tunnel.cluster.node import ClusterNode
 
 __all__ = [
     "Accounts",
@@ -187,6 +190,17 @@ class TunnelServer:
         """
         self.resource.selfService = SelfService(domain, accounts, self._registry, hostsFile)
 
+    def joinCluster(self, node: ClusterNode) -> None:
+        """
+        Be C{node} of a cluster: claim the sessions of this server's clients
+        in the cluster's store, and forward a public request (HTTP,
+        WebSocket, or a connection to a TCP listener bound after this call)
+        for a client whose session another node holds to that node. Serve
+        C{node.linkListener()} on the node's link endpoint for the others.
+        """
+        self.resource.cluster = node
+        self.resource.sessionObserver = node.observing(self._registry)
+
     def setAccess(self, host: str, rule: AccessRule | None) -> None:
         """
         Admit to C{host} only the public sources C{rule} permits (all of
@@ -259,8 +273,12 @@ class TunnelServer:
         @raise ValueError: if the identifier is empty, before listening.
         """
         binding = _Binding(checkIdentifier(_identifier(identifier)))
+        cluster = self.resource.cluster
         listening = endpoint.listen(
-            TCPTunnelFactory(lambda: self._registry.session(binding.identifier))
+            TCPTunnelFactory(
+                lambda: self._registry.session(binding.identifier),
+                None if cluster is None else lambda: cluster.remoteSession(binding.identifier),
+            )
         )
 
         def listened(port: IListeningPort) -> IListeningPort:

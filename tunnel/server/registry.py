@@ -52,12 +52,14 @@ class Route:
         for none.
     @ivar session: the connected session of the host's client, or L{None}.
     @ivar access: the networks the host admits, if its operator said.
+    @ivar identifier: the identifier of the host's client.
     """
 
     host: str
     port: int
     session: ClientSession | None
     access: AccessRule | None = None
+    identifier: bytes = attrs.field(default=b"", repr=False)
 
 
 @attrs.frozen
@@ -260,7 +262,11 @@ class Registry:
             if tunnel is not None:
                 exposed = (index == 0 and len(names) > 1) or port == listenerPort
                 return Route(
-                    name, port if exposed else 0, tunnel.session, self._access.get(name)
+                    name,
+                    port if exposed else 0,
+                    tunnel.session,
+                    self._access.get(name),
+                    tunnel.identifier,
                 )
         return None
 

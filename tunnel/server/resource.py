@@ -6,6 +6,7 @@ and every other request, routed by its Host to a client.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
@@ -44,10 +45,14 @@ from tunnel.server.forwarding import (
 from tunnel.server.limits import FailureLimiter
 from tunnel.server.metrics import ServerMetrics
 from tunnel.server.outcome import Refusal, markRouted, refuse
-from tunnel.server.registry import Registry
+from tunnel.server.registry import Registry, Route
 from tunnel.server.selfservice import RegistrationError, SelfService
-from tunnel.server.session import ClientSession, SessionSettings
+from tunnel.server.session import ClientSession, ISessionObserver, SessionSettings
 from tunnel.server.target import RequestTarget, TargetError, TargetForm, parseTarget
+
+if TYPE_CHECKING:
+    from tunnel.cluster.node import ClusterNode
+    from tunnel.cluster.remote import RemoteSession
 
 
 #: Seconds the connected client of an identifier has to answer a ping when
@@ -105,6 +110,12 @@ class TunnelResource(Resource):
         take to open and keep-alive pings to be answered.
     @ivar selfService: registers hosts for tokens, or L{None} to refuse
         them.
+    @ivar sessionObserver: is told when each session becomes ready and
+        ends: the registry, or what tells it (a cluster node that claims
+        the sessions in its store).
+    @ivar cluster: the node of a cluster this server is, if it is one:
+        a request for a client whose session is held by another node is
+        forwarded there.
     """
 
     isLeaf = True
@@ -124,6 +135,8 @@ class TunnelResource(Resource):
         self.metrics = metrics
         self.limiter = limiter
         self.selfService: SelfService | None = None
+        self.sessionObserver: ISessionObserver = registry
+        self.cluster: ClusterNode | None = None
         self._settings = settings
         self._clock = clock
         self._cooperator = cooperator
@@ -307,7 +320,7 @@ class TunnelResource(Resource):
         session = ClientSession(
             identifier,
             self._settings,
-            self.registry,
+            self.sessionObserver,
             self._clock,
             self.metrics,
             SERVER_STREAMS in accepted,
@@ -364,6 +377,25 @@ class TunnelResource(Resource):
         if not self._admits(request, route.access, route.host):
             return
         session = route.session
+        if (session is None or not session.ready) and self.cluster is not None:
+            found = self.cluster.remoteSession(route.identifier)
+            found.addCallback(lambda remote: self._forwardTo(request, route, host, remote))
+            found.addErrback(
+                lambda reason: self._log.failure("Forwarding to another node failed", reason)
+            )
+            return
+        self._forwardTo(request, route, host, session)
+
+    def _forwardTo(
+        self,
+        request: Request,
+        route: Route,
+        host: bytes,
+        session: ClientSession | RemoteSession | None,
+    ) -> None:
+        """Forward C{request} to C{session}, the client of its C{route}, if it admits it."""
+        if request.channel is None:
+            return
         if session is None or not session.ready:
             refuse(
                 request,

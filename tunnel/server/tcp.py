@@ -5,8 +5,9 @@ becomes one stream to that client, piped raw.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -15,6 +16,9 @@ from twisted.python.failure import Failure
 from tunnel.pipe import PipeEnd
 from tunnel.core.control import TransportProtocol
 from tunnel.server.session import ClientSession
+
+if TYPE_CHECKING:
+    from tunnel.cluster.remote import RemoteSession
 
 
 class TCPTunnelFactory(Factory):
@@ -26,10 +30,18 @@ class TCPTunnelFactory(Factory):
 
     @ivar sessionFor: gives the connected session of the listener's client,
         or L{None}.
+    @ivar remoteFor: in a cluster, looks up the session of the listener's
+        client that other nodes hold, for when this node holds none; else
+        L{None}.
     """
 
-    def __init__(self, sessionFor: Callable[[], ClientSession | None]) -> None:
+    def __init__(
+        self,
+        sessionFor: Callable[[], ClientSession | None],
+        remoteFor: Callable[[], Deferred[RemoteSession | None]] | None = None,
+    ) -> None:
         self.sessionFor = sessionFor
+        self.remoteFor = remoteFor
 
     def buildProtocol(self, addr: IAddress) -> _TunnelledConnection:
         """A pipe end that waits for its stream."""
@@ -46,8 +58,16 @@ class _TunnelledConnection(PipeEnd):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        port = self.transport.getHost().port
         session = self.factory.sessionFor()
+        if (session is None or not session.ready) and self.factory.remoteFor is not None:
+            self.factory.remoteFor().addCallback(self._tunnel)
+        else:
+            self._tunnel(session)
+
+    def _tunnel(self, session: ClientSession | RemoteSession | None) -> None:
+        port = self.transport.getHost().port
+        if self.lostReason is not None:
+            return
         if session is None or not session.ready:
             self._log.info(
                 "Closing a connection to port {port}: its tunnel client is not connected",

@@ -1,0 +1,172 @@
+"""
+A tunnel server as one node of a cluster: it claims in the store the
+sessions it holds, finds which nodes hold the others, and relays the
+streams other nodes forward to its own clients.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tunnel.cluster.accesstext import decodeAccess, encodeAccess
+from tunnel.cluster.directory import DirectoryUnavailable, Holder, SessionDirectory
+from tunnel.cluster.keys import ClusterKey
+from tunnel.cluster.link import LinkListenerFactory, NodeLinks
+from tunnel.cluster.relay import RelayFactory
+from tunnel.cluster.remote import RemoteSession
+from tunnel.server.registry import Registry
+from tunnel.server.session import ClientSession, ISessionObserver
+
+#: Seconds a lookup of who holds a client's session is used again: a
+#: client that connects to another node is reached through this one at
+#: most that long after.
+HOLDERS_CACHE_SECONDS = 1.0
+#: The most clients whose holders are remembered at once.
+HOLDERS_CACHE_SIZE = 10_000
+
+
+class ClusterNode:
+    """
+    What a tunnel server does as a node of a cluster.
+
+    @ivar key: the cluster's key.
+    @ivar name: this node's name, unique in the cluster.
+    @ivar directory: who holds which client's session.
+    @ivar links: this node's links to the others.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        key: ClusterKey,
+        name: str,
+        directory: SessionDirectory,
+        reactor: IReactorTime,
+        links: NodeLinks | None = None,
+        cacheSeconds: float = HOLDERS_CACHE_SECONDS,
+    ) -> None:
+        """
+        @param links: the links to the other nodes; plain TCP ones by
+            default.
+        """
+        self.key = key
+        self.name = name
+        self.directory = directory
+        self.links = NodeLinks(key, name, reactor) if links is None else links
+        self._clock = reactor
+        self._cacheSeconds = cacheSeconds
+        self._local: dict[str, ClientSession] = {}
+        self._holders: dict[str, tuple[float, list[Holder]]] = {}
+
+    def observing(self, registry: Registry) -> ISessionObserver:
+        """
+        An observer of sessions that tells C{registry} first,
+        then claims each session the registry made the connected one of its
+        identifier, and releases it when it ends.
+        """
+        return _ClaimingObserver(self, registry)
+
+    def linkListener(self) -> LinkListenerFactory:
+        """The factory to serve on this node's link endpoint, for the other nodes."""
+        return LinkListenerFactory(self.key, self.name, RelayFactory(self._local.get), self._clock)
+
+    def localSession(self, key: str) -> ClientSession | None:
+        """The session this node holds for the identifier key C{key}, if any."""
+        return self._local.get(key)
+
+    def remoteSession(self, identifier: bytes) -> Deferred[RemoteSession | None]:
+        """
+        The session of C{identifier}'s client that other nodes hold.
+
+        @return: a L{Deferred} firing with it, or with L{None} if no other
+            node holds one (or the store cannot say, and did not say
+            lately), or the client's stored access rule is unreadable.
+        """
+        key = self.key.identifierKey(identifier)
+        now = self._clock.seconds()
+        cached = self._holders.get(key)
+        if cached is not None and now - cached[0] < self._cacheSeconds:
+            return succeed(self._remote(key, cached[1]))
+        looking = self.directory.holders(key)
+
+        def found(holders: list[Holder]) -> RemoteSession | None:
+            if len(self._holders) >= HOLDERS_CACHE_SIZE:
+                self._holders.clear()
+            self._holders[key] = (self._clock.seconds(), holders)
+            return self._remote(key, holders)
+
+        def unknown(reason: Failure) -> RemoteSession | None:
+            reason.trap(DirectoryUnavailable)
+            # What the store said last is better than nothing while it is away.
+            return None if cached is None else self._remote(key, cached[1])
+
+        return looking.addCallbacks(found, unknown)
+
+    def _remote(self, key: str, holders: list[Holder]) -> RemoteSession | None:
+        if not holders:
+            return None
+        try:
+            access = decodeAccess(holders[0].access)
+        except ValueError as e:
+            self._log.error(
+                "The stored access rule of client key {key} is unreadable ({why}); "
+                "refusing its requests",
+                key=key[:8],
+                why=e,
+            )
+            return None
+        return RemoteSession(key, holders, self.links, access, self.forget)
+
+    def forget(self, key: str) -> None:
+        """Look up who holds the session of C{key}'s client anew next time."""
+        self._holders.pop(key, None)
+
+    def _claim(self, session: ClientSession) -> None:
+        key = self.key.identifierKey(session.identifier)
+        self._local[key] = session
+        claimed = self.directory.claim(key, encodeAccess(session.access))
+        claimed.addErrback(self._storeFailed, "claim", session)
+
+    def _release(self, session: ClientSession) -> None:
+        key = self.key.identifierKey(session.identifier)
+        if self._local.get(key) is session:
+            del self._local[key]
+            self.directory.release(key).addErrback(self._storeFailed, "release", session)
+
+    def _storeFailed(self, reason: Failure, what: str, session: ClientSession) -> None:
+        self._log.warn(
+            "Could not {what} the session of client {client} in the store, which will "
+            "be told once it is back: {why}",
+            what=what,
+            client=session.label,
+            why=reason.getErrorMessage(),
+        )
+
+    def stop(self) -> Deferred[None]:
+        """Release every claim and close the links."""
+        self._local.clear()
+        stopping = self.directory.stop()
+        return stopping.addBoth(lambda _: self.links.close())
+
+
+@implementer(ISessionObserver)
+class _ClaimingObserver:
+    """Tells the registry of a session, then claims or releases it."""
+
+    def __init__(self, node: ClusterNode, registry: Registry) -> None:
+        self._node = node
+        self._registry = registry
+
+    def sessionReady(self, session: ClientSession) -> None:
+        self._registry.sessionReady(session)
+        if self._registry.session(session.identifier) is session:
+            self._node._claim(session)
+
+    def sessionEnded(self, session: ClientSession, reason: Failure) -> None:
+        self._registry.sessionEnded(session, reason)
+        self._node._release(session)

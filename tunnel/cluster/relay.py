@@ -1,0 +1,117 @@
+"""
+The node holding a client's session: each stream another node opens on
+its link names the client (C{OPEN}, see L{tunnel.cluster.relayline}); the
+node asks that client's session for a stream, answers whether it got one,
+and then pipes the two streams together, bytes untouched, with
+back-pressure both ways.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tunnel.cluster.relayline import Answer, RelayLineError, Unavailable, parseOpen, splitLine
+from tunnel.pipe import PipeEnd
+from tunnel.server.session import (
+    ClientNotReading,
+    ClientSession,
+    StreamTimeout,
+    TooManyPendingStreams,
+)
+
+#: Why a stream could not be had, by the failure of the session's
+#: L{ClientSession.requestStream} (the first that matches).
+FAILURES = (
+    (StreamTimeout, Unavailable.STREAM_TIMEOUT),
+    (ClientNotReading, Unavailable.NOT_READING),
+    (TooManyPendingStreams, Unavailable.TOO_MANY_PENDING),
+)
+
+
+class RelayFactory(Factory):
+    """
+    Builds the protocol of each stream other nodes open on their links to
+    this one.
+
+    @ivar sessionFor: the session this node holds for an identifier key,
+        if any.
+    """
+
+    def __init__(self, sessionFor: Callable[[str], ClientSession | None]) -> None:
+        self.sessionFor = sessionFor
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        return _Relay(self.sessionFor)
+
+
+class _Relay(Protocol):
+    """
+    A stream from another node: reads its C{OPEN}, gets a stream from the
+    client it names, answers, then hands itself over to a pipe.
+    """
+
+    _log = Logger()
+
+    def __init__(self, sessionFor: Callable[[str], ClientSession | None]) -> None:
+        self._sessionFor = sessionFor
+        self._buffer = b""
+        self._opening: Deferred[Protocol] | None = None
+        self._lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        if self._opening is not None:
+            return
+        try:
+            split = splitLine(self._buffer)
+            if split is None:
+                return
+            line, self._buffer = split
+            request = parseOpen(line)
+        except RelayLineError as e:
+            self._log.warn("A node broke the link protocol: {why}", why=str(e))
+            self.transport.abortConnection()
+            return
+        session = self._sessionFor(request.key)
+        if session is None or not session.ready:
+            self._answer(Answer(Unavailable.NOT_CONNECTED, "no session of this client here"))
+            return
+        client = PipeEnd()
+        self._opening = session.requestStream(request.transportProtocol, request.port, client)
+        self._opening.addCallbacks(self._opened, self._failed)
+
+    def _opened(self, client: Protocol) -> None:
+        self.transport.write(Answer().encode())
+        relayed, held = PipeEnd(), self._buffer
+        self._buffer = b""
+        self.transport.attach(relayed)
+        if held:
+            relayed.dataReceived(held)
+        relayed.join(client)
+
+    def _failed(self, reason: Failure) -> None:
+        if self._lost:
+            return
+        for error, why in FAILURES:
+            if reason.check(error):
+                break
+        else:
+            why = Unavailable.ENDED
+        self._answer(Answer(why, reason.getErrorMessage()))
+
+    def _answer(self, answer: Answer) -> None:
+        self.transport.write(answer.encode())
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._lost = True
+        if self._opening is not None and not self._opening.called:
+            self._opening.cancel()
+
+

@@ -1,0 +1,170 @@
+"""
+Tests for forwarding between the nodes of a cluster, in memory: a public
+request at a node without its client's session reaches the client through
+a node that has one.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tunnel.cluster.keys import ClusterKey
+from tunnel.test.clustersupport import Cluster
+from tunnel.test.serversupport import RawLocal
+from tunnel.test.support import Recorder
+
+IDENTIFIER = b"cluster-client-identifier"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+GET = b"GET /page HTTP/1.1\r\nHost: app.example\r\n\r\n"
+
+
+class ForwardingTests(SynchronousTestCase):
+    """Requests through a node that holds no session of their client."""
+
+    def setUp(self) -> None:
+        self.cluster = Cluster("a", "b", "c")
+        for harness in self.cluster.harnesses.values():
+            harness.server.addHost("app.example", IDENTIFIER)
+        self.locals: list[RawLocal] = []
+
+    def connect(self, node: str, answer: bytes = OK, extraHeaders: bytes = b"", echo: bool = False):
+        """Connect the client of L{IDENTIFIER} to C{node}; its streams get RawLocals."""
+
+        def local(message: object) -> RawLocal:
+            self.locals.append(RawLocal(answer, echo=echo))
+            return self.locals[-1]
+
+        client = self.cluster.harnesses[node].tunnelClient(
+            IDENTIFIER, local, extraHeaders=extraHeaders
+        )
+        self.cluster.flush()
+        return client
+
+    def send(self, node: str, data: bytes = GET) -> Recorder:
+        public = Recorder()
+        self.cluster.harnesses[node].connect(public)
+        public.transport.write(data)
+        self.cluster.flush()
+        return public
+
+    def test_requestReachesTheClientThroughTheNodeHoldingIt(self) -> None:
+        """
+        The client is connected to node b; a request at node a gets its
+        answer, and the local service sees the request as a direct one
+        would be, with the public client's address forwarded.
+        """
+        self.connect("b")
+        public = self.send("a")
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 200 OK\r\n"), b"".join(public.chunks))
+        self.assertTrue(b"".join(public.chunks).endswith(b"\r\n\r\nhello"))
+        [local] = self.locals
+        self.assertTrue(local.received.startswith(b"GET /page HTTP/1.1\r\n"))
+        self.assertIn(b"X-Forwarded-For: 203.0.113.7\r\n", local.received)
+
+    def test_theSessionIsClaimedUnderItsKeyNeverItsIdentifier(self) -> None:
+        """The store holds the HMAC of the identifier, for the node that holds it."""
+        self.connect("b")
+        key = ClusterKey(b"a cluster secret of the tests").identifierKey(IDENTIFIER)
+        self.assertEqual(self.cluster.store.claims, {key: {"b": ""}})
+        self.assertNotIn(IDENTIFIER.decode(), repr(self.cluster.store.claims))
+
+    def test_aSessionThatEndsIsReleased(self) -> None:
+        client = self.connect("b")
+        client.transport.loseConnection()
+        self.cluster.flush()
+        self.assertEqual(list(self.cluster.store.claims.values()), [{}])
+
+    def test_noNodeHoldingTheClientIsNotConnected(self) -> None:
+        public = self.send("a")
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 502 "), b"".join(public.chunks))
+        self.assertIn(b"is not connected", b"".join(public.chunks))
+
+    def test_aLocalSessionIsUsedFirst(self) -> None:
+        """A node with its own session of the client does not forward."""
+        self.connect("a")
+        self.connect("b")
+        self.send("a")
+        self.assertEqual(self.cluster.nodes["a"].links._links, {})
+
+    def test_anUnreachableHolderGivesWayToTheNext(self) -> None:
+        """
+        With sessions on b and c, and b unreachable (killed, say), a request
+        at a is served through c.
+        """
+        self.connect("b")
+        self.connect("c")
+        self.cluster.unreachable.add("b")
+        public = self.send("a")
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 200 OK\r\n"), b"".join(public.chunks))
+
+    def test_aHolderThatLostTheSessionGivesWayToTheNext(self) -> None:
+        """
+        A claim that outlived its session (the store not told yet) is
+        answered "not connected" by its node; the next holder serves, and
+        the holders are looked up anew next time.
+        """
+        self.connect("b")
+        self.connect("c")
+        key = self.cluster.key.identifierKey(IDENTIFIER)
+        del self.cluster.nodes["b"]._local[key]
+        public = self.send("a")
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 200 OK\r\n"), b"".join(public.chunks))
+        self.assertNotIn(key, self.cluster.nodes["a"]._holders)
+
+    def test_whatTheStoreSaidLastIsUsedWhileItIsAway(self) -> None:
+        """
+        With the store unreachable, a node forwards to the holders it was
+        told of last; with none known it answers that the client is not
+        connected.
+        """
+        self.connect("b")
+        self.send("a")
+        self.cluster.advance(5)
+        self.cluster.store.available = False
+        public = self.send("a")
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 200 OK\r\n"), b"".join(public.chunks))
+        public = self.send("c")
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 502 "), b"".join(public.chunks))
+
+    def test_theClientsOwnAccessRuleHoldsOnEveryNode(self) -> None:
+        """
+        A client that admits only some networks is refused to others
+        through every node: the rule travels with its claim.
+        """
+        self.connect(
+            "b",
+            extraHeaders=b"X-Tunnel-Features: access\r\nX-Tunnel-Allow: 10.0.0.0/8\r\n",
+        )
+        public = self.send("a")
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 403 "), b"".join(public.chunks))
+        self.assertEqual(self.locals, [])
+
+    def test_webSocketUpgradeIsPipedThroughTheHoldingNode(self) -> None:
+        """
+        An upgrade through node a: the 101 comes back, and then bytes flow
+        both ways through both nodes.
+        """
+        self.connect(
+            "b",
+            answer=b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n",
+            echo=True,
+        )
+        public = self.send(
+            "a",
+            b"GET /ws HTTP/1.1\r\nHost: app.example\r\nConnection: upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n",
+        )
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 101 "), b"".join(public.chunks))
+        public.transport.write(b"ping through two nodes")
+        self.cluster.flush()
+        self.assertTrue(b"".join(public.chunks).endswith(b"\r\n\r\nping through two nodes"), b"".join(public.chunks))
+
+    def test_aNodeWithoutTheSecretIsNotLinked(self) -> None:
+        """A node whose secret differs cannot link; the request gets a 502."""
+        self.connect("b")
+        stranger = ClusterKey(b"some other secret entirely")
+        self.cluster.nodes["a"].links._key = stranger
+        public = self.send("a")
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 502 "), b"".join(public.chunks))
+        self.assertEqual(self.locals, [])
