@@ -9,6 +9,7 @@ import re
 import sys
 from typing import Callable
 
+import attrs
 from twisted.python import usage
 
 from tunnel.client import LocalRoutes, PortRanges, TunnelSettings, parseServerAddress
@@ -19,6 +20,16 @@ from tunnel.client.statefile import (
     StateFileError,
     defaultStatePath,
     registrationKey,
+)
+from tunnel.cluster.handshake import isNodeName
+from tunnel.cluster.keys import ClusterKey
+from tunnel.cluster.link import hostAndPort
+from tunnel.cluster.settings import (
+    DEFAULT_CLUSTER_LISTEN,
+    DEFAULT_LEASE,
+    ClusterSettings,
+    defaultNodeName,
+    parseRedisURL,
 )
 from tunnel.config import withConfig
 from tunnel.core.capture import (
@@ -264,7 +275,8 @@ class ServerOptions(_ConfigurableOptions):
     C{self["access"]} maps hosts to their L{AccessRule}s, C{self["accounts"]}
     holds the L{Accounts} of C{--accounts-file} (or L{None}),
     C{self["adminToken"]} holds the admin token when C{--admin} is given,
-    and C{self["yamuxConfig"]} the clients' yamux settings.
+    C{self["yamuxConfig"]} the clients' yamux settings, and C{self["cluster"]}
+    the L{ClusterSettings} of C{--redis}, or L{None}.
     """
 
     synopsis = "[options]"
@@ -330,6 +342,31 @@ class ServerOptions(_ConfigurableOptions):
          "Seconds a public connection may leave its send buffer full (its client "
          "reading nothing) before it is cut, and the request behind it with it "
          "(0: no limit; tunnel sessions have --write-stall-timeout instead).", float],
+        ["redis", None, None,
+         "Be one node of a cluster sharing this Redis: redis://HOST[:PORT][/DB], or "
+         "rediss:// for TLS. A public request for a client connected to another node "
+         "is forwarded there. Needs --cluster-secret-file. Off by default: one "
+         "process, state in memory."],
+        ["redis-password-file", None, None,
+         "The file holding Redis's password (AUTH), kept out of the process list."],
+        ["redis-ca", None, None,
+         "With rediss://, check Redis's certificate against the CA certificates in "
+         "this PEM file instead of the system's."],
+        ["cluster-secret-file", None, None,
+         "The file holding the secret every node of the cluster shares (16 bytes at "
+         "least): it authenticates the links between nodes and keys what Redis "
+         "stores of identifiers, which it never holds in clear."],
+        ["cluster-listen", None, DEFAULT_CLUSTER_LISTEN,
+         "The server endpoint this node takes the links of the other nodes on."],
+        ["cluster-address", None, None,
+         "HOST:PORT where the other nodes reach --cluster-listen (default: the "
+         "address it listens on)."],
+        ["node-name", None, None,
+         "This node's name, unique in the cluster (default: HOSTNAME-PID)."],
+        ["lease", None, DEFAULT_LEASE,
+         "Seconds this node's claims on its clients' sessions outlive its last "
+         "renewal in Redis: how long other nodes may forward to it after it died.",
+         float],
         *SESSION_PARAMETERS,
         SESSION_BUFFER_PARAMETER,
     ]
@@ -438,6 +475,51 @@ class ServerOptions(_ConfigurableOptions):
         if self["metrics"]:
             self["metrics"] = serverEndpointDescription(self["metrics"])
             checkServerEndpoint("--metrics", self["metrics"])
+        self["cluster"] = self._readCluster()
+
+    def _readCluster(self) -> ClusterSettings | None:
+        """The settings of the cluster this node joins, if C{--redis} says it joins one."""
+        alone = ("redis-password-file", "redis-ca", "cluster-secret-file", "cluster-address",
+                 "node-name")
+        if not self["redis"]:
+            for name in alone:
+                if self[name]:
+                    raise usage.UsageError(f"--{name} is only used with --redis")
+            return None
+        try:
+            redis = parseRedisURL(self["redis"])
+        except ValueError as e:
+            raise usage.UsageError(f"--redis: {e}") from None
+        if self["redis-password-file"]:
+            password = readSecretFile(self["redis-password-file"], "Redis password")
+            redis = attrs.evolve(redis, password=password)
+        if self["redis-ca"] and not redis.tls:
+            raise usage.UsageError("--redis-ca is only used with a rediss:// URL")
+        if not self["cluster-secret-file"]:
+            raise usage.UsageError("--redis needs --cluster-secret-file")
+        secret = readSecretFile(self["cluster-secret-file"], "cluster secret")
+        try:
+            key = ClusterKey(secret.encode("utf-8"))
+        except ValueError as e:
+            raise usage.UsageError(f"--cluster-secret-file: {e}") from None
+        listen = serverEndpointDescription(self["cluster-listen"])
+        checkServerEndpoint("--cluster-listen", listen)
+        address = self["cluster-address"]
+        if address is not None:
+            try:
+                hostAndPort(address)
+            except ValueError as e:
+                raise usage.UsageError(f"--cluster-address: {e}") from None
+        name = self["node-name"] or defaultNodeName()
+        if not isNodeName(name):
+            raise usage.UsageError(
+                f"--node-name: {name!r} is not 1 to 64 letters, digits and ._:-"
+            )
+        if self["lease"] < 1:
+            raise usage.UsageError("--lease must be a second at least")
+        return ClusterSettings(
+            redis, key, name, listen, address, self["lease"], self["redis-ca"]
+        )
 
     def _readSavedAccess(self) -> None:
         """

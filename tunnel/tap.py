@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from tunnel.client import TunnelClientService, TunnelEndpoint
 from tunnel.client.endpoint import connectorFor
+from tunnel.cluster.service import ClusterService
 from tunnel.client.inspector import (
     DEFAULT_FALLBACKS,
     DEFAULT_INSPECT,
@@ -127,6 +128,8 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
     if options["accounts"] is not None:
         server.enableSelfService(options["domain"], options["accounts"], options["hosts-file"])
     top = TunnelServerService(server)
+    if options["cluster"] is not None:
+        ClusterService(server, options["cluster"], reactor, readiness).setServiceParent(top)
     site = server.site(
         logPath=options["access-log"],
         maxConnections=_fittedConnectionCap(options["max-connections"]),

@@ -1,0 +1,274 @@
+"""
+A cluster end to end: a real C{redis-server} and three real C{twistd
+tunnel-server} nodes on loopback, real console clients on different
+nodes, every host reached through every node (HTTP, WebSocket, TCP), a
+node killed with SIGKILL, and Redis restarted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import treq
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import TestCase
+
+from tunnel.test.redisserver import RedisServer
+from tunnel.test.support import sleep
+from tunnel.test.twistdprocess import spawnPython, spawnTwistd
+
+SECRET = "the cluster secret of the end-to-end tests"
+CLIENTS = {
+    "one": "the-first-cluster-identifier-01",
+    "two": "the-second-cluster-identifier-2",
+}
+
+
+class LocalService(Protocol):
+    """
+    A local service behind a client, one per connection: a WebSocket-like
+    upgrade is answered C{101} and then echoed; any other HTTP request is
+    answered with its name and the body it carried; anything else (a TCP
+    tunnel) is echoed.
+    """
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.buffer = b""
+        self.mode: str | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.mode == "echo":
+            self.transport.write(data)
+            return
+        self.buffer += data
+        if self.mode is None:
+            if not self.buffer[:8].split(b" ")[0] in (b"GET", b"POST"):
+                self.mode = "echo"
+                self.transport.write(self.buffer)
+                return
+            if b"\r\n\r\n" not in self.buffer:
+                return
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            if b"upgrade: websocket" in head.lower():
+                self.mode = "echo"
+                self.transport.write(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
+                    b"Upgrade: websocket\r\n\r\n" + rest
+                )
+                return
+            self.mode = "http"
+            self.head = head
+        length = 0
+        for line in self.head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = self.buffer.partition(b"\r\n\r\n")[2]
+        if len(body) < length:
+            return
+        answer = self.name + b":" + body
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (len(answer), answer)
+        )
+        self.transport.loseConnection()
+
+
+class Raw(Protocol):
+    """A raw public client: records what it receives."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.waiters: list[tuple[bytes, defer.Deferred[None]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        for waiter in list(self.waiters):
+            if self.received.endswith(waiter[0]):
+                self.waiters.remove(waiter)
+                waiter[1].callback(None)
+
+    def until(self, suffix: bytes) -> defer.Deferred[None]:
+        waiting: defer.Deferred[None] = defer.Deferred()
+        if self.received.endswith(suffix):
+            waiting.callback(None)
+        else:
+            self.waiters.append((suffix, waiting))
+        return waiting.addTimeout(10, reactor)
+
+
+class ClusterTests(TestCase):
+    """Three nodes, one Redis, two clients."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = RedisServer(reactor)
+        yield self.redis.start()
+        self.addCleanup(self.redis.stop)
+        self.secret = self.mktemp()
+        with open(self.secret, "w") as f:
+            f.write(SECRET + "\n")
+        self.locals = {}
+        for name in CLIENTS:
+            port = reactor.listenTCP(
+                0, Factory.forProtocol(lambda n=name: LocalService(n.encode())),
+                interface="127.0.0.1",
+            )
+            self.addCleanup(port.stopListening)
+            self.locals[name] = port.getHost().port
+        self.nodes = {}
+        for name in ("n1", "n2", "n3"):
+            yield self.startNode(name)
+
+    @defer.inlineCallbacks
+    def startNode(self, name: str):
+        arguments = ["--listen", "tcp:0:interface=127.0.0.1",
+                     "--metrics", "tcp:0:interface=127.0.0.1",
+                     "--redis", self.redis.url, "--cluster-secret-file", self.secret,
+                     "--cluster-listen", "tcp:0:interface=127.0.0.1",
+                     "--node-name", name, "--lease", "2"]
+        for client, identifier in CLIENTS.items():
+            arguments += ["--host", f"{client}.localhost={identifier}",
+                          "--tcp", f"tcp:0:interface=127.0.0.1={identifier}"]
+        process = spawnTwistd(reactor, "tunnel-server", arguments)
+        self.addCleanup(process.kill)
+        public = (yield process.waitFor(r"TunnelSite starting on (\d+)")).group(1)
+        metrics = (yield process.waitFor(r"MonitoringSite starting on (\d+)")).group(1)
+        yield process.waitFor(r"other nodes link to 127\.0\.0\.1:\d+")
+        tcp = yield process.waitFor(
+            r"TCPTunnelFactory starting on (\d+)[\s\S]*TCPTunnelFactory starting on (\d+)"
+        )
+        self.nodes[name] = {"process": process, "public": public, "metrics": metrics,
+                            "tcp": list(tcp.groups())}
+
+    def client(self, name: str, *nodes: str):
+        servers = [w for node in nodes for w in ("--server", f"127.0.0.1:{self.nodes[node]['public']}")]
+        # Each node listens for the client's TCP tunnel on a port of its own
+        # (they share one machine): every one of them leads to the service.
+        index = list(CLIENTS).index(name)
+        local = f"127.0.0.1:{self.locals[name]}"
+        tcp = [w for node in self.nodes.values() for w in ("--local", f"{node['tcp'][index]}={local}")]
+        process = spawnPython(reactor, [
+            sys.executable, "-m", "tunnel", "client", *servers,
+            "--identifier", CLIENTS[name], "--local", local, *tcp, "--inspect", "none",
+        ])
+        self.addCleanup(process.kill)
+        return process
+
+    @defer.inlineCallbacks
+    def connected(self, name: str, *nodes: str):
+        process = self.client(name, *nodes)
+        for node in nodes:
+            yield process.waitFor(rf"Forwarding  http://{name}\.localhost:{self.nodes[node]['public']}/")
+        return process
+
+    @defer.inlineCallbacks
+    def get(self, node: str, client: str, body: bytes = b""):
+        response = yield treq.request(
+            "POST" if body else "GET",
+            f"http://127.0.0.1:{self.nodes[node]['public']}/",
+            headers={"Host": f"{client}.localhost"},
+            data=body or None,
+            persistent=False,
+        )
+        content = yield treq.content(response)
+        return response.code, content
+
+    @defer.inlineCallbacks
+    def raw(self, port: str) -> Raw:
+        protocol = Raw()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", int(port)), protocol)
+        self.addCleanup(protocol.transport.loseConnection)
+        return protocol
+
+    @defer.inlineCallbacks
+    def reachable(self, node: str, client: str):
+        """Wait (a few seconds at most) until C{client}'s host answers through C{node}."""
+        for _ in range(100):
+            code, body = yield self.get(node, client)
+            if code == 200:
+                return
+            yield sleep(0.1)
+        self.fail(f"{client} never answered through {node}: {code} {body!r}")
+
+    @defer.inlineCallbacks
+    def test_everyHostThroughEveryNode(self):
+        """
+        Client one is on n1, client two on n2: HTTP, WebSocket and TCP of
+        each reach it through every node.
+        """
+        yield self.connected("one", "n1")
+        yield self.connected("two", "n2")
+        for node in self.nodes:
+            for client in CLIENTS:
+                yield self.reachable(node, client)
+                code, body = yield self.get(node, client, b"a body for " + node.encode())
+                self.assertEqual((code, body), (200, client.encode() + b":a body for " + node.encode()))
+        for node in self.nodes:
+            for index, client in enumerate(CLIENTS):
+                ws = yield self.raw(self.nodes[node]["public"])
+                ws.transport.write(
+                    b"GET /ws HTTP/1.1\r\nHost: %s.localhost\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: websocket\r\n\r\n" % (client.encode(),)
+                )
+                yield ws.until(b"\r\n\r\n")
+                self.assertTrue(ws.received.startswith(b"HTTP/1.1 101 "), ws.received)
+                ws.transport.write(b"frame through " + node.encode())
+                yield ws.until(b"frame through " + node.encode())
+                tcp = yield self.raw(self.nodes[node]["tcp"][index])
+                tcp.transport.write(b"raw bytes to " + client.encode())
+                yield tcp.until(b"raw bytes to " + client.encode())
+
+    @defer.inlineCallbacks
+    def test_aKilledNodeLosesNoTunnel(self):
+        """
+        Client one holds sessions on n1 and n2, client two on n3 only. n1 is
+        killed with SIGKILL: through n2 and n3 both hosts keep answering,
+        every request of the while.
+        """
+        yield self.connected("one", "n1", "n2")
+        yield self.connected("two", "n3")
+        for node in ("n2", "n3"):
+            for client in CLIENTS:
+                yield self.reachable(node, client)
+        self.nodes["n1"]["process"].signal("KILL")
+        yield self.nodes["n1"]["process"].ended
+        for round in range(20):
+            for node in ("n2", "n3"):
+                for client in CLIENTS:
+                    body = b"round %d" % (round,)
+                    self.assertEqual((yield self.get(node, client, body)),
+                                     (200, client.encode() + b":" + body))
+
+    @defer.inlineCallbacks
+    def test_redisRestartIsSurvived(self):
+        """
+        With Redis down, nodes serve the sessions they hold and /readyz says
+        why they are not ready; once it is back, forwarding works again.
+        """
+        yield self.connected("one", "n1")
+        yield self.reachable("n2", "one")
+        yield self.redis.kill()
+        code, body = yield self.get("n1", "one", b"direct")
+        self.assertEqual((code, body), (200, b"one:direct"))
+        for _ in range(100):
+            response = yield treq.get(
+                f"http://127.0.0.1:{self.nodes['n1']['metrics']}/readyz", persistent=False
+            )
+            text = yield treq.content(response)
+            if response.code == 503:
+                break
+            yield sleep(0.1)
+        self.assertEqual(response.code, 503, text)
+        self.assertIn(b"redis", text)
+        yield self.redis.start()
+        yield self.reachable("n3", "one")
+        response = yield treq.get(
+            f"http://127.0.0.1:{self.nodes['n1']['metrics']}/readyz", persistent=False
+        )
+        self.assertEqual(response.code, 200, (yield treq.content(response)))
