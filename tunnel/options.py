@@ -497,6 +497,11 @@ class ServerOptions(_ConfigurableOptions):
             raise usage.UsageError("--redis-ca is only used with a rediss:// URL")
         if not self["cluster-secret-file"]:
             raise usage.UsageError("--redis needs --cluster-secret-file")
+        if self["domain"]:
+            raise usage.UsageError(
+                "--domain (self-service hosts) is not shared between the nodes of a "
+                "cluster: run it on a server without --redis"
+            )
         secret = readSecretFile(self["cluster-secret-file"], "cluster secret")
         try:
             key = ClusterKey(secret.encode("utf-8"))

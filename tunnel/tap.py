@@ -120,6 +120,11 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
     listeners = ListenersCheck()
     hosts = Milestone("hosts", "the hosts are not loaded yet")
     readiness = Readiness([listeners, hosts])
+    top = TunnelServerService(server)
+    cluster = None
+    if options["cluster"] is not None:
+        cluster = ClusterService(server, options["cluster"], reactor, readiness)
+        cluster.setServiceParent(top)
     for host, identifier in options["hosts"].items():
         server.addHost(host, identifier)
     hosts.reach()
@@ -127,9 +132,6 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         server.setAccess(host, rule)
     if options["accounts"] is not None:
         server.enableSelfService(options["domain"], options["accounts"], options["hosts-file"])
-    top = TunnelServerService(server)
-    if options["cluster"] is not None:
-        ClusterService(server, options["cluster"], reactor, readiness).setServiceParent(top)
     site = server.site(
         logPath=options["access-log"],
         maxConnections=_fittedConnectionCap(options["max-connections"]),
@@ -144,7 +146,7 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
             server, serverFromString(reactor, description), identifier
         ).setServiceParent(top)
     reloaders: list[Reloader] = []
-    if options["hosts-file"]:
+    if options["hosts-file"] and cluster is None:
         reloaders.append(
             HostsReloader(server, options["hosts-file"], options["commandLineHosts"])
         )
@@ -154,13 +156,17 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         ReloadOnHangUp(reloaders, reactor).setServiceParent(top)
     monitoring = MonitoringResource(server.metrics, readiness)
     if options["admin"]:
+        # A node of a cluster keeps its changes in the shared configuration,
+        # its files being only what it adds to it when it starts.
+        alone = cluster is None
         admin = AdminResource(
             server,
             options["adminToken"],
-            options["hosts-file"],
+            options["hosts-file"] if alone else None,
             reactor=reactor,
-            accessFile=options["access-file"],
+            accessFile=options["access-file"] if alone else None,
             monitoring=monitoring,
+            shared=None if alone else cluster.config,
         )
         adminEndpoint = serverFromString(reactor, options["admin"])
         _listen(adminEndpoint, AdminSite(admin)).setServiceParent(top)

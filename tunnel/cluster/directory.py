@@ -44,13 +44,11 @@ Cluster.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from typing import Any, Protocol as TypingProtocol, Sequence
+from typing import Any
 
 import attrs
-import txredisapi
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -58,23 +56,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-
-class Redis(TypingProtocol):
-    """
-    What a L{SessionDirectory} needs of a Redis connection: the script
-    commands of a C{txredisapi} connection (C{txredisapi.lazyConnection},
-    a pool, ...).
-    """
-
-    def evalsha(
-        self, sha1_hash: str, keys: Sequence[str] = ..., args: Sequence[object] = ...
-    ) -> Deferred[Any]:
-        """Run the cached script of digest C{sha1_hash}."""
-
-    def eval(
-        self, script: str, keys: Sequence[str] = ..., args: Sequence[object] = ...
-    ) -> Deferred[Any]:
-        """Run C{script}, caching it in Redis."""
+from tunnel.cluster.scripts import StoreUnavailable, Redis, Script, unavailable
 
 
 @attrs.frozen
@@ -92,24 +74,6 @@ class Holder:
     node: str
     address: str
     access: str
-
-
-class DirectoryUnavailable(Exception):
-    """
-    Redis did not do what the directory asked: it is unreachable (no
-    connection, or no answer in time) or it answered with an error.
-
-    @ivar what: C{"unreachable"} or C{"refusing"}.
-    @ivar why: the error, in a few words.
-    """
-
-    def __init__(self, what: str, why: str) -> None:
-        super().__init__(what, why)
-        self.what = what
-        self.why = why
-
-    def __str__(self) -> str:
-        return f"Redis {self.what}: {self.why}"
 
 
 #: What every script starts with: the time on Redis's clock, in
@@ -131,32 +95,10 @@ end
 """
 
 
-@attrs.frozen
-class _Script:
-    """A Lua script, run by its digest and sent again when Redis lacks it."""
-
-    source: str
-    sha: str = attrs.field(init=False)
-
-    @sha.default
-    def _digest(self) -> str:
-        return hashlib.sha1(self.source.encode("utf-8")).hexdigest()
-
-    def run(self, redis: Redis, keys: Sequence[str], args: Sequence[object]) -> Deferred[Any]:
-        """Run it with C{keys} and C{args}."""
-        return redis.evalsha(self.sha, keys, args).addErrback(self._send, redis, keys, args)
-
-    def _send(
-        self, failure: Failure, redis: Redis, keys: Sequence[str], args: Sequence[object]
-    ) -> Deferred[Any]:
-        failure.trap(txredisapi.ScriptDoesNotExist)
-        return redis.eval(self.source, keys, args)
-
-
 #: Renew (or make) the node record and claims. KEYS: the node record, then
 #: the claims hash and expiry set of each key. ARGV: the node, its
 #: address, the lease in milliseconds, then the access of each key.
-_RENEW = _Script(_PRELUDE + """
+_RENEW = Script(_PRELUDE + """
 local at = now()
 local lease = tonumber(ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', lease)
@@ -176,7 +118,7 @@ return (#KEYS - 1) / 2
 #: The live claims of a key but one node's, freshest first, as JSON: a list
 #: of C{[node, address, access]}. KEYS: the claims hash and expiry set.
 #: ARGV: the prefix of node records, the node to leave out.
-_HOLDERS = _Script(_PRELUDE + """
+_HOLDERS = Script(_PRELUDE + """
 local at = now()
 tidy(KEYS[1], KEYS[2], at)
 local found = {}
@@ -195,7 +137,7 @@ return cjson.encode(found)
 #: Withdraw a node's claims and, if named, its record. KEYS: the node
 #: record or C{""}, then the claims hash and expiry set of each key. ARGV:
 #: the node.
-_WITHDRAW = _Script(_PRELUDE + """
+_WITHDRAW = Script(_PRELUDE + """
 local at = now()
 if KEYS[1] ~= '' then
     redis.call('DEL', KEYS[1])
@@ -272,7 +214,7 @@ class SessionDirectory:
         self._looping: Deferred[LoopingCall] | None = None
         self._startedAt = 0.0
         self._renewedAt: float | None = None
-        self._renewalError: DirectoryUnavailable | None = None
+        self._renewalError: StoreUnavailable | None = None
         self._renewalWaiters: list[Deferred[None]] = []
         self._downSince: float | None = None
 
@@ -318,7 +260,7 @@ class SessionDirectory:
             return self._call(_WITHDRAW, keys, [self._node])
 
         def failed(failure: Failure) -> None:
-            failure.trap(DirectoryUnavailable)
+            failure.trap(StoreUnavailable)
             self._log.warn(
                 "session directory: could not withdraw node {node} from Redis ({error});"
                 " its record and {count} claims lapse within {lease} s",
@@ -358,7 +300,7 @@ class SessionDirectory:
         self._renewalError = None
 
     def _renewalFailed(self, failure: Failure) -> None:
-        if failure.check(DirectoryUnavailable):
+        if failure.check(StoreUnavailable):
             self._renewalError = failure.value
         else:
             self._log.failure("session directory: renewal failed", failure)
@@ -398,7 +340,7 @@ class SessionDirectory:
         L{release} or L{stop}.
 
         @return: fires once Redis has the claim; fails with
-            L{DirectoryUnavailable} if Redis is unreachable, in which case
+            L{StoreUnavailable} if Redis is unreachable, in which case
             the claim is still remembered, and the first renewal Redis
             answers records it.
         """
@@ -416,7 +358,7 @@ class SessionDirectory:
         once, and removed from Redis.
 
         @return: fires once Redis removed the claim; fails with
-            L{DirectoryUnavailable} if Redis is unreachable, in which case
+            L{StoreUnavailable} if Redis is unreachable, in which case
             the claim, no longer renewed, lapses within a lease.
         """
         _checkKey(key)
@@ -431,7 +373,7 @@ class SessionDirectory:
         (their claim and their node record have not lapsed), the freshest
         claim first.
 
-        @return: fails with L{DirectoryUnavailable} if Redis is unreachable.
+        @return: fails with L{StoreUnavailable} if Redis is unreachable.
         """
         _checkKey(key)
         return self._call(
@@ -455,10 +397,10 @@ class SessionDirectory:
             keys.append(f"{self._prefix}expiry:{key}")
         return keys
 
-    def _call(self, script: _Script, keys: list[str], args: list[object]) -> Deferred[Any]:
+    def _call(self, script: Script, keys: list[str], args: list[object]) -> Deferred[Any]:
         """
         Run C{script}, giving up after the timeout; note whether Redis
-        answered, and turn its failures into L{DirectoryUnavailable}.
+        answered, and turn its failures into L{StoreUnavailable}.
         """
         try:
             running = script.run(self._redis, keys, args)
@@ -477,7 +419,7 @@ class SessionDirectory:
         return result
 
     def _failed(self, failure: Failure) -> Failure:
-        error = _unavailable(failure, self._timeout)
+        error = unavailable(failure, self._timeout)
         if error is None:
             return failure
         if self._downSince is None:
@@ -488,17 +430,6 @@ class SessionDirectory:
                 error=str(error), node=self._node, count=len(self._claims),
             )
         return Failure(error)
-
-
-def _unavailable(failure: Failure, timeout: float) -> DirectoryUnavailable | None:
-    """The L{DirectoryUnavailable} a failure of Redis amounts to, if any."""
-    if failure.check(defer.TimeoutError, defer.CancelledError):
-        return DirectoryUnavailable("unreachable", f"no answer within {timeout:g} s")
-    if failure.check(txredisapi.ConnectionError):
-        return DirectoryUnavailable("unreachable", failure.getErrorMessage() or "no connection")
-    if failure.check(txredisapi.RedisError):
-        return DirectoryUnavailable("refusing", failure.getErrorMessage())
-    return None
 
 
 def _checkKey(key: str) -> None:

@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tunnel.cluster.accesstext import decodeAccess, encodeAccess
-from tunnel.cluster.directory import DirectoryUnavailable, Holder, SessionDirectory
+from tunnel.cluster.directory import StoreUnavailable, Holder, SessionDirectory
 from tunnel.cluster.keys import ClusterKey
 from tunnel.cluster.link import LinkListenerFactory, NodeLinks
 from tunnel.cluster.relay import RelayFactory
@@ -75,19 +75,24 @@ class ClusterNode:
         """The factory to serve on this node's link endpoint, for the other nodes."""
         return LinkListenerFactory(self.key, self.name, RelayFactory(self._local.get), self._clock)
 
+    def identifierName(self, identifier: bytes) -> bytes:
+        """The key the cluster knows C{identifier} by, as the registry keeps it."""
+        return self.key.identifierKey(identifier).encode("ascii")
+
     def localSession(self, key: str) -> ClientSession | None:
         """The session this node holds for the identifier key C{key}, if any."""
         return self._local.get(key)
 
-    def remoteSession(self, identifier: bytes) -> Deferred[RemoteSession | None]:
+    def remoteSession(self, name: bytes) -> Deferred[RemoteSession | None]:
         """
-        The session of C{identifier}'s client that other nodes hold.
+        The session that other nodes hold of the client the registry knows
+        by C{name} (see L{identifierName}).
 
         @return: a L{Deferred} firing with it, or with L{None} if no other
             node holds one (or the store cannot say, and did not say
             lately), or the client's stored access rule is unreadable.
         """
-        key = self.key.identifierKey(identifier)
+        key = name.decode("ascii")
         now = self._clock.seconds()
         cached = self._holders.get(key)
         if cached is not None and now - cached[0] < self._cacheSeconds:
@@ -101,7 +106,7 @@ class ClusterNode:
             return self._remote(key, holders)
 
         def unknown(reason: Failure) -> RemoteSession | None:
-            reason.trap(DirectoryUnavailable)
+            reason.trap(StoreUnavailable)
             # What the store said last is better than nothing while it is away.
             return None if cached is None else self._remote(key, cached[1])
 
@@ -127,13 +132,13 @@ class ClusterNode:
         self._holders.pop(key, None)
 
     def _claim(self, session: ClientSession) -> None:
-        key = self.key.identifierKey(session.identifier)
+        key = session.identifier.decode("ascii")
         self._local[key] = session
         claimed = self.directory.claim(key, encodeAccess(session.access))
         claimed.addErrback(self._storeFailed, "claim", session)
 
     def _release(self, session: ClientSession) -> None:
-        key = self.key.identifierKey(session.identifier)
+        key = session.identifier.decode("ascii")
         if self._local.get(key) is session:
             del self._local[key]
             self.directory.release(key).addErrback(self._storeFailed, "release", session)

@@ -12,9 +12,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from tunnel.cluster.config import ConfigFollower, SharedConfig
 from tunnel.cluster.directory import SessionDirectory
+from tunnel.cluster.scripts import StoreUnavailable
 from tunnel.cluster.node import ClusterNode
 from tunnel.cluster.settings import ClusterSettings, RedisAddress
 from tunnel.server import TunnelServer
@@ -22,6 +26,9 @@ from tunnel.server.health import Readiness
 
 #: Seconds to wait for Redis to accept a connection.
 REDIS_CONNECT_TIMEOUT = 5.0
+#: Seconds between two tries to add this node's own hosts to the shared
+#: configuration, while Redis cannot be reached.
+SEED_RETRY = 2.0
 
 
 def redisConnection(address: RedisAddress, caFile: str | None = None) -> object:
@@ -52,9 +59,16 @@ class ClusterService(Service):
     """
     Makes a L{TunnelServer} a node of the cluster its settings name: the
     server joins it at once (so that no session escapes its claim); the
-    links are listened for, and the directory started, with the service.
+    links are listened for, the directory started, and the shared
+    configuration followed, with the service.
+
+    The hosts and access rules the server has when the service starts
+    (those of its command line and files) are added to the shared
+    configuration where it has none for their hosts, until Redis takes
+    them; from then on the shared configuration is the server's.
 
     @ivar node: the server's L{ClusterNode}.
+    @ivar config: the cluster's L{SharedConfig}, for the admin API.
     """
 
     _log = Logger()
@@ -75,6 +89,10 @@ class ClusterService(Service):
         self.node = ClusterNode(settings.key, settings.name, self._directory, reactor)
         server.joinCluster(self.node)
         readiness.add(self._directory)
+        self.config = SharedConfig(self._redis, reactor)
+        self._server = server
+        self._follower: ConfigFollower | None = None
+        self._seeding: LoopingCall | None = None
         self._port: IListeningPort | None = None
 
     def startService(self) -> None:
@@ -93,6 +111,9 @@ class ClusterService(Service):
         address = self._settings.address or f"{host.host}:{host.port}"
         self._directory.address = address
         self._directory.start()
+        self._seeding = LoopingCall(self._seed)
+        self._seeding.clock = self._reactor
+        self._seeding.start(SEED_RETRY, now=True)
         self._log.info(
             "Node {node} of the cluster on {redis}: other nodes link to {address}",
             node=self._settings.name,
@@ -100,9 +121,37 @@ class ClusterService(Service):
             address=address,
         )
 
+    def _seed(self) -> Deferred[None]:
+        seeding = self.config.seed(self._server)
+
+        def seeded(version: int) -> None:
+            self._stopSeeding()
+            self._log.info("Joined the shared configuration at version {version}", version=version)
+            self._follower = ConfigFollower(self.config, self._server, self._reactor)
+            self._follower.start()
+
+        def notYet(failure: Failure) -> None:
+            failure.trap(StoreUnavailable)
+            self._log.warn(
+                "Cannot reach the shared configuration yet ({why}); serving the {count} "
+                "hosts of this node's own configuration meanwhile",
+                why=failure.getErrorMessage(),
+                count=len(self._server.hosts()),
+            )
+
+        return seeding.addCallbacks(seeded, notYet)
+
+    def _stopSeeding(self) -> None:
+        if self._seeding is not None and self._seeding.running:
+            self._seeding.stop()
+        self._seeding = None
+
     def stopService(self) -> Deferred[None]:
         """Release this node's claims, close its links, stop listening."""
         super().stopService()
+        self._stopSeeding()
+        if self._follower is not None:
+            self._follower.stop()
         stopping = self.node.stop()
         if self._port is not None:
             port, self._port = self._port, None

@@ -170,7 +170,26 @@ class TunnelServer:
         @raise ValueError: if the host is not a host name or the identifier
             is empty.
         """
-        self._registry.addHost(host, _identifier(identifier))
+        self._registry.addHost(host, self.nameOf(identifier))
+
+    def addHostByName(self, host: str, name: bytes) -> None:
+        """
+        Route the virtual host C{host} to the client known by C{name}: what
+        L{identifierOf} gives for another host of it, or L{nameOf} for its
+        identifier.
+
+        @raise ValueError: if C{host} is not a host name or C{name} is empty.
+        """
+        self._registry.addHost(host, name)
+
+    def nameOf(self, identifier: str | bytes) -> bytes:
+        """
+        What the server knows C{identifier} by: itself, or in a cluster its
+        key there (see L{joinCluster}).
+
+        @raise ValueError: if it is empty.
+        """
+        return self.resource.identifierName(checkIdentifier(_identifier(identifier)))
 
     def enableSelfService(
         self, domain: str, accounts: Accounts, hostsFile: str | None = None
@@ -192,14 +211,20 @@ class TunnelServer:
 
     def joinCluster(self, node: ClusterNode) -> None:
         """
-        Be C{node} of a cluster: claim the sessions of this server's clients
-        in the cluster's store, and forward a public request (HTTP,
+        Be C{node} of a cluster: know identifiers by their key in the
+        cluster (see L{identifierOf}), claim the sessions of this server's
+        clients in the cluster's store, and forward a public request (HTTP,
         WebSocket, or a connection to a TCP listener bound after this call)
         for a client whose session another node holds to that node. Serve
         C{node.linkListener()} on the node's link endpoint for the others.
+
+        @raise ValueError: if the server has hosts or listeners already.
         """
+        if self._registry.knowsAny():
+            raise ValueError("a server joins its cluster before it has hosts or listeners")
         self.resource.cluster = node
         self.resource.sessionObserver = node.observing(self._registry)
+        self.resource.identifierName = node.identifierName
 
     def setAccess(self, host: str, rule: AccessRule | None) -> None:
         """
@@ -217,6 +242,10 @@ class TunnelServer:
         @raise ValueError: if the host is not a host name.
         """
         return self._registry.accessOf(host)
+
+    def guardedHosts(self) -> list[str]:
+        """The hosts with a rule set by L{setAccess}, sorted."""
+        return self._registry.guardedHosts()
 
     def deleteHost(self, host: str) -> None:
         """
@@ -237,7 +266,9 @@ class TunnelServer:
 
     def identifierOf(self, host: str) -> bytes:
         """
-        The secret identifier C{host} is routed to.
+        The secret identifier C{host} is routed to: in a cluster, the key
+        the cluster knows it by (see L{joinCluster}), which the API takes
+        wherever it takes an identifier this method gave.
 
         @raise KeyError: if C{host} is not routed (or not a host name).
         """
@@ -272,7 +303,7 @@ class TunnelServer:
             listens; pass it to L{unbindTCP} to stop.
         @raise ValueError: if the identifier is empty, before listening.
         """
-        binding = _Binding(checkIdentifier(_identifier(identifier)))
+        binding = _Binding(self.nameOf(identifier))
         cluster = self.resource.cluster
         listening = endpoint.listen(
             TCPTunnelFactory(
@@ -309,7 +340,7 @@ class TunnelServer:
         @return: the ports of the listeners moved.
         @raise ValueError: if C{new} is empty.
         """
-        oldKey, newKey = _identifier(old), checkIdentifier(_identifier(new))
+        oldKey, newKey = _identifier(old), self.nameOf(new)
         moved = [port for port, binding in self._listeners.items() if binding.identifier == oldKey]
         for port in moved:
             number = port.getHost().port

@@ -32,10 +32,14 @@ from typing import Any, Callable, Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from tunnel.client.address import joinHostPort
+from tunnel.cluster.accesstext import encodeAccess
+from tunnel.cluster.config import SharedConfig
+from tunnel.cluster.scripts import StoreUnavailable
 from tunnel.hostsfile import updateHostsFile
 from tunnel.core.control import redactIdentifier
 from tunnel.core.http import normaliseHost
@@ -52,6 +56,9 @@ from tunnel.server.site import PrivateSite
 #: The largest request body the admin API reads.
 MAX_BODY = 64 * 1024
 
+#: An answer of the admin API, or one to come.
+Answer = "tuple[int, dict[str, Any]] | Deferred[tuple[int, dict[str, Any]]]"
+
 
 class HostRegistry(ListenerRegistry, TypingProtocol):
     """
@@ -61,6 +68,12 @@ class HostRegistry(ListenerRegistry, TypingProtocol):
 
     def addHost(self, host: str, identifier: str) -> None:
         """Route C{host} to the client with C{identifier}."""
+
+    def addHostByName(self, host: str, name: bytes) -> None:
+        """Route C{host} to the client known by C{name} (see L{identifierOf})."""
+
+    def nameOf(self, identifier: str) -> bytes:
+        """What the server knows C{identifier} by."""
 
     def deleteHost(self, host: str) -> None:
         """Forget C{host}."""
@@ -118,6 +131,7 @@ class AdminResource(Resource):
         reactor: Any = None,
         accessFile: str | None = None,
         monitoring: MonitoringResource | None = None,
+        shared: SharedConfig | None = None,
     ) -> None:
         """
         @param registry: the tunnel server.
@@ -129,6 +143,9 @@ class AdminResource(Resource):
         @param accessFile: the access file to save access rules to, if any.
         @param monitoring: what serves C{/metrics} (with the token),
             C{/healthz} and C{/readyz} (without), if anything.
+        @param shared: the shared configuration of the cluster this server
+            is a node of, if any: hosts and access rules are changed there
+            first, for every node.
         @raise ValueError: if C{token} is empty.
         """
         super().__init__()
@@ -142,6 +159,7 @@ class AdminResource(Resource):
         self._accessFile = accessFile
         self._identifierFactory = identifierFactory
         self._monitoring = monitoring
+        self._shared = shared
         self._refusedRequests = 0
         if reactor is None:
             from twisted.internet import reactor
@@ -247,7 +265,7 @@ class AdminResource(Resource):
             raise JSONError(404, f"no host {host}")
         return host
 
-    def _rotate(self, name: str) -> tuple[int, dict[str, Any]]:
+    def _rotate(self, name: str) -> Answer:
         """
         Give C{name}, and every host and TCP listener that shares its
         identifier, a fresh identifier; the client of the old one is
@@ -257,17 +275,22 @@ class AdminResource(Resource):
         old = self._registry.identifierOf(host)
         moved = [h.host for h in self._registry.hosts() if self._registry.identifierOf(h.host) == old]
         identifier = self._identifierFactory()
-        self._save(lambda hosts: hosts.update(dict.fromkeys(moved, identifier)))
-        for each in moved:
-            self._registry.addHost(each, identifier)
-        ports = self._registry.moveTCP(old, identifier)
-        self._log.info(
-            "admin: new identifier {identifier} for {hosts} (was {old})",
-            identifier=redactIdentifier(identifier),
-            hosts=", ".join(moved + [f"TCP port {port}" for port in ports]),
-            old=redactIdentifier(old),
-        )
-        return 200, {"hosts": moved, "tcpPorts": ports, "identifier": identifier}
+        name = self._registry.nameOf(identifier).decode("ascii")
+
+        def rotate() -> tuple[int, dict[str, Any]]:
+            self._save(lambda hosts: hosts.update(dict.fromkeys(moved, identifier)))
+            for each in moved:
+                self._registry.addHost(each, identifier)
+            ports = self._registry.moveTCP(old, identifier)
+            self._log.info(
+                "admin: new identifier {identifier} for {hosts} (was {old})",
+                identifier=redactIdentifier(identifier),
+                hosts=", ".join(moved + [f"TCP port {port}" for port in ports]),
+                old=redactIdentifier(old),
+            )
+            return 200, {"hosts": moved, "tcpPorts": ports, "identifier": identifier}
+
+        return self._changing(rotate, hosts=dict.fromkeys(moved, name))
 
     def _hosts(self) -> list[dict[str, Any]]:
         return [{"host": h.host, "connected": h.connected} for h in self._registry.hosts()]
@@ -275,7 +298,7 @@ class AdminResource(Resource):
     def _add(self, request: Request) -> Deferred[tuple[int, dict[str, Any]]]:
         return readBoundedBody(request, MAX_BODY).addCallback(self._addFromBody)
 
-    def _addFromBody(self, body: bytes) -> tuple[int, dict[str, Any]]:
+    def _addFromBody(self, body: bytes) -> Answer:
         try:
             fields = json.loads(body)
             host = normaliseHost(fields["host"])
@@ -290,42 +313,88 @@ class AdminResource(Resource):
             raise JSONError(409, f"host {host} is already registered")
         if sameAs is None:
             identifier = self._identifierFactory()
+            name = self._registry.nameOf(identifier)
         else:
-            identifier = self._registry.identifierOf(self._known(sameAs)).decode("utf-8")
-        self._save(lambda hosts: hosts.__setitem__(host, identifier))
-        self._registry.addHost(host, identifier)
-        self._log.info(
-            "admin: registered host {host} for identifier {identifier}",
-            host=host,
-            identifier=redactIdentifier(identifier),
-        )
-        return 201, {"host": host, "identifier": identifier}
+            other = self._known(sameAs)
+            name = self._registry.identifierOf(other)
+            # Known in clear only outside a cluster, where the name is it.
+            identifier = name.decode("utf-8")
 
-    def _setAccess(self, host: str, rule: AccessRule | None) -> tuple[int, dict[str, Any]]:
-        """
-        Replace the rule of C{host}, saved to the access file first if
-        there is one; L{None} admits everyone again.
-        """
-        self._saveTo(
-            self._accessFile,
-            "access file",
-            updateAccessFile,
-            lambda rules: rules.pop(host, None) if rule is None else rules.__setitem__(host, rule),
-        )
-        self._registry.setAccess(host, rule)
-        self._log.info(
-            "admin: access to {host} {change}",
-            host=host,
-            change="is open to everyone" if rule is None else "is guarded",
-        )
-        return 200, {"host": host, "access": describeAccess(rule)}
+        def add() -> tuple[int, dict[str, Any]]:
+            self._save(lambda hosts: hosts.__setitem__(host, identifier))
+            self._registry.addHostByName(host, name)
+            self._log.info(
+                "admin: registered host {host} for identifier {identifier}",
+                host=host,
+                identifier=redactIdentifier(identifier),
+            )
+            if sameAs is not None and self._shared is not None:
+                return 201, {"host": host, "sameAs": other}
+            return 201, {"host": host, "identifier": identifier}
 
-    def _delete(self, name: str) -> tuple[int, dict[str, Any]]:
+        return self._changing(add, hosts={host: name.decode("ascii")})
+
+    def _setAccess(self, host: str, rule: AccessRule | None) -> Answer:
+        """
+        Replace the rule of C{host}, saved to the access file (or the
+        cluster's configuration) first if there is one; L{None} admits
+        everyone again.
+        """
+
+        def setAccess() -> tuple[int, dict[str, Any]]:
+            self._saveTo(
+                self._accessFile,
+                "access file",
+                updateAccessFile,
+                lambda rules: rules.pop(host, None)
+                if rule is None
+                else rules.__setitem__(host, rule),
+            )
+            self._registry.setAccess(host, rule)
+            self._log.info(
+                "admin: access to {host} {change}",
+                host=host,
+                change="is open to everyone" if rule is None else "is guarded",
+            )
+            return 200, {"host": host, "access": describeAccess(rule)}
+
+        return self._changing(setAccess, access={host: encodeAccess(rule)})
+
+    def _delete(self, name: str) -> Answer:
         host = self._known(name)
-        self._save(lambda hosts: hosts.pop(host, None))
-        self._registry.deleteHost(host)
-        self._log.info("admin: deleted host {host}", host=host)
-        return 200, {"deleted": host}
+
+        def delete() -> tuple[int, dict[str, Any]]:
+            self._save(lambda hosts: hosts.pop(host, None))
+            self._registry.deleteHost(host)
+            self._log.info("admin: deleted host {host}", host=host)
+            return 200, {"deleted": host}
+
+        return self._changing(delete, hosts={host: ""})
+
+    def _changing(
+        self,
+        change: Callable[[], tuple[int, dict[str, Any]]],
+        hosts: dict[str, str] = {},
+        access: dict[str, str] = {},
+    ) -> Answer:
+        """
+        Make C{change} on this server, once the cluster's shared
+        configuration (if this server is a node of one) took the same
+        C{hosts} and C{access} rules: a change that Redis cannot take is
+        not made at all.
+        """
+        if self._shared is None:
+            return change()
+
+        def unshared(failure: Failure) -> None:
+            failure.trap(StoreUnavailable)
+            raise JSONError(
+                503,
+                f"the cluster's shared configuration cannot be changed ({failure.value}); "
+                "nothing was changed",
+            )
+
+        return self._shared.change(hosts, access).addCallbacks(lambda _: change(), unshared)
 
     def _save(self, change: Callable[[dict[str, str]], object]) -> None:
         """Apply a change to the hosts file (see L{_saveTo})."""

@@ -169,6 +169,10 @@ class Registry:
         """The rule set for C{host} by L{setAccess}, if any."""
         return self._access.get(normaliseHost(host))
 
+    def guardedHosts(self) -> list[str]:
+        """The hosts with a rule set by L{setAccess}, sorted."""
+        return sorted(self._access)
+
     def deleteHost(self, host: str) -> None:
         """
         Stop routing the virtual host C{host}.
@@ -204,6 +208,10 @@ class Registry:
         self._observers.remove(observer)
 
     # -- lookups -----------------------------------------------------------
+
+    def knowsAny(self) -> bool:
+        """Whether any identifier has a host or a TCP listener."""
+        return bool(self._tunnels)
 
     def knows(self, identifier: bytes) -> bool:
         """Whether C{identifier} has a host or a TCP listener."""

@@ -6,7 +6,7 @@ and every other request, routed by its Host to a client.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
@@ -116,6 +116,8 @@ class TunnelResource(Resource):
     @ivar cluster: the node of a cluster this server is, if it is one:
         a request for a client whose session is held by another node is
         forwarded there.
+    @ivar identifierName: what the registry knows an identifier a client
+        presents by: itself, or in a cluster its key there.
     """
 
     isLeaf = True
@@ -137,6 +139,7 @@ class TunnelResource(Resource):
         self.selfService: SelfService | None = None
         self.sessionObserver: ISessionObserver = registry
         self.cluster: ClusterNode | None = None
+        self.identifierName: Callable[[bytes], bytes] = lambda identifier: identifier
         self._settings = settings
         self._clock = clock
         self._cooperator = cooperator
@@ -179,7 +182,10 @@ class TunnelResource(Resource):
                 f"the access rules asked for are malformed: {e}".encode(),
             )
             return
-        identifiers = headers.getRawHeaders(IDENTIFIER_HEADER, [])
+        identifiers = [
+            self.identifierName(presented)
+            for presented in headers.getRawHeaders(IDENTIFIER_HEADER, [])
+        ]
         tokens = headers.getRawHeaders(TOKEN_HEADER, [])
         known = len(identifiers) == 1 and self.registry.knows(identifiers[0])
         if not known and len(identifiers) <= 1 and len(tokens) == 1:

@@ -14,7 +14,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory
 from twisted.test import iosim
 
-from tunnel.cluster.directory import DirectoryUnavailable, Holder
+from tunnel.cluster.directory import StoreUnavailable, Holder
 from tunnel.cluster.keys import ClusterKey
 from tunnel.cluster.link import NodeLinks
 from tunnel.cluster.node import ClusterNode
@@ -47,7 +47,7 @@ class MemoryDirectory:
 
     def _answer(self, result: Any) -> Deferred[Any]:
         if not self.store.available:
-            return fail(DirectoryUnavailable("unreachable", "the test says so"))
+            return fail(StoreUnavailable("unreachable", "the test says so"))
         return succeed(result)
 
     def claim(self, key: str, access: str = "") -> Deferred[None]:

@@ -52,6 +52,12 @@ class FakeRegistry:
     def addHost(self, host: str, identifier: str) -> None:
         self.identifiers[host] = identifier
 
+    def nameOf(self, identifier: str) -> bytes:
+        return identifier.encode()
+
+    def addHostByName(self, host: str, name: bytes) -> None:
+        self.identifiers[host] = name.decode()
+
     def deleteHost(self, host: str) -> None:
         del self.identifiers[host]
 

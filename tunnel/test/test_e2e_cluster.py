@@ -7,9 +7,11 @@ node killed with SIGKILL, and Redis restarted.
 
 from __future__ import annotations
 
+import json
 import sys
 
 import treq
+import txredisapi
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -113,6 +115,9 @@ class ClusterTests(TestCase):
         self.secret = self.mktemp()
         with open(self.secret, "w") as f:
             f.write(SECRET + "\n")
+        self.token = self.mktemp()
+        with open(self.token, "w") as f:
+            f.write("the admin token of the tests\n")
         self.locals = {}
         for name in CLIENTS:
             port = reactor.listenTCP(
@@ -129,6 +134,7 @@ class ClusterTests(TestCase):
     def startNode(self, name: str):
         arguments = ["--listen", "tcp:0:interface=127.0.0.1",
                      "--metrics", "tcp:0:interface=127.0.0.1",
+                     "--admin", "tcp:0:interface=127.0.0.1", "--admin-token-file", self.token,
                      "--redis", self.redis.url, "--cluster-secret-file", self.secret,
                      "--cluster-listen", "tcp:0:interface=127.0.0.1",
                      "--node-name", name, "--lease", "2"]
@@ -139,30 +145,58 @@ class ClusterTests(TestCase):
         self.addCleanup(process.kill)
         public = (yield process.waitFor(r"TunnelSite starting on (\d+)")).group(1)
         metrics = (yield process.waitFor(r"MonitoringSite starting on (\d+)")).group(1)
+        admin = (yield process.waitFor(r"AdminSite starting on (\d+)")).group(1)
         yield process.waitFor(r"other nodes link to 127\.0\.0\.1:\d+")
         tcp = yield process.waitFor(
             r"TCPTunnelFactory starting on (\d+)[\s\S]*TCPTunnelFactory starting on (\d+)"
         )
+        yield process.waitFor(r"Joined the shared configuration")
         self.nodes[name] = {"process": process, "public": public, "metrics": metrics,
-                            "tcp": list(tcp.groups())}
+                            "admin": admin, "tcp": list(tcp.groups())}
 
-    def client(self, name: str, *nodes: str):
+    @defer.inlineCallbacks
+    def admin(self, node: str, method: str, path: str, body: object = None):
+        response = yield treq.request(
+            method,
+            f"http://127.0.0.1:{self.nodes[node]['admin']}{path}",
+            headers={"Authorization": "Bearer the admin token of the tests"},
+            data=None if body is None else json.dumps(body).encode(),
+            persistent=False,
+        )
+        return response.code, json.loads((yield treq.content(response)))
+
+    @defer.inlineCallbacks
+    def answers(self, node: str, client: str, code: int):
+        """Wait (a few seconds at most) until C{client}'s host answers C{code} through C{node}."""
+        for _ in range(100):
+            got, body = yield self.get(node, client)
+            if got == code:
+                return body
+            yield sleep(0.1)
+        self.fail(f"{client} never answered {code} through {node}: {got} {body!r}; its log "
+                  f"ends with:\n{self.nodes[node]['process'].output[-3000:]}")
+
+    def client(self, name: str, *nodes: str, identifier: str | None = None):
         servers = [w for node in nodes for w in ("--server", f"127.0.0.1:{self.nodes[node]['public']}")]
         # Each node listens for the client's TCP tunnel on a port of its own
         # (they share one machine): every one of them leads to the service.
-        index = list(CLIENTS).index(name)
-        local = f"127.0.0.1:{self.locals[name]}"
-        tcp = [w for node in self.nodes.values() for w in ("--local", f"{node['tcp'][index]}={local}")]
+        local = f"127.0.0.1:{self.locals.get(name, self.locals['one'])}"
+        tcp = []
+        if name in CLIENTS:
+            index = list(CLIENTS).index(name)
+            tcp = [w for node in self.nodes.values()
+                   for w in ("--local", f"{node['tcp'][index]}={local}")]
         process = spawnPython(reactor, [
             sys.executable, "-m", "tunnel", "client", *servers,
-            "--identifier", CLIENTS[name], "--local", local, *tcp, "--inspect", "none",
+            "--identifier", identifier or CLIENTS[name], "--local", local, *tcp,
+            "--inspect", "none",
         ])
         self.addCleanup(process.kill)
         return process
 
     @defer.inlineCallbacks
-    def connected(self, name: str, *nodes: str):
-        process = self.client(name, *nodes)
+    def connected(self, name: str, *nodes: str, identifier: str | None = None):
+        process = self.client(name, *nodes, identifier=identifier)
         for node in nodes:
             yield process.waitFor(rf"Forwarding  http://{name}\.localhost:{self.nodes[node]['public']}/")
         return process
@@ -186,15 +220,9 @@ class ClusterTests(TestCase):
         self.addCleanup(protocol.transport.loseConnection)
         return protocol
 
-    @defer.inlineCallbacks
     def reachable(self, node: str, client: str):
         """Wait (a few seconds at most) until C{client}'s host answers through C{node}."""
-        for _ in range(100):
-            code, body = yield self.get(node, client)
-            if code == 200:
-                return
-            yield sleep(0.1)
-        self.fail(f"{client} never answered through {node}: {code} {body!r}")
+        return self.answers(node, client, 200)
 
     @defer.inlineCallbacks
     def test_everyHostThroughEveryNode(self):
@@ -272,3 +300,51 @@ class ClusterTests(TestCase):
             f"http://127.0.0.1:{self.nodes['n1']['metrics']}/readyz", persistent=False
         )
         self.assertEqual(response.code, 200, (yield treq.content(response)))
+
+    @defer.inlineCallbacks
+    def test_theAdminAPIOfAnyNodeChangesEveryNode(self):
+        """
+        A host registered through n2's admin API is served through every
+        node to a client on n1; an access rule set on n3 holds on every
+        node; a rotation on n1 refuses the old identifier everywhere; a
+        host deleted on n2 is gone from every node. Redis never holds an
+        identifier.
+        """
+        code, body = yield self.admin("n2", "POST", "/hosts", {"host": "new.localhost"})
+        self.assertEqual(code, 201, body)
+        identifier = body["identifier"]
+        yield self.connected("new", "n1", identifier=identifier)
+        for node in self.nodes:
+            yield self.reachable(node, "new")
+        code, body = yield self.admin(
+            "n3", "PUT", "/hosts/new.localhost/access", {"deny": ["127.0.0.0/8"]}
+        )
+        self.assertEqual(code, 200, body)
+        for node in self.nodes:
+            yield self.answers(node, "new", 403)
+        code, body = yield self.admin("n1", "DELETE", "/hosts/new.localhost/access")
+        self.assertEqual(code, 200, body)
+        for node in self.nodes:
+            yield self.reachable(node, "new")
+        keys = yield self.redisKeys()
+        self.assertNotIn(identifier, keys)
+        code, body = yield self.admin("n1", "POST", "/hosts/new.localhost/rotate")
+        self.assertEqual(code, 200, body)
+        for node in self.nodes:
+            yield self.answers(node, "new", 502)
+        code, body = yield self.admin("n2", "DELETE", "/hosts/new.localhost")
+        self.assertEqual(code, 200, body)
+        for node in self.nodes:
+            yield self.answers(node, "new", 404)
+
+    @defer.inlineCallbacks
+    def redisKeys(self):
+        """Every key in Redis and every value of its hashes, as one text."""
+        redis = yield txredisapi.Connection("127.0.0.1", self.redis.port, reconnect=False)
+        self.addCleanup(redis.disconnect)
+        keys = yield redis.keys("*")
+        found = list(keys)
+        for key in keys:
+            if (yield redis.type(key)) == "hash":
+                found.append(json.dumps((yield redis.hgetall(key))))
+        return "\n".join(found)

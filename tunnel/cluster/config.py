@@ -1,0 +1,304 @@
+"""
+What the nodes of a cluster share of their configuration, in Redis: which
+virtual host leads to which client (by the client's key, never its
+identifier) and the operator's access rule of each host. The admin API of
+any node changes it (L{SharedConfig.change}); every node follows it
+(L{ConfigFollower}).
+
+The schema, under the cluster's prefix (C{"tunnel:"} by default):
+
+  - C{{prefix}config:hosts}: a hash, host -> key.
+  - C{{prefix}config:access}: a hash, host -> access rule (see
+    L{tunnel.cluster.accesstext}).
+  - C{{prefix}config:version}: a number every change increments, in the
+    same script as the change: a node that read a version has read every
+    change up to it.
+
+A node polls the version (one small round trip) every L{POLL_INTERVAL}
+seconds and reads the whole configuration when it moved: a change made on
+one node is in force on every node within that time, and a node that was
+cut off from Redis catches up by itself once it is back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping, Protocol as TypingProtocol
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tunnel.cluster.accesstext import decodeAccess, encodeAccess
+from tunnel.cluster.scripts import Redis, Script, StoreUnavailable, unavailable
+from tunnel.core.access import AccessRule, parseNetworks
+from tunnel.server.events import HostStatus
+
+#: Seconds between two looks at the version of the shared configuration.
+POLL_INTERVAL = 0.5
+
+#: Set (or, for an empty value, delete) hosts and access rules, and move
+#: the version on. KEYS: hosts, access, version. ARGV: a JSON object of
+#: two objects, "hosts" and "access", host -> value; then "replace", or
+#: "add" to set only what is not set yet.
+_CHANGE = Script("""
+local change = cjson.decode(ARGV[1])
+local command = ARGV[2] == 'add' and 'HSETNX' or 'HSET'
+for index, field in ipairs({'hosts', 'access'}) do
+    for host, value in pairs(change[field]) do
+        if value == '' then
+            redis.call('HDEL', KEYS[index], host)
+        else
+            redis.call(command, KEYS[index], host, value)
+        end
+    end
+end
+return redis.call('INCR', KEYS[3])
+""")
+
+#: The whole configuration, as JSON: [version, hosts, access]. KEYS:
+#: hosts, access, version.
+_READ = Script("""
+local function object(flat)
+    local found = {}
+    for i = 1, #flat, 2 do
+        found[flat[i]] = flat[i + 1]
+    end
+    return found
+end
+local version = tonumber(redis.call('GET', KEYS[3]) or '0')
+return cjson.encode({version, object(redis.call('HGETALL', KEYS[1])),
+                     object(redis.call('HGETALL', KEYS[2]))})
+""")
+
+
+@attrs.frozen
+class Snapshot:
+    """
+    The shared configuration as it was at one version.
+
+    @ivar hosts: host -> key of its client.
+    @ivar access: host -> its access rule, as stored.
+    """
+
+    version: int
+    hosts: Mapping[str, str]
+    access: Mapping[str, str]
+
+
+def _mapping(value: object, what: str) -> dict[str, str]:
+    # Lua's cjson writes an empty table as an object or a list.
+    if value == [] or value == {}:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f"the shared {what} are not an object of strings")
+    return value
+
+
+class ConfiguredServer(TypingProtocol):
+    """What a L{ConfigFollower} changes of a tunnel server."""
+
+    def hosts(self) -> list[HostStatus]:
+        """The hosts routed."""
+
+    def identifierOf(self, host: str) -> bytes:
+        """The key C{host} is routed to."""
+
+    def addHostByName(self, host: str, name: bytes) -> None:
+        """Route C{host} to the client of key C{name}."""
+
+    def deleteHost(self, host: str) -> None:
+        """Stop routing C{host}."""
+
+    def accessOf(self, host: str) -> AccessRule | None:
+        """The operator's rule of C{host}."""
+
+    def guardedHosts(self) -> list[str]:
+        """The hosts with an operator's rule."""
+
+    def setAccess(self, host: str, rule: AccessRule | None) -> None:
+        """Make C{rule} the operator's rule of C{host}."""
+
+
+class SharedConfig:
+    """The shared configuration in one Redis."""
+
+    def __init__(
+        self, redis: Redis, clock: IReactorTime, prefix: str = "tunnel:", timeout: float = 5.0
+    ) -> None:
+        self._redis = redis
+        self._clock = clock
+        self._keys = [f"{prefix}config:hosts", f"{prefix}config:access", f"{prefix}config:version"]
+        self._timeout = timeout
+
+    def change(
+        self,
+        hosts: Mapping[str, str] = {},
+        access: Mapping[str, str] = {},
+        onlyNew: bool = False,
+    ) -> Deferred[int]:
+        """
+        Set hosts to keys and access rules of hosts, at once; an empty
+        value deletes.
+
+        @param onlyNew: set only the hosts and rules not set yet, as a
+            node does with those of its command line and files when it
+            starts: what the admin API changed since stays.
+        @return: a L{Deferred} firing with the new version, or failing with
+            L{StoreUnavailable}.
+        """
+        change = json.dumps({"hosts": dict(hosts), "access": dict(access)})
+        return self._run(_CHANGE, [change, "add" if onlyNew else "replace"]).addCallback(int)
+
+    def version(self) -> Deferred[int | None]:
+        """
+        The version of the configuration, or L{None} if Redis holds none
+        (it never did, or it lost it); fails with L{StoreUnavailable}.
+        """
+        reading = self._redis.get(self._keys[2])
+        return self._timed(reading).addCallback(lambda v: None if v is None else int(v))
+
+    def seed(self, server: ConfiguredServer) -> Deferred[int]:
+        """
+        Add the hosts and access rules of C{server} for which the
+        configuration has none (see L{change}).
+        """
+        hosts = {status.host: server.identifierOf(status.host).decode() for status in server.hosts()}
+        access = {host: encodeAccess(server.accessOf(host)) for host in server.guardedHosts()}
+        return self.change(hosts, access, onlyNew=True)
+
+    def read(self) -> Deferred[Snapshot]:
+        """The whole configuration; fails with L{StoreUnavailable}."""
+
+        def parsed(reply: str | bytes) -> Snapshot:
+            version, hosts, access = json.loads(reply)
+            return Snapshot(int(version), _mapping(hosts, "hosts"), _mapping(access, "access"))
+
+        return self._run(_READ, []).addCallback(parsed)
+
+    def _run(self, script: Script, args: list[object]) -> Deferred[object]:
+        return self._timed(script.run(self._redis, self._keys, args))
+
+    def _timed(self, running: Deferred[object]) -> Deferred[object]:
+        running.addTimeout(self._timeout, self._clock)
+
+        def failed(failure: Failure) -> Failure:
+            error = unavailable(failure, self._timeout)
+            return failure if error is None else Failure(error)
+
+        return running.addErrback(failed)
+
+
+#: What a host whose stored access rule cannot be read admits: nobody.
+NOBODY = AccessRule(deny=parseNetworks("0.0.0.0/0, ::/0"))
+
+
+class ConfigFollower:
+    """
+    Keeps a node's hosts and access rules those of the shared
+    configuration: polls its version, and applies a new one as a whole.
+
+    @ivar applied: the version applied last, or L{None} before the first.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        config: SharedConfig,
+        server: ConfiguredServer,
+        clock: IReactorTime,
+        interval: float = POLL_INTERVAL,
+    ) -> None:
+        self.applied: int | None = None
+        self._config = config
+        self._server = server
+        self._clock = clock
+        self._interval = interval
+        self._loop: LoopingCall | None = None
+        self._failing = False
+
+    def start(self) -> None:
+        """Poll from now on."""
+        self._loop = LoopingCall(self.poll)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=True)
+
+    def stop(self) -> None:
+        """Poll no more."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def poll(self) -> Deferred[None]:
+        """Apply the shared configuration if its version moved; never fails."""
+        looking = self._config.version()
+
+        def moved(version: int | None) -> Deferred[object] | None:
+            if version is None and self.applied is not None:
+                self._log.warn(
+                    "Redis lost the shared configuration (restarted without its data?); "
+                    "giving it this node's again"
+                )
+                self.applied = None
+                return self._config.seed(self._server)
+            if version == self.applied:
+                return None
+            return self._config.read().addCallback(self.apply)
+
+        return looking.addCallback(moved).addCallbacks(self._answered, self._failed)
+
+    def _answered(self, _: object) -> None:
+        if self._failing:
+            self._failing = False
+            self._log.info("The shared configuration is read again, at version {version}",
+                           version=self.applied)
+
+    def _failed(self, failure: Failure) -> None:
+        if not failure.check(StoreUnavailable):
+            self._log.failure("Following the shared configuration failed", failure)
+        elif not self._failing:
+            self._failing = True
+            self._log.warn(
+                "Cannot read the shared configuration ({why}); the {count} hosts in use "
+                "stay as they are until it can be read again",
+                why=failure.getErrorMessage(),
+                count=len(self._server.hosts()),
+            )
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Make the server's hosts and access rules those of C{snapshot}."""
+        server = self._server
+        current = {status.host: server.identifierOf(status.host) for status in server.hosts()}
+        for host in current.keys() - snapshot.hosts.keys():
+            server.deleteHost(host)
+        for host, key in snapshot.hosts.items():
+            if current.get(host) != key.encode("ascii"):
+                server.addHostByName(host, key.encode("ascii"))
+        for host in set(server.guardedHosts()) | snapshot.access.keys():
+            rule = self._rule(host, snapshot.access.get(host, ""))
+            if server.accessOf(host) != rule:
+                server.setAccess(host, rule)
+        if self.applied is not None:
+            self._log.info(
+                "Applied version {version} of the shared configuration: {count} hosts",
+                version=snapshot.version,
+                count=len(snapshot.hosts),
+            )
+        self.applied = snapshot.version
+
+    def _rule(self, host: str, text: str) -> AccessRule | None:
+        try:
+            return decodeAccess(text)
+        except ValueError as e:
+            self._log.error(
+                "The shared access rule of {host} cannot be read ({why}); it admits nobody",
+                host=host,
+                why=e,
+            )
+            return NOBODY
