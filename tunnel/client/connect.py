@@ -6,6 +6,7 @@ asks for.
 
 from __future__ import annotations
 
+import secrets
 from typing import Callable
 
 import attrs
@@ -137,6 +138,10 @@ class TunnelSettings:
     @ivar access: whom the client asks the server to admit to its hosts, on
         top of the operator's rules (L{ACCESS}); a server that does not take
         them fails the set-up (L{tunnel.client.errors.TunnelUnsupportedError}).
+    @ivar instance: names this client process to the server (see
+        L{tunnel.core.control.INSTANCE_HEADER}): random, and kept by
+        C{attrs.evolve}, so that the tunnels of one client to several
+        servers share it.
     @ivar maxLocalConnections: the most local connections (being dialled or
         open) at once; a tunnelled connection beyond it is refused without
         dialling (C{503} for HTTP and WebSocket, a closed stream for TCP).
@@ -163,6 +168,7 @@ class TunnelSettings:
     )
     subdomain: str | None = attrs.field(default=None)
     access: AccessRule | None = None
+    instance: str = attrs.field(factory=lambda: secrets.token_hex(16), repr=False)
 
     @identifier.validator
     def _checkIdentifier(self, attribute: attrs.Attribute, value: str) -> None:
@@ -330,6 +336,7 @@ class TunnelClientProtocol(Protocol):
                 self.settings.token,
                 self.settings.subdomain,
                 self.settings.access,
+                self.settings.instance,
             )
         )
 

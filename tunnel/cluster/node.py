@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tunnel.cluster.accesstext import decodeAccess, encodeAccess
+from tunnel.cluster.claims import Claim, decodeClaim
 from tunnel.cluster.directory import StoreUnavailable, Holder, SessionDirectory
 from tunnel.cluster.keys import ClusterKey
 from tunnel.cluster.link import LinkListenerFactory, NodeLinks
@@ -116,16 +116,49 @@ class ClusterNode:
         if not holders:
             return None
         try:
-            access = decodeAccess(holders[0].access)
+            claim = decodeClaim(holders[0].access)
         except ValueError as e:
             self._log.error(
-                "The stored access rule of client key {key} is unreadable ({why}); "
+                "The stored claim of client key {key} is unreadable ({why}); "
                 "refusing its requests",
                 key=key[:8],
                 why=e,
             )
             return None
-        return RemoteSession(key, holders, self.links, access, self.forget)
+        return RemoteSession(key, holders, self.links, claim.access, self.forget)
+
+    def rival(self, name: bytes, instance: str | None) -> Deferred[Holder | None]:
+        """
+        A node holding a session of the client known by C{name} that is not
+        the client process C{instance}, and whose client answers a ping: a
+        second client with the same identifier, to be refused. L{None} if
+        there is none, or the store cannot say.
+        """
+        key = name.decode("ascii")
+
+        def others(holders: list[Holder]) -> list[Holder]:
+            found = []
+            for holder in holders:
+                try:
+                    claimed = decodeClaim(holder.access).instance
+                except ValueError:
+                    claimed = None
+                if instance is None or claimed != instance:
+                    found.append(holder)
+            return found
+
+        def answering(candidates: list[Holder]) -> Deferred[Holder | None] | None:
+            if not candidates:
+                return None
+            holder = candidates.pop(0)
+            asked = RemoteSession(key, [holder], self.links, None).ping()
+            return asked.addCallback(lambda alive: holder if alive else answering(candidates))
+
+        def unknown(reason: Failure) -> None:
+            reason.trap(StoreUnavailable)
+
+        looking = self.directory.holders(key).addCallback(others).addCallback(answering)
+        return looking.addErrback(unknown)
 
     def forget(self, key: str) -> None:
         """Look up who holds the session of C{key}'s client anew next time."""
@@ -134,7 +167,7 @@ class ClusterNode:
     def _claim(self, session: ClientSession) -> None:
         key = session.identifier.decode("ascii")
         self._local[key] = session
-        claimed = self.directory.claim(key, encodeAccess(session.access))
+        claimed = self.directory.claim(key, Claim(session.access, session.instance).encode())
         claimed.addErrback(self._storeFailed, "claim", session)
 
     def _release(self, session: ClientSession) -> None:

@@ -3,27 +3,41 @@ The node holding a client's session: each stream another node opens on
 its link names the client (C{OPEN}, see L{tunnel.cluster.relayline}); the
 node asks that client's session for a stream, answers whether it got one,
 and then pipes the two streams together, bytes untouched, with
-back-pressure both ways.
+back-pressure both ways. A C{PING} is answered once the client answered
+a ping of its own.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tunnel.cluster.relayline import Answer, RelayLineError, Unavailable, parseOpen, splitLine
+from tunnel.cluster.relayline import (
+    Answer,
+    Ping,
+    RelayLineError,
+    Unavailable,
+    parseRequest,
+    splitLine,
+)
 from tunnel.pipe import PipeEnd
+from tunnel.server.resource import CONFLICT_PING_TIMEOUT
 from tunnel.server.session import (
     ClientNotReading,
     ClientSession,
     StreamTimeout,
     TooManyPendingStreams,
 )
+
+#: Seconds a client has to answer the ping of a L{Ping}: as long as a
+#: client connected to this node has when another connects with its
+#: identifier.
+PING_TIMEOUT = CONFLICT_PING_TIMEOUT
 
 #: Why a stream could not be had, by the failure of the session's
 #: L{ClientSession.requestStream} (the first that matches).
@@ -61,7 +75,7 @@ class _Relay(Protocol):
     def __init__(self, sessionFor: Callable[[str], ClientSession | None]) -> None:
         self._sessionFor = sessionFor
         self._buffer = b""
-        self._opening: Deferred[Protocol] | None = None
+        self._opening: Deferred[object] | None = None
         self._lost = False
 
     def dataReceived(self, data: bytes) -> None:
@@ -73,7 +87,7 @@ class _Relay(Protocol):
             if split is None:
                 return
             line, self._buffer = split
-            request = parseOpen(line)
+            request = parseRequest(line)
         except RelayLineError as e:
             self._log.warn("A node broke the link protocol: {why}", why=str(e))
             self.transport.abortConnection()
@@ -81,6 +95,10 @@ class _Relay(Protocol):
         session = self._sessionFor(request.key)
         if session is None or not session.ready:
             self._answer(Answer(Unavailable.NOT_CONNECTED, "no session of this client here"))
+            return
+        if isinstance(request, Ping):
+            self._opening = session.protocol.ping(PING_TIMEOUT)
+            self._opening.addCallbacks(lambda _: self._answer(Answer()), self._failed)
             return
         client = PipeEnd()
         self._opening = session.requestStream(request.transportProtocol, request.port, client)
@@ -96,7 +114,7 @@ class _Relay(Protocol):
         relayed.join(client)
 
     def _failed(self, reason: Failure) -> None:
-        if self._lost:
+        if self._lost or reason.check(CancelledError):
             return
         for error, why in FAILURES:
             if reason.check(error):

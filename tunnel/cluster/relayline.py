@@ -2,9 +2,13 @@
 The first lines of a stream on a node link, sans I/O: the forwarding node
 asks for a stream to a client (C{OPEN}), the node holding the client's
 session answers whether it got one (C{OK}, or C{FAIL} and why); then the
-stream carries the bytes of that client stream, both ways, untouched::
+stream carries the bytes of that client stream, both ways, untouched. Or
+a node asks whether the client is there and answers a ping (C{PING}, when
+another client connects to it with the same identifier), and the answer
+ends the stream::
 
     OPEN <identifier key> <transport protocol> <local port>\\r\\n
+    PING <identifier key>\\r\\n
     OK\\r\\n
     FAIL <reason> <message>\\r\\n
 
@@ -26,6 +30,7 @@ from tunnel.core.control import TransportProtocol
 MAX_LINE = 512
 
 _OPEN = re.compile(rb"OPEN ([0-9a-f]{64}) ([0-9]{1,3}) ([0-9]{1,5})")
+_PING = re.compile(rb"PING ([0-9a-f]{64})")
 _FAIL = re.compile(rb"FAIL ([a-z-]{1,32}) ?(.*)")
 
 
@@ -67,6 +72,21 @@ class Open:
 
 
 @attrs.frozen
+class Ping:
+    """
+    A question: is the client there, and does it answer a ping?
+
+    @ivar key: the client's identifier key.
+    """
+
+    key: str
+
+    def encode(self) -> bytes:
+        """The line, with its line end."""
+        return b"PING %s\r\n" % (self.key.encode("ascii"),)
+
+
+@attrs.frozen
 class Answer:
     """
     Whether the stream is there.
@@ -104,15 +124,18 @@ def splitLine(buffer: bytes) -> tuple[bytes, bytes] | None:
     return buffer[:end], buffer[end + 2:]
 
 
-def parseOpen(line: bytes) -> Open:
+def parseRequest(line: bytes) -> Open | Ping:
     """
-    Read an C{OPEN} line (without its line end).
+    Read an C{OPEN} or C{PING} line (without its line end).
 
-    @raise RelayLineError: if it is not one.
+    @raise RelayLineError: if it is neither.
     """
+    ping = _PING.fullmatch(line)
+    if ping is not None:
+        return Ping(ping.group(1).decode("ascii"))
     match = _OPEN.fullmatch(line)
     if match is None:
-        raise RelayLineError("a link stream did not start with OPEN")
+        raise RelayLineError("a link stream did not start with OPEN or PING")
     key, protocol, port = match.groups()
     try:
         transportProtocol = TransportProtocol(int(protocol))

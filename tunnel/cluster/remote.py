@@ -21,6 +21,7 @@ from tunnel.cluster.link import NodeLinks
 from tunnel.cluster.relayline import (
     Answer,
     Open,
+    Ping,
     RelayLineError,
     Unavailable,
     parseAnswer,
@@ -86,6 +87,20 @@ class RemoteSession:
             Cancelling it gives up.
         """
         return _Attempt(self, Open(self.key, transportProtocol, localPort), protocol).start()
+
+    def ping(self) -> Deferred[bool]:
+        """
+        Whether the node of the first holder says the client is there and
+        answers a ping; C{False} if it cannot be asked.
+        """
+
+        def linked(link: YamuxProtocol) -> Deferred[Answer]:
+            opening = _Opening(Ping(self.key).encode(), None)
+            link.openStream(opening).addErrback(opening.notOpened)
+            return opening.answered
+
+        asking = self.links.link(self.holders[0].address).addCallback(linked)
+        return asking.addCallbacks(lambda answer: answer.failure is None, lambda reason: False)
 
 
 class _Attempt:
@@ -153,14 +168,14 @@ class _Attempt:
 class _Opening(Protocol):
     """
     A stream to another node while it asks for the client's stream: writes
-    the C{OPEN}, reads the answer; on C{OK} hands the stream to the
-    requester's protocol.
+    the C{OPEN} (or C{PING}), reads the answer; on C{OK} hands the stream to
+    the requester's protocol (or, with none, closes it).
 
     @ivar answered: fires with the L{Answer}, or fails if the stream was
         lost first.
     """
 
-    def __init__(self, line: bytes, protocol: Protocol) -> None:
+    def __init__(self, line: bytes, protocol: Protocol | None) -> None:
         self.answered: Deferred[Answer] = Deferred()
         self._line = line
         self._protocol = protocol
@@ -183,7 +198,7 @@ class _Opening(Protocol):
             self.transport.abortConnection()
             self.answered.errback(e)
             return
-        if answer.failure is not None:
+        if answer.failure is not None or self._protocol is None:
             self.answered.callback(answer)
             self.transport.loseConnection()
             return

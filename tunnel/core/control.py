@@ -96,6 +96,15 @@ TOKEN_HEADER = b"X-Tunnel-Token"
 #: token asks for; without it, the server picks a random free one.
 SUBDOMAIN_HEADER = b"X-Tunnel-Subdomain"
 
+#: The header of a control request naming the client process that sends
+#: it: random, the same on each of its tunnels (one per server), so that the
+#: nodes of a cluster tell one client connected to several of them from two
+#: clients with one identifier. Go peers never send it.
+INSTANCE_HEADER = b"X-Tunnel-Instance"
+
+#: What an instance looks like: 32 hex digits.
+INSTANCE = re.compile(rb"[0-9a-f]{32}")
+
 #: The headers of the server's C{200} to a control request it registered a
 #: host for: the client's new identifier, and the host.
 REGISTERED_IDENTIFIER_HEADER = b"X-Tunnel-Identifier"
@@ -272,13 +281,15 @@ def connectRequest(
     token: str | None = None,
     subdomain: str | None = None,
     access: AccessRule | None = None,
+    instance: str | None = None,
 ) -> bytes:
     """
     The control request that asks the server for a tunnel session,
     offering the protocol extensions C{features} (comma-separated) if any;
     with an account's C{token}, asking for a host (at C{subdomain}) should
     the server not know C{identifier} (which may then be empty); with
-    C{access}, asking the server to admit to its hosts only whom it says.
+    C{access}, asking the server to admit to its hosts only whom it says;
+    with C{instance}, naming the client process (L{INSTANCE_HEADER}).
     """
     fields = [(b"Host", host)]
     if identifier:
@@ -291,6 +302,8 @@ def connectRequest(
             fields.append((SUBDOMAIN_HEADER, subdomain))
     if access is not None:
         fields += requestedAccess(access)
+    if instance is not None:
+        fields.append((INSTANCE_HEADER, instance))
     head = b"".join(b"%s: %s\r\n" % (name, value.encode("ascii")) for name, value in fields)
     return b"CONNECT %s HTTP/1.1\r\n%s\r\n" % (CONTROL_PATH, head)
 

@@ -25,6 +25,8 @@ from tunnel.core.control import (
     DENY_HEADER,
     FEATURES_HEADER,
     IDENTIFIER_HEADER,
+    INSTANCE,
+    INSTANCE_HEADER,
     NOTICES,
     SERVER_STREAMS,
     SUBDOMAIN_HEADER,
@@ -51,6 +53,7 @@ from tunnel.server.session import ClientSession, ISessionObserver, SessionSettin
 from tunnel.server.target import RequestTarget, TargetError, TargetForm, parseTarget
 
 if TYPE_CHECKING:
+    from tunnel.cluster.directory import Holder
     from tunnel.cluster.node import ClusterNode
     from tunnel.cluster.remote import RemoteSession
 
@@ -93,7 +96,10 @@ class TunnelResource(Resource):
 
     A CONNECT for an identifier whose client is connected waits for that
     client to answer a ping (L{CONFLICT_PING_TIMEOUT}): if it answers, the
-    CONNECT gets a C{409}; if not, the new connection replaces it.
+    CONNECT gets a C{409}; if not, the new connection replaces it. In a
+    cluster, a client connected to another node counts too, unless it is
+    the same client process (L{INSTANCE_HEADER}): one client may hold a
+    session on each node.
 
     A source address whose CONNECTs fail (unknown identifier) too often is
     answered C{429} without its identifier being looked at, until
@@ -200,10 +206,12 @@ class TunnelResource(Resource):
             return
         identifier = identifiers[0]
         existing = self.registry.session(identifier)
-        if existing is None or not existing.ready:
+        if existing is not None and existing.ready:
+            self._settleConflict(request, identifier, existing, access)
+        elif self.cluster is not None:
+            self._settleClusterConflict(request, identifier, access)
+        else:
             self._accept(request, identifier, access)
-            return
-        self._settleConflict(request, identifier, existing, access)
 
     def _refuse(self, request: Request, what: str, message: bytes) -> None:
         """
@@ -304,6 +312,42 @@ class TunnelResource(Resource):
         pinged = existing.protocol.ping(CONFLICT_PING_TIMEOUT)
         pinged.addCallbacks(lambda roundTrip: settle(True), lambda reason: settle(False))
 
+    def _settleClusterConflict(
+        self, request: Request, identifier: bytes, access: AccessRule | None
+    ) -> None:
+        """
+        A control request for an identifier no session of this node holds:
+        refuse it if another node holds one of another client process that
+        answers a ping, as L{_settleConflict} does on one node.
+        """
+        looking = self.cluster.rival(identifier, instanceOf(request))
+
+        def settle(rival: Holder | None) -> None:
+            if request.channel is None:
+                return
+            if rival is None:
+                self._accept(request, identifier, access)
+                return
+            self._log.info(
+                "Refused a second client for {client} from {peer}: node {node} holds a "
+                "session of another client with this identifier, and it answers",
+                client=redactIdentifier(identifier),
+                peer=request.getClientAddress(),
+                node=rival.node,
+            )
+            refuse(
+                request,
+                Refusal.CONFLICT,
+                f"another client with this identifier is connected (to node {rival.node} "
+                "of this cluster) and answering: this one is refused so that the two do "
+                "not take the tunnel from each other. Stop one of them, or give each its "
+                "own identifier".encode("utf-8"),
+            )
+
+        looking.addCallback(settle).addErrback(
+            lambda reason: self._log.failure("Settling a conflict in the cluster failed", reason)
+        )
+
     def _accept(
         self,
         request: Request,
@@ -333,6 +377,7 @@ class TunnelResource(Resource):
             NOTICES in accepted,
         )
         session.access = access
+        session.instance = instanceOf(request)
         request.transport.write(connectedResponse(accepted, addresses, registered))
         takeOverConnection(request, session.protocol)
 
@@ -442,6 +487,14 @@ class TunnelResource(Resource):
             refuse(request, Refusal.UNAUTHORIZED, b"this host needs a user name and password")
             return False
         return True
+
+
+def instanceOf(request: Request) -> str | None:
+    """The client process a control request names (L{INSTANCE_HEADER}), if it names one well."""
+    values = request.requestHeaders.getRawHeaders(INSTANCE_HEADER, [])
+    if len(values) != 1 or INSTANCE.fullmatch(values[0]) is None:
+        return None
+    return values[0].decode("ascii")
 
 
 def toOriginForm(request: Request, target: RequestTarget) -> None:

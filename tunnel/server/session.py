@@ -150,6 +150,8 @@ class ClientSession:
     @ivar access: whom the client asked its hosts to admit
         (L{tunnel.core.control.ACCESS}), on top of the operator's rules;
         L{None} for no more than those.
+    @ivar instance: the client process's instance
+        (L{tunnel.core.control.INSTANCE_HEADER}), if it sent one.
     """
 
     _log = Logger()
@@ -177,6 +179,7 @@ class ClientSession:
         self.peer: IAddress | None = None
         self.connectedSince: float | None = None
         self.access: AccessRule | None = None
+        self.instance: str | None = None
         self.protocol = _ServerProtocol(self, _backlogForEveryOwedStream(settings), clock)
         self._settings = settings
         self._observer = observer

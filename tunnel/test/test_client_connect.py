@@ -32,10 +32,13 @@ from tunnel.test.test_client_support import IDENTIFIER, REFUSAL, TEST_ROUTES
 from tunnel.test.test_mux import deferredResult
 from tunnel.yamux import Flag, FrameType, encodeFrame
 
+INSTANCE = "0123456789abcdef" * 2
+
 REQUEST = (
     b"CONNECT /_controlPath/ HTTP/1.1\r\n"
     b"Host: tunnel.example:8080\r\n"
     b"X-KTunnel-Identifier: secret-identifier-1234\r\n"
+    b"X-Tunnel-Instance: 0123456789abcdef0123456789abcdef\r\n"
     b"\r\n"
 )
 
@@ -53,6 +56,7 @@ class Connection:
     def __init__(self, host: str | None = "tunnel.example:8080", **settings: object) -> None:
         self.reactor = MemoryReactorClock()
         settings.setdefault("routes", TEST_ROUTES)
+        settings.setdefault("instance", INSTANCE)
         self.settings = TunnelSettings(IDENTIFIER, host=host, **settings)
         self.wrapped = Recorder()
         self.tunnel = TunnelClientProtocol(
@@ -94,8 +98,8 @@ class ConnectRequestTests(SynchronousTestCase):
     def test_requestBytes(self) -> None:
         """
         On connecting, a client that offers no extension writes exactly the
-        CONNECT request with the Host and identifier headers, and nothing
-        else.
+        CONNECT request with the Host, identifier and instance headers, and
+        nothing else.
         """
         connection = Connection(
             offerServerStreams=False, offerAddresses=False, offerNotices=False
@@ -111,7 +115,10 @@ class ConnectRequestTests(SynchronousTestCase):
         connection = Connection()
         self.assertEqual(
             connection.written(),
-            REQUEST[:-2] + b"X-Tunnel-Features: server-streams, addresses, notices\r\n\r\n",
+            REQUEST.replace(
+                b"X-Tunnel-Instance",
+                b"X-Tunnel-Features: server-streams, addresses, notices\r\nX-Tunnel-Instance",
+            ),
         )
 
     def test_hostDefaultsToServerAddress(self) -> None:

@@ -14,12 +14,16 @@ from tunnel.test.serversupport import RawLocal
 from tunnel.test.support import Recorder
 
 IDENTIFIER = b"cluster-client-identifier"
+#: The instance of the client process of most tests, with a session on
+#: one or more nodes; another client has another.
+INSTANCE = b"X-Tunnel-Instance: " + b"1" * 32 + b"\r\n"
+OTHER = b"X-Tunnel-Instance: " + b"2" * 32 + b"\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 GET = b"GET /page HTTP/1.1\r\nHost: app.example\r\n\r\n"
 
 
-class ForwardingTests(SynchronousTestCase):
-    """Requests through a node that holds no session of their client."""
+class ClusterTestCase(SynchronousTestCase):
+    """Three nodes in memory, routing one host to one identifier."""
 
     def setUp(self) -> None:
         self.cluster = Cluster("a", "b", "c")
@@ -27,7 +31,14 @@ class ForwardingTests(SynchronousTestCase):
             harness.server.addHost("app.example", IDENTIFIER)
         self.locals: list[RawLocal] = []
 
-    def connect(self, node: str, answer: bytes = OK, extraHeaders: bytes = b"", echo: bool = False):
+    def connect(
+        self,
+        node: str,
+        answer: bytes = OK,
+        extraHeaders: bytes = b"",
+        echo: bool = False,
+        instance: bytes = INSTANCE,
+    ):
         """Connect the client of L{IDENTIFIER} to C{node}; its streams get RawLocals."""
 
         def local(message: object) -> RawLocal:
@@ -35,7 +46,7 @@ class ForwardingTests(SynchronousTestCase):
             return self.locals[-1]
 
         client = self.cluster.harnesses[node].tunnelClient(
-            IDENTIFIER, local, extraHeaders=extraHeaders
+            IDENTIFIER, local, extraHeaders=extraHeaders + instance
         )
         self.cluster.flush()
         return client
@@ -46,6 +57,10 @@ class ForwardingTests(SynchronousTestCase):
         public.transport.write(data)
         self.cluster.flush()
         return public
+
+
+class ForwardingTests(ClusterTestCase):
+    """Requests through a node that holds no session of their client."""
 
     def test_requestReachesTheClientThroughTheNodeHoldingIt(self) -> None:
         """
@@ -65,7 +80,10 @@ class ForwardingTests(SynchronousTestCase):
         """The store holds the HMAC of the identifier, for the node that holds it."""
         self.connect("b")
         key = ClusterKey(b"a cluster secret of the tests").identifierKey(IDENTIFIER)
-        self.assertEqual(self.cluster.store.claims, {key: {"b": ""}})
+        self.assertEqual(
+            self.cluster.store.claims,
+            {key: {"b": '{"access": "", "instance": "' + "1" * 32 + '"}'}},
+        )
         self.assertNotIn(IDENTIFIER.decode(), repr(self.cluster.store.claims))
 
     def test_aSessionThatEndsIsReleased(self) -> None:
@@ -168,3 +186,40 @@ class ForwardingTests(SynchronousTestCase):
         public = self.send("a")
         self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 502 "), b"".join(public.chunks))
         self.assertEqual(self.locals, [])
+
+
+class ConflictTests(ClusterTestCase):
+    """One identifier, two client processes, on different nodes."""
+
+    def test_aSecondClientOnAnotherNodeIsRefusedWhileTheFirstAnswers(self) -> None:
+        """
+        The first client answers the ping its node relays: the second gets
+        the 409 of a conflict, and the first keeps serving.
+        """
+        self.connect("b")
+        second = self.connect("c", instance=OTHER)
+        self.assertIn(b" 409 ", second.answer)
+        public = self.send("a")
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 200 OK\r\n"))
+
+    def test_aSecondClientReplacesAFirstThatNoLongerAnswers(self) -> None:
+        """A first client that does not answer the ping in time gives way."""
+        first = self.connect("b")
+        first.mux.dataReceived = lambda data: None
+        second = self.connect("c", instance=OTHER)
+        self.assertEqual(second.mux, None)
+        self.cluster.advance(6)
+        self.assertIn(b" 200 ", second.answer)
+
+    def test_aClientWithoutAnInstanceIsAnotherClient(self) -> None:
+        """A client that names no instance (a Go one) cannot share an identifier."""
+        self.connect("b", instance=b"")
+        second = self.connect("c", instance=b"")
+        self.assertIn(b" 409 ", second.answer)
+
+    def test_theSameClientMayHoldASessionOnEveryNode(self) -> None:
+        self.connect("b")
+        self.connect("c")
+        self.connect("a")
+        key = self.cluster.key.identifierKey(IDENTIFIER)
+        self.assertEqual(sorted(self.cluster.store.claims[key]), ["a", "b", "c"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from tunnel.cluster.accesstext import decodeAccess, encodeAccess
+from tunnel.cluster.claims import Claim, decodeClaim
 from tunnel.cluster.handshake import (
     MAX_LINE,
     HandshakeError,
@@ -20,10 +21,11 @@ from tunnel.cluster.keys import ClusterKey
 from tunnel.cluster.relayline import (
     Answer,
     Open,
+    Ping,
     RelayLineError,
     Unavailable,
     parseAnswer,
-    parseOpen,
+    parseRequest,
     splitLine,
 )
 from tunnel.core.access import AccessRule, parseCredentials, parseNetworks
@@ -116,7 +118,11 @@ class RelayLineTests(SynchronousTestCase):
     def test_openRoundTrips(self) -> None:
         request = Open("ab" * 32, TransportProtocol.WEBSOCKET, 8080)
         line, rest = splitLine(request.encode() + b"after")
-        self.assertEqual((parseOpen(line), rest), (request, b"after"))
+        self.assertEqual((parseRequest(line), rest), (request, b"after"))
+
+    def test_pingRoundTrips(self) -> None:
+        line, rest = splitLine(Ping("cd" * 32).encode())
+        self.assertEqual((parseRequest(line), rest), (Ping("cd" * 32), b""))
 
     def test_answersRoundTrip(self) -> None:
         for answer in (Answer(), Answer(Unavailable.STREAM_TIMEOUT, "no stream in 10 s")):
@@ -131,10 +137,20 @@ class RelayLineTests(SynchronousTestCase):
     def test_malformedLinesAreRefused(self) -> None:
         for line in (b"OPEN short 1 80", b"OPEN " + b"a" * 64 + b" 9 80",
                      b"OPEN " + b"a" * 64 + b" 1 70000", b"HELLO"):
-            self.assertRaises(RelayLineError, parseOpen, line)
+            self.assertRaises(RelayLineError, parseRequest, line)
         self.assertRaises(RelayLineError, parseAnswer, b"MAYBE")
         self.assertRaises(RelayLineError, splitLine, b"x" * 600)
         self.assertIsNone(splitLine(b"OPEN partial"))
+
+
+class ClaimTests(SynchronousTestCase):
+    def test_claimsRoundTrip(self) -> None:
+        for claim in (Claim(), Claim(AccessRule(allow=parseNetworks("10.0.0.0/8")), "ab" * 16)):
+            self.assertEqual(decodeClaim(claim.encode()), claim)
+
+    def test_garbageIsRefused(self) -> None:
+        for text in ("", "[]", '{"access": ""}', '{"access": 1, "instance": ""}'):
+            self.assertRaises(ValueError, decodeClaim, text)
 
 
 class AccessTextTests(SynchronousTestCase):

@@ -8,6 +8,7 @@ node killed with SIGKILL, and Redis restarted.
 from __future__ import annotations
 
 import json
+import random
 import sys
 
 import treq
@@ -348,3 +349,29 @@ class ClusterTests(TestCase):
             if (yield redis.type(key)) == "hash":
                 found.append(json.dumps((yield redis.hgetall(key))))
         return "\n".join(found)
+
+    @defer.inlineCallbacks
+    def test_soakThroughForwarding(self):
+        """
+        Hundreds of requests with bodies of every size, eight at a time,
+        through the two nodes that forward to the client's: every answer
+        carries exactly the body that was sent.
+        """
+        yield self.connected("one", "n1")
+        for node in ("n2", "n3"):
+            yield self.reachable(node, "one")
+        generator = random.Random(12)
+        sizes = [0, 1, 1500, 65535, 65536, 262145] + [generator.randrange(200_000) for _ in range(234)]
+
+        @defer.inlineCallbacks
+        def worker(jobs):
+            for index, size in jobs:
+                body = generator.randbytes(size) or b"."
+                node = ("n2", "n3")[index % 2]
+                code, answer = yield self.get(node, "one", body)
+                self.assertEqual(code, 200)
+                if answer != b"one:" + body:
+                    self.fail(f"request {index} ({size} bytes through {node}) came back altered")
+
+        jobs = iter(enumerate(sizes))
+        yield defer.gatherResults([worker(jobs) for _ in range(8)], consumeErrors=True)
