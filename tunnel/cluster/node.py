@@ -6,18 +6,24 @@ streams other nodes forward to its own clients.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import Request
 from zope.interface import implementer
 
 from tunnel.cluster.claims import Claim, decodeClaim
-from tunnel.cluster.directory import StoreUnavailable, Holder, SessionDirectory
+from tunnel.cluster.directory import Holder, SessionDirectory
+from tunnel.cluster.handoff import handOff, mayHandOff
 from tunnel.cluster.keys import ClusterKey
 from tunnel.cluster.link import LinkListenerFactory, NodeLinks
 from tunnel.cluster.relay import RelayFactory
 from tunnel.cluster.remote import RemoteSession
+from tunnel.cluster.scripts import StoreUnavailable
 from tunnel.server.registry import Registry
 from tunnel.server.session import ClientSession, ISessionObserver
 
@@ -37,6 +43,9 @@ class ClusterNode:
     @ivar name: this node's name, unique in the cluster.
     @ivar directory: who holds which client's session.
     @ivar links: this node's links to the others.
+    @ivar publicSite: gives the node's public site, which reads the public
+        connections other nodes hand over (L{tunnel.cluster.handoff}), if
+        it has one.
     """
 
     _log = Logger()
@@ -62,6 +71,7 @@ class ClusterNode:
         self._cacheSeconds = cacheSeconds
         self._local: dict[str, ClientSession] = {}
         self._holders: dict[str, tuple[float, list[Holder]]] = {}
+        self.publicSite: Callable[[], Factory | None] = lambda: None
 
     def observing(self, registry: Registry) -> ISessionObserver:
         """
@@ -73,7 +83,19 @@ class ClusterNode:
 
     def linkListener(self) -> LinkListenerFactory:
         """The factory to serve on this node's link endpoint, for the other nodes."""
-        return LinkListenerFactory(self.key, self.name, RelayFactory(self._local.get), self._clock)
+        relays = RelayFactory(self._local.get, lambda: self.publicSite())
+        return LinkListenerFactory(self.key, self.name, relays, self._clock)
+
+    def mayHandOff(self, request: Request) -> bool:
+        """Whether the connection of C{request} may go to another node (see L{handOff})."""
+        return mayHandOff(request)
+
+    def handOff(self, request: Request, session: RemoteSession) -> Deferred[bool]:
+        """
+        Hand the connection of C{request} to a node holding C{session}, as
+        L{tunnel.cluster.handoff.handOff} does.
+        """
+        return handOff(request, session)
 
     def identifierName(self, identifier: bytes) -> bytes:
         """The key the cluster knows C{identifier} by, as the registry keeps it."""

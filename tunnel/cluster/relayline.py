@@ -5,10 +5,15 @@ session answers whether it got one (C{OK}, or C{FAIL} and why); then the
 stream carries the bytes of that client stream, both ways, untouched. Or
 a node asks whether the client is there and answers a ping (C{PING}, when
 another client connects to it with the same identifier), and the answer
-ends the stream::
+ends the stream. Or the forwarding node hands over a whole public
+connection (C{PUBLIC}, naming the client it is for and where the
+connection comes from): once the answer is C{OK} the stream carries the
+public connection's bytes as they came, to be read by the holding node's
+own public site::
 
     OPEN <identifier key> <transport protocol> <local port>\\r\\n
     PING <identifier key>\\r\\n
+    PUBLIC <identifier key> <peer address> <peer port> <listener port> <http|https>\\r\\n
     OK\\r\\n
     FAIL <reason> <message>\\r\\n
 
@@ -20,6 +25,7 @@ and the port are those of the control message the client is to get.
 from __future__ import annotations
 
 import enum
+import ipaddress
 import re
 
 import attrs
@@ -31,6 +37,9 @@ MAX_LINE = 512
 
 _OPEN = re.compile(rb"OPEN ([0-9a-f]{64}) ([0-9]{1,3}) ([0-9]{1,5})")
 _PING = re.compile(rb"PING ([0-9a-f]{64})")
+_PUBLIC = re.compile(
+    rb"PUBLIC ([0-9a-f]{64}) ([0-9a-fA-F.:]{2,45}) ([0-9]{1,5}) ([0-9]{1,5}) (http|https)"
+)
 _FAIL = re.compile(rb"FAIL ([a-z-]{1,32}) ?(.*)")
 
 
@@ -87,6 +96,36 @@ class Ping:
 
 
 @attrs.frozen
+class Public:
+    """
+    A public connection handed over, for the holding node to read as one
+    of its own.
+
+    @ivar key: the identifier key of the client it is for.
+    @ivar peer: the public client's IP address.
+    @ivar peerPort: its port.
+    @ivar listenerPort: the port of the listener that accepted it.
+    @ivar secure: whether it came over TLS.
+    """
+
+    key: str
+    peer: str
+    peerPort: int
+    listenerPort: int
+    secure: bool
+
+    def encode(self) -> bytes:
+        """The line, with its line end."""
+        return b"PUBLIC %s %s %d %d %s\r\n" % (
+            self.key.encode("ascii"),
+            self.peer.encode("ascii"),
+            self.peerPort,
+            self.listenerPort,
+            b"https" if self.secure else b"http",
+        )
+
+
+@attrs.frozen
 class Answer:
     """
     Whether the stream is there.
@@ -124,18 +163,28 @@ def splitLine(buffer: bytes) -> tuple[bytes, bytes] | None:
     return buffer[:end], buffer[end + 2:]
 
 
-def parseRequest(line: bytes) -> Open | Ping:
+def parseRequest(line: bytes) -> Open | Ping | Public:
     """
-    Read an C{OPEN} or C{PING} line (without its line end).
+    Read an C{OPEN}, C{PING} or C{PUBLIC} line (without its line end).
 
-    @raise RelayLineError: if it is neither.
+    @raise RelayLineError: if it is none of them.
     """
     ping = _PING.fullmatch(line)
     if ping is not None:
         return Ping(ping.group(1).decode("ascii"))
+    public = _PUBLIC.fullmatch(line)
+    if public is not None:
+        key, peer, peerPort, listenerPort, scheme = (part.decode("ascii") for part in public.groups())
+        try:
+            ipaddress.ip_address(peer)
+        except ValueError:
+            raise RelayLineError(f"{peer!r} is not an IP address") from None
+        if int(peerPort) > 65535 or int(listenerPort) > 65535:
+            raise RelayLineError("a port of a PUBLIC line is out of range")
+        return Public(key, peer, int(peerPort), int(listenerPort), scheme == "https")
     match = _OPEN.fullmatch(line)
     if match is None:
-        raise RelayLineError("a link stream did not start with OPEN or PING")
+        raise RelayLineError("a link stream did not start with OPEN, PING or PUBLIC")
     key, protocol, port = match.groups()
     try:
         transportProtocol = TransportProtocol(int(protocol))

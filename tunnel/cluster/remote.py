@@ -22,6 +22,7 @@ from tunnel.cluster.relayline import (
     Answer,
     Open,
     Ping,
+    Public,
     RelayLineError,
     Unavailable,
     parseAnswer,
@@ -88,6 +89,17 @@ class RemoteSession:
         """
         return _Attempt(self, Open(self.key, transportProtocol, localPort), protocol).start()
 
+    def handOver(self, connection: Public, protocol: Protocol) -> Deferred[Protocol]:
+        """
+        Hand a public connection over to a node that holds the client's
+        session: once one said C{OK}, C{protocol} is attached to a stream
+        that node reads as a connection of its own public site.
+
+        @return: a L{Deferred} firing with C{protocol}, or failing as
+            L{requestStream} does.
+        """
+        return _Attempt(self, connection, protocol).start()
+
     def ping(self) -> Deferred[bool]:
         """
         Whether the node of the first holder says the client is there and
@@ -106,7 +118,7 @@ class RemoteSession:
 class _Attempt:
     """Asks each holder of a L{RemoteSession} in turn, until one gives a stream."""
 
-    def __init__(self, session: RemoteSession, request: Open, protocol: Protocol) -> None:
+    def __init__(self, session: RemoteSession, request: Open | Public, protocol: Protocol) -> None:
         self._session = session
         self._request = request
         self._protocol = protocol

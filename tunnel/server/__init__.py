@@ -128,6 +128,7 @@ class TunnelServer:
         self.metrics = ServerMetrics(self._registry.sessions)
         self._registry.addObserver(self.metrics.observe)
         self._listeners: dict[IListeningPort, _Binding] = {}
+        self._site: TunnelSite | None = None
         settings = SessionSettings(
             streamTimeout=streamTimeout,
             handshakeTimeout=handshakeTimeout,
@@ -149,16 +150,18 @@ class TunnelServer:
     def site(self, **arguments: Any) -> TunnelSite:
         """
         A site serving L{resource} that streams request bodies, and counts
-        its requests in L{metrics}.
+        its requests in L{metrics}; in a cluster, the last one made also
+        reads the public connections other nodes hand over.
 
         @param arguments: as L{TunnelSite} takes them: the limits of its
             public connections (C{idleTimeout}, C{headerTimeout},
             C{maxHeaderBytes}, C{maxHeaders}), and C{logPath}, the file of
             its access log (none by default).
         """
-        return TunnelSite(
+        self._site = TunnelSite(
             self.resource, reactor=self._reactor, metrics=self.metrics, **arguments
         )
+        return self._site
 
     def addHost(self, host: str, identifier: str | bytes) -> None:
         """
@@ -224,6 +227,7 @@ class TunnelServer:
             raise ValueError("a server joins its cluster before it has hosts or listeners")
         self.resource.cluster = node
         self.resource.sessionObserver = node.observing(self._registry)
+        node.publicSite = lambda: self._site
         self.resource.identifierName = node.identifierName
 
     def setAccess(self, host: str, rule: AccessRule | None) -> None:

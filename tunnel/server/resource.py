@@ -165,6 +165,13 @@ class TunnelResource(Resource):
         return NOT_DONE_YET
 
     def _control(self, request: Request) -> None:
+        if getattr(request.channel, "relayed", False):
+            refuse(
+                request,
+                Refusal.BAD_REQUEST,
+                b"a tunnel client connects on a connection of its own",
+            )
+            return
         if request.method != b"CONNECT":
             request.setHeader(b"allow", b"CONNECT")
             refuse(request, Refusal.METHOD_NOT_ALLOWED, b"the control path takes CONNECT only")
@@ -430,12 +437,29 @@ class TunnelResource(Resource):
         session = route.session
         if (session is None or not session.ready) and self.cluster is not None:
             found = self.cluster.remoteSession(route.identifier)
-            found.addCallback(lambda remote: self._forwardTo(request, route, host, remote))
+            found.addCallback(lambda remote: self._forwardRemote(request, route, host, remote))
             found.addErrback(
                 lambda reason: self._log.failure("Forwarding to another node failed", reason)
             )
             return
         self._forwardTo(request, route, host, session)
+
+    def _forwardRemote(
+        self, request: Request, route: Route, host: bytes, session: RemoteSession | None
+    ) -> None:
+        """
+        Hand the connection of C{request} to a node that holds C{session},
+        which then answers it and the requests that follow on it; or, if
+        that cannot be, forward it.
+        """
+        cluster = self.cluster
+        if session is None or request.channel is None or not cluster.mayHandOff(request):
+            self._forwardTo(request, route, host, session)
+            return
+        handing = cluster.handOff(request, session)
+        handing.addCallback(
+            lambda handed: None if handed else self._forwardTo(request, route, host, session)
+        )
 
     def _forwardTo(
         self,

@@ -320,7 +320,11 @@ class TunnelChannel(HTTPChannel):
 
     @ivar headerTimeout: seconds from the first byte of a request head to
         its end, or L{None} for no limit.
+    @ivar relayed: whether another node of a cluster accepted the
+        connection and handed it to this one (L{tunnel.cluster.handoff}).
     """
+
+    relayed = False
 
     headerTimeout: float | None = HEADER_TIMEOUT
     totalHeadersSize = MAX_HEADER_BYTES

@@ -223,3 +223,66 @@ class ConflictTests(ClusterTestCase):
         self.connect("a")
         key = self.cluster.key.identifierKey(IDENTIFIER)
         self.assertEqual(sorted(self.cluster.store.claims[key]), ["a", "b", "c"])
+
+
+def answered(harness, host: str = "app.example") -> float:
+    """How many requests for C{host} the node of C{harness} answered."""
+    value = harness.server.metrics.registry.get_sample_value(
+        "tunnel_server_requests_total", {"host": host, "status": "2xx"}
+    )
+    return value or 0.0
+
+
+class HandOffTests(ClusterTestCase):
+    """A public connection handed to the node holding its client's session."""
+
+    def test_aConnectionGoesToTheHoldingNodeWithItsRequests(self) -> None:
+        """
+        A GET at node a, with the client on b: b answers it and the next
+        request on the same connection, as requests of its own, and the
+        local service sees the public client's address once.
+        """
+        self.connect("b")
+        public = self.send("a", GET + GET)
+        self.assertEqual(b"".join(public.chunks).count(b"HTTP/1.1 200 OK\r\n"), 2)
+        harnesses = self.cluster.harnesses
+        self.assertEqual((answered(harnesses["a"]), answered(harnesses["b"])), (0, 2))
+        self.assertEqual(len(self.locals), 2)
+        self.assertEqual(self.locals[0].received.count(b"203.0.113.7"), 1)
+        self.assertIn(b"X-Forwarded-For: 203.0.113.7\r\n", self.locals[1].received)
+
+    def test_aRequestWithABodyIsForwardedInstead(self) -> None:
+        """A request with a body is forwarded by the node it reached, which answers it."""
+        self.connect("b")
+        public = self.send(
+            "a", b"POST / HTTP/1.1\r\nHost: app.example\r\nContent-Length: 3\r\n\r\nabc"
+        )
+        self.assertTrue(b"".join(public.chunks).startswith(b"HTTP/1.1 200 OK\r\n"))
+        harnesses = self.cluster.harnesses
+        self.assertEqual((answered(harnesses["a"]), answered(harnesses["b"])), (1, 0))
+
+    def test_aHandedConnectionIsNeverHandedFurther(self) -> None:
+        """
+        On a connection a handed to b, a request for a client on c is
+        forwarded by b to c, request by request: the connection stays on b.
+        """
+        self.connect("b")
+        for harness in self.cluster.harnesses.values():
+            harness.server.addHost("other.example", b"another-identifier")
+        self.cluster.harnesses["c"].tunnelClient(
+            b"another-identifier", lambda message: RawLocal(OK), extraHeaders=OTHER
+        )
+        self.cluster.flush()
+        public = self.send("a", GET + GET.replace(b"app.example", b"other.example"))
+        self.assertEqual(b"".join(public.chunks).count(b"HTTP/1.1 200 OK\r\n"), 2)
+        harnesses = self.cluster.harnesses
+        self.assertEqual(answered(harnesses["b"], "other.example"), 1)
+        self.assertEqual(answered(harnesses["c"], "other.example"), 0)
+
+    def test_aTunnelClientCannotConnectOnAHandedConnection(self) -> None:
+        self.connect("b")
+        public = self.send(
+            "a", GET + b"CONNECT /_controlPath/ HTTP/1.1\r\nHost: x\r\n"
+            b"X-KTunnel-Identifier: " + IDENTIFIER + b"\r\n\r\n"
+        )
+        self.assertIn(b"HTTP/1.1 400 ", b"".join(public.chunks))
