@@ -30,6 +30,7 @@ from tunnel.cluster.settings import (
     ClusterSettings,
     defaultNodeName,
     parseRedisURL,
+    readCertificates,
 )
 from tunnel.config import withConfig
 from tunnel.core.capture import (
@@ -493,8 +494,14 @@ class ServerOptions(_ConfigurableOptions):
         if self["redis-password-file"]:
             password = readSecretFile(self["redis-password-file"], "Redis password")
             redis = attrs.evolve(redis, password=password)
-        if self["redis-ca"] and not redis.tls:
-            raise usage.UsageError("--redis-ca is only used with a rediss:// URL")
+        authorities = None
+        if self["redis-ca"]:
+            if not redis.tls:
+                raise usage.UsageError("--redis-ca is only used with a rediss:// URL")
+            try:
+                authorities = tuple(readCertificates(self["redis-ca"]))
+            except ValueError as e:
+                raise usage.UsageError(f"--redis-ca: {e}") from None
         if not self["cluster-secret-file"]:
             raise usage.UsageError("--redis needs --cluster-secret-file")
         if self["domain"]:
@@ -522,9 +529,7 @@ class ServerOptions(_ConfigurableOptions):
             )
         if self["lease"] < 1:
             raise usage.UsageError("--lease must be a second at least")
-        return ClusterSettings(
-            redis, key, name, listen, address, self["lease"], self["redis-ca"]
-        )
+        return ClusterSettings(redis, key, name, listen, address, self["lease"], authorities)
 
     def _readSavedAccess(self) -> None:
         """

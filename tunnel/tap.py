@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from tunnel.client import TunnelClientService, TunnelEndpoint
 from tunnel.client.endpoint import connectorFor
+from tunnel.cluster.config import SharedHostsReloader
 from tunnel.cluster.service import ClusterService
 from tunnel.client.inspector import (
     DEFAULT_FALLBACKS,
@@ -150,9 +151,17 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         reloaders.append(
             HostsReloader(server, options["hosts-file"], options["commandLineHosts"])
         )
+    elif options["hosts-file"]:
+        reloaders.append(
+            SharedHostsReloader(
+                cluster.config, server, options["hosts-file"], options["commandLineHosts"]
+            )
+        )
     if options["accounts"] is not None:
         reloaders.append(AccountsReloader(server.resource.selfService, options["accounts-file"]))
-    if reloaders:
+    if reloaders or cluster is not None:
+        # A node of a cluster takes SIGHUP even with nothing to reload, as
+        # its supervisor (--workers) or systemd's reload may send it.
         ReloadOnHangUp(reloaders, reactor).setServiceParent(top)
     monitoring = MonitoringResource(server.metrics, readiness)
     if options["admin"]:

@@ -23,7 +23,7 @@ cut off from Redis catches up by itself once it is back.
 from __future__ import annotations
 
 import json
-from typing import Mapping, Protocol as TypingProtocol
+from typing import Any, Mapping, Protocol as TypingProtocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from tunnel.cluster.accesstext import decodeAccess, encodeAccess
 from tunnel.cluster.scripts import Redis, Script, StoreUnavailable, unavailable
 from tunnel.core.access import AccessRule, parseNetworks
+from tunnel.hostsfile import readHostsFile
 from tunnel.server.events import HostStatus
 
 #: Seconds between two looks at the version of the shared configuration.
@@ -123,6 +124,9 @@ class ConfiguredServer(TypingProtocol):
 
     def setAccess(self, host: str, rule: AccessRule | None) -> None:
         """Make C{rule} the operator's rule of C{host}."""
+
+    def moveTCP(self, old: bytes, new: bytes) -> list[int]:
+        """Bind the TCP listeners of the key C{old} to the key C{new}."""
 
 
 class SharedConfig:
@@ -277,9 +281,19 @@ class ConfigFollower:
         current = {status.host: server.identifierOf(status.host) for status in server.hosts()}
         for host in current.keys() - snapshot.hosts.keys():
             server.deleteHost(host)
+        rotated = {}
         for host, key in snapshot.hosts.items():
-            if current.get(host) != key.encode("ascii"):
-                server.addHostByName(host, key.encode("ascii"))
+            old, new = current.get(host), key.encode("ascii")
+            if old != new:
+                server.addHostByName(host, new)
+                if old is not None:
+                    rotated[old] = new
+        # A key left with no host was rotated: this node's TCP listeners of
+        # it follow its hosts, and its client is refused from now on.
+        kept = {key.encode("ascii") for key in snapshot.hosts.values()}
+        for old, new in rotated.items():
+            if old not in kept:
+                server.moveTCP(old, new)
         for host in set(server.guardedHosts()) | snapshot.access.keys():
             rule = self._rule(host, snapshot.access.get(host, ""))
             if server.accessOf(host) != rule:
@@ -302,3 +316,46 @@ class ConfigFollower:
                 why=e,
             )
             return NOBODY
+
+
+class SharedHostsReloader:
+    """
+    What a C{SIGHUP} does to a node of a cluster with a hosts file: the
+    hosts of the file (and of the command line) that the shared
+    configuration has none of are added to it, for every node; the others
+    stay as the shared configuration says.
+
+    @ivar path: the hosts file.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, config: SharedConfig, server: Any, path: str, fixed: Mapping[str, str]
+    ) -> None:
+        self.path = path
+        self._config = config
+        self._server = server
+        self._fixed = dict(fixed)
+
+    def reload(self) -> bool:
+        """Read the file and add its new hosts; whether it could be read."""
+        try:
+            wanted = {**readHostsFile(self.path), **self._fixed}
+        except (OSError, ValueError) as e:
+            self._log.error("Cannot reload the hosts file {path}: {error}", path=self.path, error=e)
+            return False
+        names = {host: self._server.nameOf(identifier).decode("ascii")
+                 for host, identifier in wanted.items()}
+        adding = self._config.change(names, onlyNew=True)
+        adding.addCallbacks(
+            lambda version: self._log.info(
+                "Added the new hosts of {path} to the shared configuration (version "
+                "{version}); the others stay as it says", path=self.path, version=version
+            ),
+            lambda failure: self._log.error(
+                "Cannot add the hosts of {path} to the shared configuration: {why}",
+                path=self.path, why=failure.getErrorMessage(),
+            ),
+        )
+        return True

@@ -33,6 +33,15 @@ HANDSHAKE_TIMEOUT = 10.0
 #: Seconds a node has to accept a link dialled to it.
 CONNECT_TIMEOUT = 5.0
 
+#: The yamux settings of a link: a node that falls silent is found out
+#: within five seconds (a ping every two, three to answer), and a stream it
+#: does not acknowledge within five gives way to the next holder; many
+#: streams may be opened at once, since one link carries the requests of
+#: every client of the node.
+LINK_CONFIG = SessionConfig(
+    acceptBacklog=1024, keepAliveInterval=2.0, keepAliveTimeout=3.0, streamOpenTimeout=5.0
+)
+
 
 class LinkError(Exception):
     """A link could not be made."""
@@ -134,7 +143,7 @@ class LinkListenerFactory(Factory):
         self._timeout = timeout
 
     def buildProtocol(self, addr: IAddress) -> LinkProtocol:
-        yamux = YamuxProtocol(False, self._streamFactory, self._config, self._clock)
+        yamux = YamuxProtocol(False, self._streamFactory, self._config or LINK_CONFIG, self._clock)
         handshake = LinkHandshake(Role.LISTENER, self._key, self._node, os.urandom(NONCE_BYTES))
         protocol = LinkProtocol(handshake, yamux, self._clock, self._timeout)
         protocol.linked.addCallbacks(
@@ -216,7 +225,7 @@ class NodeLinks:
         return waiter
 
     def _dial(self, address: str) -> Deferred[YamuxProtocol]:
-        yamux = YamuxProtocol(True, None, self._config, self._reactor)
+        yamux = YamuxProtocol(True, None, self._config or LINK_CONFIG, self._reactor)
         handshake = LinkHandshake(Role.DIALER, self._key, self._node, os.urandom(NONCE_BYTES))
         protocol = LinkProtocol(handshake, yamux, self._reactor, self._timeout)
         try:

@@ -6,12 +6,19 @@ claims this node's sessions, started and stopped with the server.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import txredisapi
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+from twisted.internet.ssl import (
+    Certificate,
+    optionsForClientTLS,
+    platformTrust,
+    trustRootFromCertificates,
+)
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -31,18 +38,17 @@ REDIS_CONNECT_TIMEOUT = 5.0
 SEED_RETRY = 2.0
 
 
-def redisConnection(address: RedisAddress, caFile: str | None = None) -> object:
+def redisConnection(
+    address: RedisAddress, authorities: Sequence[Certificate] | None = None
+) -> object:
     """
     A connection to Redis that connects when first used and reconnects by
-    itself after it is lost, checking Redis's certificate over TLS.
+    itself after it is lost, checking Redis's certificate over TLS against
+    C{authorities} (the system's by default).
     """
     tls = None
     if address.tls:
-        if caFile is None:
-            trust = platformTrust()
-        else:
-            with open(caFile, "rb") as pem:
-                trust = Certificate.loadPEM(pem.read())
+        trust = platformTrust() if authorities is None else trustRootFromCertificates(authorities)
         tls = optionsForClientTLS(address.host, trust)
     return txredisapi.lazyConnection(
         address.host,

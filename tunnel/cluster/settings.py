@@ -6,10 +6,12 @@ How a server node is told to join a cluster: where its Redis is
 from __future__ import annotations
 
 import os
+import re
 import socket
 from urllib.parse import unquote, urlsplit
 
 import attrs
+from twisted.internet.ssl import Certificate
 
 from tunnel.cluster.handshake import isNodeName
 from tunnel.cluster.keys import ClusterKey
@@ -66,6 +68,30 @@ def parseRedisURL(url: str) -> RedisAddress:
     return RedisAddress(parts.hostname, port, int(path or 0), parts.scheme == "rediss", password)
 
 
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def readCertificates(path: str) -> list[Certificate]:
+    """
+    Every certificate of the PEM file at C{path}.
+
+    @raise ValueError: if it cannot be read or holds no certificate.
+    """
+    try:
+        with open(path, "rb") as pem:
+            blocks = _PEM_CERTIFICATE.findall(pem.read())
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    if not blocks:
+        raise ValueError(f"{path} holds no PEM certificate")
+    try:
+        return [Certificate.loadPEM(block) for block in blocks]
+    except Exception as e:
+        raise ValueError(f"{path} holds a malformed certificate: {e}") from None
+
+
 def defaultNodeName() -> str:
     """A name for this node: its host's name and its process's ID."""
     name = f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
@@ -84,8 +110,8 @@ class ClusterSettings:
     @ivar address: where the other nodes reach that endpoint
         (C{HOST:PORT}), or L{None} for the address it listens on.
     @ivar lease: seconds this node's claims outlive its last renewal.
-    @ivar redisCA: a file of CA certificates to check Redis's TLS
-        certificate with, or L{None} for the system's.
+    @ivar redisCA: the CA certificates to check Redis's TLS certificate
+        with, or L{None} for the system's.
     """
 
     redis: RedisAddress
@@ -94,4 +120,4 @@ class ClusterSettings:
     listen: str = DEFAULT_CLUSTER_LISTEN
     address: str | None = None
     lease: float = DEFAULT_LEASE
-    redisCA: str | None = None
+    redisCA: tuple[Certificate, ...] | None = attrs.field(default=None, repr=False)

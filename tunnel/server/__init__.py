@@ -307,7 +307,16 @@ class TunnelServer:
             listens; pass it to L{unbindTCP} to stop.
         @raise ValueError: if the identifier is empty, before listening.
         """
-        binding = _Binding(self.nameOf(identifier))
+        return self.bindTCPByName(endpoint, self.nameOf(identifier))
+
+    def bindTCPByName(
+        self, endpoint: IStreamServerEndpoint, name: bytes
+    ) -> Deferred[IListeningPort]:
+        """
+        L{bindTCP} for the client known by C{name} (what L{identifierOf}
+        gives for a host of it).
+        """
+        binding = _Binding(checkIdentifier(name))
         cluster = self.resource.cluster
         listening = endpoint.listen(
             TCPTunnelFactory(
@@ -335,16 +344,18 @@ class TunnelServer:
         self._registry.unbindListener(binding.identifier, port.getHost().port)
         return maybeDeferred(port.stopListening)
 
-    def moveTCP(self, old: str | bytes, new: str | bytes) -> list[int]:
+    def moveTCP(self, old: bytes, new: bytes) -> list[int]:
         """
-        Tunnel the connections of every TCP listener bound to C{old} to the
-        client of C{new} instead, as when an identifier is rotated: C{old}
-        is then forgotten unless a host keeps it known.
+        Tunnel the connections of every TCP listener bound to the client
+        known by C{old} to the client known by C{new} instead, as when an
+        identifier is rotated: C{old} is then forgotten unless a host keeps
+        it known. Both are names, as L{identifierOf} gives and L{nameOf}
+        makes.
 
         @return: the ports of the listeners moved.
         @raise ValueError: if C{new} is empty.
         """
-        oldKey, newKey = _identifier(old), self.nameOf(new)
+        oldKey, newKey = old, checkIdentifier(new)
         moved = [port for port, binding in self._listeners.items() if binding.identifier == oldKey]
         for port in moved:
             number = port.getHost().port

@@ -90,8 +90,8 @@ class HostRegistry(ListenerRegistry, TypingProtocol):
     def setAccess(self, host: str, rule: AccessRule | None) -> None:
         """Admit to C{host} only whom C{rule} permits (everyone for L{None})."""
 
-    def moveTCP(self, old: bytes, new: str) -> list[int]:
-        """Bind the TCP listeners of C{old} to C{new}; their ports."""
+    def moveTCP(self, old: bytes, new: bytes) -> list[int]:
+        """Bind the TCP listeners of the name C{old} to the name C{new}; their ports."""
 
     def accessOf(self, host: str) -> AccessRule | None:
         """The rule of C{host}, if any."""
@@ -281,7 +281,7 @@ class AdminResource(Resource):
             self._save(lambda hosts: hosts.update(dict.fromkeys(moved, identifier)))
             for each in moved:
                 self._registry.addHost(each, identifier)
-            ports = self._registry.moveTCP(old, identifier)
+            ports = self._registry.moveTCP(old, self._registry.nameOf(identifier))
             self._log.info(
                 "admin: new identifier {identifier} for {hosts} (was {old})",
                 identifier=redactIdentifier(identifier),

@@ -42,10 +42,8 @@ class ListenerRegistry(TypingProtocol):
     def identifierOf(self, host: str) -> bytes:
         """The identifier C{host} is routed to; L{KeyError} if none."""
 
-    def bindTCP(
-        self, endpoint: IStreamServerEndpoint, identifier: str | bytes
-    ) -> Deferred[IListeningPort]:
-        """Listen on C{endpoint} for the client of C{identifier}."""
+    def bindTCPByName(self, endpoint: IStreamServerEndpoint, name: bytes) -> Deferred[IListeningPort]:
+        """Listen on C{endpoint} for the client known by C{name} (see L{identifierOf})."""
 
     def unbindTCP(self, port: IListeningPort) -> Deferred[None]:
         """Stop a listener of L{bindTCP}; L{KeyError} if it is not one."""
@@ -112,13 +110,13 @@ class TCPListenersAPI:
         port = _portOf(description)
         try:
             host = normaliseHost(name)
-            identifier = self._registry.identifierOf(host)
+            name = self._registry.identifierOf(host)
         except (KeyError, ValueError):
             raise JSONError(404, f"no host {name!r}") from None
         if port and any(each.port == port for each in self._registry.tcpListeners()):
             raise JSONError(409, f"port {port} has a TCP listener already")
         endpoint = serverFromString(self._reactor, description)
-        listening = self._registry.bindTCP(endpoint, identifier)
+        listening = self._registry.bindTCPByName(endpoint, name)
         return listening.addCallbacks(
             self._listening,
             self._notListening,

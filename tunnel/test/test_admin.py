@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
@@ -26,8 +27,10 @@ from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from tunnel.cluster.scripts import StoreUnavailable
 from tunnel.hostsfile import readHostsFile, writeHostsFile
 from tunnel.options import ServerOptions
+from tunnel.server import TunnelServer
 from tunnel.server.accessfile import readAccessFile
 from tunnel.server.admin import MAX_BODY, AdminResource, AdminSite, newIdentifier
 from tunnel.test.serversupport import Harness
@@ -656,3 +659,49 @@ class AccessAPITests(AdminCalls):
                 usage.UsageError, ServerOptions().parseOptions, ["--access-file", path]
             )
             self.assertIn(f"access file {path} is malformed", str(error))
+
+
+class SharedConfigStandIn:
+    """A cluster's shared configuration that records changes, or refuses them."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[dict, dict]] = []
+        self.unavailable = False
+
+    def change(self, hosts: dict = {}, access: dict = {}) -> Deferred[int]:
+        if self.unavailable:
+            return fail(StoreUnavailable("unreachable", "no answer within 5 s"))
+        self.changes.append((dict(hosts), dict(access)))
+        return succeed(len(self.changes))
+
+
+class SharedAdminTests(AdminCalls):
+    """The admin API of a node of a cluster: the shared configuration first."""
+
+    def setUp(self) -> None:
+        self.registry = TunnelServer(reactor=Clock())
+        self.shared = SharedConfigStandIn()
+        self.resource = AdminResource(
+            self.registry, TOKEN, None, lambda: "fresh-1", shared=self.shared
+        )
+        self.treq = StubTreq(self.resource)
+
+    def test_changesGoToTheSharedConfigurationFirst(self) -> None:
+        code, body = self.call("POST", "/hosts", {"host": "a.example"})
+        self.assertEqual((code, body), (201, {"host": "a.example", "identifier": "fresh-1"}))
+        self.call("PUT", "/hosts/a.example/access", {"deny": ["10.0.0.0/8"]})
+        self.call("DELETE", "/hosts/a.example")
+        hosts = [hosts for hosts, access in self.shared.changes]
+        self.assertEqual(hosts, [{"a.example": "fresh-1"}, {}, {"a.example": ""}])
+        self.assertIn("10.0.0.0/8", self.shared.changes[1][1]["a.example"])
+        self.assertEqual(self.registry.hosts(), [])
+        self.assertIsNotNone(self.registry.accessOf("a.example"))
+
+    def test_aChangeRedisCannotTakeIsNotMade(self) -> None:
+        """Redis unreachable: 503, saying so, and this node changes nothing either."""
+        self.shared.unavailable = True
+        code, body = self.call("POST", "/hosts", {"host": "a.example"})
+        self.assertEqual(code, 503)
+        self.assertIn("Redis unreachable", body["error"])
+        self.assertIn("nothing was changed", body["error"])
+        self.assertEqual(self.registry.hosts(), [])

@@ -6,10 +6,12 @@ C{redis-server}: changes, versions, and a server that follows them.
 from __future__ import annotations
 
 from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
 
 from tunnel.cluster.accesstext import encodeAccess
-from tunnel.cluster.config import NOBODY, ConfigFollower, SharedConfig
+from tunnel.cluster.config import NOBODY, ConfigFollower, SharedConfig, SharedHostsReloader
 from tunnel.core.access import AccessRule, parseNetworks
 from tunnel.server import TunnelServer
 from tunnel.test.test_cluster_directory import RedisTestCase
@@ -64,6 +66,42 @@ class SharedConfigTests(RedisTestCase):
         self.assertEqual(self.tunnel.identifierOf("added.example"), b"other")
         self.assertEqual(self.tunnel.guardedHosts(), ["added.example"])
         self.assertEqual(self.follower.applied, 1)
+
+    @defer.inlineCallbacks
+    def test_aRotationMovesThisNodesTCPListeners(self):
+        """
+        A key whose hosts all moved to another was rotated: the TCP
+        listeners of this node follow, and the old key is forgotten.
+        """
+        self.tunnel.addHost("a.example", "old")
+        yield self.tunnel.bindTCPByName(TCP4ServerEndpoint(MemoryReactor(), 2222), b"old")
+        yield self.config.change({"a.example": "new"})
+        yield self.follower.poll()
+        [listener] = self.tunnel.tcpListeners()
+        self.assertEqual((listener.port, listener.host), (2222, "a.example"))
+        self.assertEqual(self.tunnel.identifierOf("a.example"), b"new")
+
+    @defer.inlineCallbacks
+    def test_aHangUpAddsTheNewHostsOfTheFile(self):
+        """
+        On SIGHUP a node adds the hosts of its file that the shared
+        configuration lacks, under their key, and changes none it has.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("kept.example=file-identifier\nnew.example=another-identifier\n")
+        yield self.config.change({"kept.example": "rotated"})
+        reloader = SharedHostsReloader(self.config, self.tunnel, path, {})
+        self.assertTrue(reloader.reload())
+        yield self.answered()
+        snapshot = yield self.config.read()
+        self.assertEqual(
+            dict(snapshot.hosts),
+            {"kept.example": "rotated", "new.example": "another-identifier"},
+        )
+        with open(path, "w") as f:
+            f.write("not an assignment\n")
+        self.assertFalse(reloader.reload())
 
     @defer.inlineCallbacks
     def test_anUnreadableRuleAdmitsNobody(self):

@@ -5,10 +5,16 @@ the C{--redis} family of options of C{twistd tunnel-server}.
 
 from __future__ import annotations
 
+import trustme
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tunnel.cluster.settings import DEFAULT_CLUSTER_LISTEN, RedisAddress, parseRedisURL
+from tunnel.cluster.settings import (
+    DEFAULT_CLUSTER_LISTEN,
+    RedisAddress,
+    parseRedisURL,
+    readCertificates,
+)
 from tunnel.options import ServerOptions
 
 
@@ -81,3 +87,26 @@ class ClusterOptionsTests(SynchronousTestCase):
             with self.assertRaises(usage.UsageError) as raised:
                 self.parse(*argv)
             self.assertIn(message, str(raised.exception), argv)
+
+
+class CertificatesTests(SynchronousTestCase):
+    def test_everyCertificateOfTheFileIsTrusted(self) -> None:
+        path = self.mktemp()
+        first, second = trustme.CA(), trustme.CA()
+        with open(path, "wb") as f:
+            f.write(first.cert_pem.bytes() + b"\n" + second.cert_pem.bytes())
+        self.assertEqual(len(readCertificates(path)), 2)
+        secret = self.mktemp()
+        with open(secret, "w") as f:
+            f.write("a secret of enough bytes\n")
+        options = ServerOptions()
+        options.parseOptions(["--redis", "rediss://redis.internal", "--redis-ca", path,
+                              "--cluster-secret-file", secret])
+        self.assertEqual(len(options["cluster"].redisCA), 2)
+
+    def test_aFileWithoutCertificatesIsRefused(self) -> None:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("not a certificate\n")
+        for bad in (path, path + ".missing"):
+            self.assertRaises(ValueError, readCertificates, bad)

@@ -233,6 +233,8 @@ class ClusterTests(TestCase):
         """
         yield self.connected("one", "n1")
         yield self.connected("two", "n2")
+        # A hang-up (systemctl reload, say) is taken in its stride.
+        self.nodes["n1"]["process"].signal("HUP")
         for node in self.nodes:
             for client in CLIENTS:
                 yield self.reachable(node, client)
