@@ -33,9 +33,12 @@ class UnitTests(SynchronousTestCase):
         certificate = ca.issue_cert("tunnel.example.com")
         certificate.private_key_pem.write_to_path(self.path("key.pem"))
         certificate.cert_chain_pems[0].write_to_path(self.path("cert.pem"))
-        for secret in ("admin-token", "identifier"):
+        ca.cert_pem.write_to_path(self.path("redis-ca.pem"))
+        for secret in ("admin-token", "identifier", "cluster-secret", "redis-password"):
             with open(self.path(secret), "w") as f:
                 f.write("a-long-random-secret-of-the-right-size-0123456789\n")
+        with open(self.path("hosts"), "w") as f:
+            f.write("app.tunnel.example.com=a-long-random-identifier-0123456789\n")
 
     def path(self, name: str) -> str:
         return os.path.join(self.credentials, name)
@@ -58,6 +61,25 @@ class UnitTests(SynchronousTestCase):
         options = self.parse(cli.SERVER, "tunnel-server.service")
         self.assertEqual(len(options["listen"]), 2)
         self.assertIn("interface=127.0.0.1", options["admin"])
+
+    def test_node(self) -> None:
+        """
+        The node's unit joins the cluster on Redis over TLS, as edge-1,
+        taking links on its private address, with the admin API on
+        loopback.
+        """
+        options = self.parse(cli.SERVER, "tunnel-node.service")
+        cluster = options["cluster"]
+        self.assertIsNotNone(cluster)
+        self.assertEqual(cluster.name, "edge-1")
+        self.assertEqual(
+            (cluster.redis.host, cluster.redis.tls, cluster.redis.password),
+            ("redis.internal", True, "a-long-random-secret-of-the-right-size-0123456789"),
+        )
+        self.assertEqual(cluster.listen, "tcp:7946:interface=10.0.0.11")
+        self.assertIn("interface=127.0.0.1", options["admin"])
+        self.assertIn("interface=10.0.0.11", options["metrics"])
+        self.assertEqual(list(options["hosts"]), ["app.tunnel.example.com"])
 
     def test_client(self) -> None:
         """The client's unit reads its identifier from the credential."""
