@@ -46,6 +46,7 @@ from tunnel.server.accessfile import AccessFileError, readAccessFile
 from tunnel.server.accounts import AccountsFileError, readAccountsFile
 from tunnel.server.connections import WRITE_TIMEOUT
 from tunnel.server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE
+from tunnel.workers.sockets import sharingProblem
 from tunnel.yamux import SessionConfig
 
 #: The environment variable the client reads its identifier from.
@@ -110,6 +111,34 @@ def endpointPort(description: str) -> int | None:
         if port.isdigit() and int(port) <= 65535:
             return int(port)
     raise ValueError("the port must be a number from 0 to 65535")
+
+
+def withPortOffset(description: str, offset: int) -> str:
+    """
+    The server endpoint description C{description} with its port (see
+    L{endpointPort}) moved up by C{offset}: C{tcp:9100:interface=::1} by 2
+    is C{tcp:9102:interface=::1}. Port 0 (any free port) stays 0, and a
+    description without a port stays as it is.
+
+    @raise ValueError: if the port is malformed, or goes past 65535.
+    """
+    port = endpointPort(description)
+    if not port or not offset:
+        return description
+    if port + offset > 65535:
+        raise ValueError(f"port {port} + {offset} is past 65535")
+    kind, _, arguments = description.partition(":")
+    fields = re.split(r"(?<!\\):", arguments)
+    for index, field in enumerate(fields):
+        if "=" not in field:
+            fields[index] = str(port + offset)
+            break
+    else:
+        for index, field in enumerate(fields):
+            if field.startswith("port="):
+                fields[index] = f"port={port + offset}"
+                break
+    return f"{kind}:{':'.join(fields)}"
 
 
 def checkServerEndpoint(option: str, description: str) -> None:
@@ -276,8 +305,10 @@ class ServerOptions(_ConfigurableOptions):
     C{self["access"]} maps hosts to their L{AccessRule}s, C{self["accounts"]}
     holds the L{Accounts} of C{--accounts-file} (or L{None}),
     C{self["adminToken"]} holds the admin token when C{--admin} is given,
-    C{self["yamuxConfig"]} the clients' yamux settings, and C{self["cluster"]}
-    the L{ClusterSettings} of C{--redis}, or L{None}.
+    C{self["yamuxConfig"]} the clients' yamux settings, C{self["cluster"]}
+    the L{ClusterSettings} of C{--redis}, or L{None}, and
+    C{self["arguments"]} the arguments as they were given (the workers of
+    C{--workers} are started with them).
     """
 
     synopsis = "[options]"
@@ -368,6 +399,12 @@ class ServerOptions(_ConfigurableOptions):
          "Seconds this node's claims on its clients' sessions outlive its last "
          "renewal in Redis: how long other nodes may forward to it after it died.",
          float],
+        ["workers", None, 1,
+         "Run this many worker processes sharing the --listen and --tcp listeners, "
+         "for as many cores; each is a node of the cluster of --redis, which it "
+         "needs (NAME-w0, NAME-w1...; --cluster-listen, --cluster-address and "
+         "--metrics ports go up by one per worker). This process supervises them: "
+         "it restarts one that dies, passes SIGHUP on, and stops them all.", int],
         *SESSION_PARAMETERS,
         SESSION_BUFFER_PARAMETER,
     ]
@@ -378,6 +415,14 @@ class ServerOptions(_ConfigurableOptions):
         self["hosts"] = {}
         self["tcp"] = []
         self["access"] = {}
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse the options; C{self["arguments"]} keeps them as given, for
+        the workers of C{--workers}.
+        """
+        self["arguments"] = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_listen(self, endpoint: str) -> None:
         """A port or server endpoint for public HTTP and tunnel clients, e.g. 8080, tcp:8080:interface=127.0.0.1 or ssl:443:privateKey=key.pem:certKey=cert.pem (repeatable; default 8080; a listen backlog of 1024 unless it gives one)."""
@@ -477,6 +522,70 @@ class ServerOptions(_ConfigurableOptions):
             self["metrics"] = serverEndpointDescription(self["metrics"])
             checkServerEndpoint("--metrics", self["metrics"])
         self["cluster"] = self._readCluster()
+        self._checkWorkers()
+
+    def _checkWorkers(self) -> None:
+        """
+        Check that C{--workers} can share this server's listeners and be
+        nodes of its cluster.
+        """
+        workers = self["workers"]
+        if workers < 1:
+            raise usage.UsageError("--workers must be 1 at least")
+        if workers == 1:
+            return
+        if self["cluster"] is None:
+            raise usage.UsageError(
+                "--workers needs --redis: the workers are nodes of a cluster, and find "
+                "each other's clients through its Redis"
+            )
+        if self["admin"]:
+            raise usage.UsageError(
+                "--admin is not served with --workers: each worker would change its own "
+                "hosts only; give them in --hosts-file and reload it with SIGHUP"
+            )
+        if self["domain"]:
+            raise usage.UsageError(
+                "--domain is not served with --workers: a host one worker registered "
+                "would be unknown to the others"
+            )
+        for option, descriptions in (
+            ("--listen", self["listen"]),
+            ("--tcp", [description for description, _ in self["tcp"]]),
+        ):
+            for description in descriptions:
+                problem = sharingProblem(description)
+                if problem is not None:
+                    raise usage.UsageError(f"{option} {description!r}: {problem}")
+        last = workers - 1
+        cluster = self["cluster"]
+        offsets = [("--cluster-listen", cluster.listen)]
+        if self["metrics"]:
+            offsets.append(("--metrics", self["metrics"]))
+        for option, description in offsets:
+            if endpointPort(description) is None:
+                raise usage.UsageError(
+                    f"{option} {description!r}: with --workers it needs a port (tcp:, tcp6: "
+                    "or ssl:): worker i listens on the port + i"
+                )
+            try:
+                withPortOffset(description, last)
+            except ValueError as e:
+                raise usage.UsageError(
+                    f"{option} {description!r} for {workers} workers: {e}"
+                ) from None
+        if cluster.address is not None:
+            _, port = hostAndPort(cluster.address)
+            if port + last > 65535:
+                raise usage.UsageError(
+                    f"--cluster-address {cluster.address!r} for {workers} workers: port "
+                    f"{port} + {last} is past 65535"
+                )
+        if not isNodeName(f"{cluster.name}-w{last}"):
+            raise usage.UsageError(
+                f"--node-name {cluster.name!r}: with -w{last} for the last worker, it is not "
+                "1 to 64 letters, digits and ._:-"
+            )
 
     def _readCluster(self) -> ClusterSettings | None:
         """The settings of the cluster this node joins, if C{--redis} says it joins one."""

@@ -4,6 +4,8 @@ The services behind C{twistd tunnel-server} and C{twistd tunnel-client}.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import attrs
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
@@ -31,6 +33,9 @@ from tunnel.server.health import ListenersCheck, Milestone, Readiness
 from tunnel.server.limits import connectionBudget
 from tunnel.server.monitoring import MonitoringResource, MonitoringSite
 from tunnel.server.reload import AccountsReloader, HostsReloader, Reloader, ReloadOnHangUp
+from tunnel.workers.command import sharedListeners
+from tunnel.workers.service import WorkersService
+from tunnel.workers.sockets import adoptingEndpoint
 
 _log = Logger()
 
@@ -106,10 +111,22 @@ def _listen(endpoint: IStreamServerEndpoint, factory: object) -> StreamServerEnd
     return service
 
 
-def makeServerService(options: ServerOptions, reactor: object = None) -> IService:
-    """Build the tunnel server's service from its options."""
+def makeServerService(
+    options: ServerOptions, reactor: object = None, inherited: Sequence[int] | None = None
+) -> IService:
+    """
+    Build the tunnel server's service from its options: with C{--workers}
+    above 1, the supervisor of the workers (L{WorkersService}).
+
+    @param inherited: for a worker, the file descriptors of the listeners
+        it shares with the others, which it listens on instead of binding
+        its own: one for each of L{sharedListeners}, in their order.
+    """
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
+    if inherited is None and options["workers"] > 1:
+        return WorkersService(options, reactor)
+    public = _publicEndpoints(reactor, sharedListeners(options), inherited)
     server = TunnelServer(
         reactor,
         streamTimeout=options["stream-timeout"],
@@ -139,13 +156,10 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         maxConnectionsPerSource=options["max-connections-per-source"] or None,
         writeTimeout=options["write-timeout"] or None,
     )
-    for description in options["listen"]:
-        endpoint = listeners.watch(serverFromString(reactor, description))
-        _listen(endpoint, site).setServiceParent(top)
-    for description, identifier in options["tcp"]:
-        TCPTunnelService(
-            server, serverFromString(reactor, description), identifier
-        ).setServiceParent(top)
+    for endpoint in public[: len(options["listen"])]:
+        _listen(listeners.watch(endpoint), site).setServiceParent(top)
+    for endpoint, (_, identifier) in zip(public[len(options["listen"]):], options["tcp"]):
+        TCPTunnelService(server, endpoint, identifier).setServiceParent(top)
     reloaders: list[Reloader] = []
     if options["hosts-file"] and cluster is None:
         reloaders.append(
@@ -183,6 +197,25 @@ def makeServerService(options: ServerOptions, reactor: object = None) -> IServic
         metricsEndpoint = serverFromString(reactor, options["metrics"])
         _listen(metricsEndpoint, MonitoringSite(monitoring)).setServiceParent(top)
     return top
+
+
+def _publicEndpoints(
+    reactor: object, descriptions: list[str], inherited: Sequence[int] | None
+) -> list[IStreamServerEndpoint]:
+    """
+    The endpoints of the public listeners' C{descriptions}: of their own,
+    or on the C{inherited} listeners of a worker.
+    """
+    if inherited is None:
+        return [serverFromString(reactor, description) for description in descriptions]
+    if len(inherited) != len(descriptions):
+        raise ValueError(
+            f"{len(inherited)} inherited listeners for {len(descriptions)} public endpoints"
+        )
+    return [
+        adoptingEndpoint(reactor, description, fileno)  # type: ignore[arg-type]
+        for description, fileno in zip(descriptions, inherited)
+    ]
 
 
 def _fittedConnectionCap(wanted: int) -> int | None:
