@@ -19,10 +19,10 @@ import treq
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tunnel.test import test_e2e_cluster as cluster
-from tunnel.test.redisserver import RedisServer, freeLoopbackPort, redisMissing
+from tunnel.test.redisserver import RedisServer, freeLoopbackPort
 from tunnel.test.support import sleep, until
 from tunnel.test.twistdprocess import TwistdProcess, spawnPython, spawnTwistd
 
@@ -68,8 +68,6 @@ class WorkersTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        if redisMissing():
-            raise SkipTest(redisMissing())
         self.redis = RedisServer(reactor)
         yield self.redis.start()
         self.addCleanup(self.redis.stop)
@@ -224,8 +222,16 @@ class WorkersTests(TestCase):
         with open(self.hostsFile, "a") as f:
             f.write(f"two.localhost={IDENTIFIER}\n")
         self.server.signal("HUP")
+        # Each worker adds the new host to the shared configuration, which
+        # both follow within half a second.
         for index in (0, 1):
-            yield self.server.waitFor(rf"\[w{index} [^\]]*\] Reloaded the hosts file")
+            yield self.server.waitFor(
+                rf"\[w{index} [^\]]*\] Added the new hosts of \S+ to the shared configuration"
+            )
+        for _ in range(50):
+            if (yield self.get(b"again", "two.localhost"))[0] == 200:
+                break
+            yield sleep(0.1)
         for _ in range(10):
             self.assertEqual((yield self.get(b"again", "two.localhost")), (200, b"one:again"))
 
