@@ -21,6 +21,12 @@ Then, once:
        SIGKILL: the time until its host answers again through the others
        (the client notices the loss, backs off, reconnects).
 
+And each round, on fresh processes:
+
+    4. one server with --workers 1 and with --workers 2 behind one port,
+       four clients (four hosts), and four wrk at 8 connections each, one
+       per host, at once: the requests/s of them all.
+
 Medians over the rounds are printed with the forwarded / local ratios and
 written to C{doc/benchmarks.rst} (section "Cluster"), and with every
 measurement to C{bench/results/} as JSON. The target: a forwarded request
@@ -54,6 +60,7 @@ from tunnel_bench import (
     Launcher,
     Target,
     median,
+    parseWrk,
     missingTools,
     rstTable,
     runWrk,
@@ -118,11 +125,11 @@ class Cluster:
         return child
 
 
-def get(port: int, timeout: float = 2.0) -> int:
-    """The status of one GET / for the host through C{port}, or 0 if none came."""
+def get(port: int, timeout: float = 2.0, host: str = HOST) -> int:
+    """The status of one GET / for C{host} through C{port}, or 0 if none came."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        connection.request("GET", "/", headers={"Host": HOST})
+        connection.request("GET", "/", headers={"Host": host})
         response = connection.getresponse()
         response.read()
         return response.status
@@ -212,6 +219,74 @@ def runRound(launcher: Launcher, workDir: str, origin: str, roundIndex: int,
     return records
 
 
+WORKER_HOSTS = 4
+
+
+def treeCpuSeconds(pid: int) -> float:
+    """User + system CPU seconds of a process and of its children, so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(child) for child in f.read().split()]
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(treeCpuSeconds(child) for child in children)
+
+
+def workersRound(launcher: Launcher, workDir: str, origin: str, workers: int,
+                 seconds: int) -> dict[str, Any]:
+    """Scenario 4: requests/s of one server with C{workers} workers."""
+    cluster = Cluster(launcher, workDir)
+    try:
+        hosts = [(f"w{index}.localhost", f"{IDENTIFIER}-w{index}") for index in range(WORKER_HOSTS)]
+        words = [w for host, identifier in hosts for w in ("--host", f"{host}={identifier}")]
+        server = launcher.spawn(f"workers-{workers}", twistdCommand() + TWISTD + [
+            "tunnel-server", "--workers", str(workers), "--listen", "tcp:0:interface=127.0.0.1",
+            *words, "--max-connections-per-source", "0",
+            "--redis", f"redis://127.0.0.1:{cluster.redisPort}/0",
+            "--cluster-secret-file", cluster.secret, "--node-name", "bench",
+            "--cluster-listen", "tcp:0:interface=127.0.0.1", "--lease", "3"])
+        pattern = (r"TunnelSite starting on (\d+)" if workers == 1
+                   else rf"Listening on 127\.0\.0\.1 port (\d+) for {workers} workers")
+        port = int(server.waitFor(pattern).group(1))
+        for index in range(workers if workers > 1 else 0):
+            server.waitFor(rf"Worker {index} serves")
+        clients = []
+        for host, identifier in hosts:
+            client = launcher.spawn("client", twistdCommand() + TWISTD + [
+                "tunnel-client", "--server", f"127.0.0.1:{port}", "--identifier", identifier,
+                "--local", origin])
+            client.waitFor(r"tunnel to \S+ is up")
+            clients.append(client)
+        for host, _ in hosts:
+            deadline = time.monotonic() + 30
+            while get(port, host=host) != 200:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{host} never answered")
+                time.sleep(0.05)
+        before = (treeCpuSeconds(server.pid), sum(c.cpuSeconds() for c in clients))
+        loads = [
+            subprocess.Popen(
+                ["wrk", "-t", "1", "-c", "8", "-d", f"{seconds}s", "--latency",
+                 "-H", f"Host: {host}", f"http://127.0.0.1:{port}/"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for host, _ in hosts
+        ]
+        results = [parseWrk(load.communicate()[0]) for load in loads]
+        spent = (treeCpuSeconds(server.pid) - before[0],
+                 sum(c.cpuSeconds() for c in clients) - before[1])
+        done = sum(r["requests"] for r in results)
+        return {"kind": f"workers-{workers}", "target": f"workers-{workers}",
+                "rps": sum(r["rps"] for r in results),
+                "errors": sum(r["errors"] for r in results),
+                "server_cpu_share": spent[0] / seconds, "clients_cpu_share": spent[1] / seconds,
+                "requests": done}
+    finally:
+        launcher.close()
+
+
 def killedHolder(launcher: Launcher, workDir: str, origin: str) -> dict[str, Any]:
     """Scenario 2: a client on two nodes, one of them killed; GETs through a third."""
     cluster = Cluster(launcher, workDir)
@@ -265,6 +340,39 @@ def _holds(cluster: Cluster, name: str) -> bool:
     return "is connected from" in cluster.nodes[name][0].output()
 
 
+def workersRows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The table of scenario 4."""
+    rows = []
+    for label, key, digits in (("GET requests/s, 4 hosts x 8 connections", "rps", 0),
+                               ("server CPU, cores busy", "server_cpu_share", 2),
+                               ("clients' CPU, cores busy", "clients_cpu_share", 2)):
+        values = {n: median([r[key] for r in records if r["kind"] == f"workers-{n}"])
+                  for n in (1, 2)}
+        rows.append([label, f"{values[1]:.{digits}f}", f"{values[2]:.{digits}f}",
+                     f"{values[2] / values[1]:.2f}"])
+    return ["measure", "1 worker", "2 workers", "2 / 1"], rows
+
+
+def workersVerdict(report: dict[str, Any]) -> str:
+    """What the figures of scenario 4 say, in words."""
+    records = report["records"]
+
+    def share(n: int, key: str) -> float:
+        return median([r[key] for r in records if r["kind"] == f"workers-{n}"])
+
+    one, two = (median([r["rps"] for r in records if r["kind"] == f"workers-{n}"]) for n in (1, 2))
+    server, clients = share(1, "server_cpu_share"), share(1, "clients_cpu_share")
+    return textwrap.fill(
+        f"A second worker gives {two / one:.2f} times the requests/s of one. On this "
+        f"machine the server is not what limits: with one worker it keeps {server:.2f} "
+        f"of the two cores busy, the four clients {clients:.2f}, and the Go origin and "
+        "wrk the rest, so a second worker finds no idle core to run on. Workers pay "
+        "where the server's process is what fills a core, and the machine has cores "
+        "to spare for the others.",
+        width=76,
+    ) + "\n"
+
+
 def summarize(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]], bool]:
     header = ["measure", "local", "forwarded", "forwarded / local"]
     rows, met = [], True
@@ -275,7 +383,8 @@ def summarize(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
         ("GET requests/s, 32 connections", "get-c32", "rps", 0),
     ):
         values = {
-            target: median([r[key] for r in records if r["target"] == target and r["kind"] == kind])
+            target: median([r[key] for r in records
+                            if r.get("target") == target and r["kind"] == kind])
             for target in KINDS
         }
         ratio = values["forwarded"] / values["local"]
@@ -287,30 +396,43 @@ def summarize(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
 
 
 def docSection(report: dict[str, Any], header: list[str], rows: list[list[str]]) -> str:
+    """The "Cluster" section of the benchmarks document."""
     holder, node = report["killed_holder"], report["killed_node"]
-    return textwrap.dedent(f"""\
-        Measured by ``bench/cluster_bench.py`` on {report['machine']} with
-        {report['wrk']}, revision {report['revision']}: medians of
-        {report['rounds']} rounds of {report['seconds']} s, fresh processes each
-        round, two nodes sharing one ``redis-server``, the Go origin behind a
-        client connected to node 1. *Local* goes through node 1; *forwarded*
-        through node 2, which forwards every request to node 1 over their link.
-        The target: a forwarded request takes at most 1.3 times the latency of a
-        local one.
+    info = report["machine"]
+    title = f"{SECTION_TITLE}\n{'-' * len(SECTION_TITLE)}\n\n"
+    measured = textwrap.fill(
+        f"Measured by ``bench/cluster_bench.py`` on {info['date'][:10]}: {info['cpu']}, "
+        f"{info['cores']} cores, Linux {info['kernel']}, CPython {info['python']}, Twisted "
+        f"{info['twisted']}, {report['wrk']}; our code at {report['revision']}. Medians of "
+        f"{report['rounds']} rounds of {report['seconds']} s, fresh processes each round; "
+        f"the run took {report['wall_seconds']:.0f} s.", width=76)
+    return (title + measured + textwrap.dedent("""
 
-        """) + rstTable(header, rows) + textwrap.dedent(f"""
+        Two nodes share one ``redis-server``; the Go origin is behind a client
+        connected to node 1. *Local* goes through node 1; *forwarded* through
+        node 2, which hands each of wrk's connections over to node 1 (its first
+        request has no body, see :doc:`cluster`). The target: a forwarded request
+        takes at most 1.3 times the latency of a local one.
 
-        A client with sessions on two nodes, GETs through a third one after the
-        other while one of the two is killed with SIGKILL: {holder['failed']} of
-        {holder['requests']} failed; the longest time between two answers was
-        {holder['longest_gap_ms']:.0f} ms.
+        """) + rstTable(header, rows) + textwrap.dedent("""
 
-        A client that reaches the nodes through a TCP balancer, the node it was
-        on killed with SIGKILL: its host answered again through the others
-        {node['recovery_s']:.2f} s later (the client sees its connection end,
-        backs off 0.25 s at first, and connects through the balancer to a live
-        node).
-        """)
+        One server with ``--workers 1`` and with ``--workers 2`` behind one
+        port, four clients of four hosts, and four wrk at once, one per host,
+        8 connections each (the clients, the origin and wrk share the two
+        cores with the workers):
+
+        """) + rstTable(*workersRows(report["records"])) + "\n\n" + workersVerdict(report)
+        + "\n" + textwrap.fill(
+            "A client with sessions on two nodes, GETs through a third one after the "
+            "other while one of the two is killed with SIGKILL: "
+            f"{holder['failed']} of {holder['requests']} failed; the longest time between "
+            f"two answers was {holder['longest_gap_ms']:.0f} ms.", width=76)
+        + "\n\n" + textwrap.fill(
+            "A client that reaches the nodes through a TCP balancer, the node it was on "
+            "killed with SIGKILL: its host answered again through the others "
+            f"{node['recovery_s']:.2f} s later (the client sees its connection end, backs "
+            "off 0.25 s at first, and connects through the balancer to a live node).",
+            width=76) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,6 +455,15 @@ def main(argv: list[str] | None = None) -> int:
             _, origin = launcher.origin()
             for roundIndex in range(options.rounds):
                 records += runRound(launcher, workDir, origin, roundIndex, options.seconds)
+                for workers in ((1, 2) if roundIndex % 2 == 0 else (2, 1)):
+                    _, origin = launcher.origin()
+                    result = workersRound(launcher, workDir, origin, workers, options.seconds)
+                    result["round"] = roundIndex + 1
+                    records.append(result)
+                    print(f"round {roundIndex + 1}  {workers} worker(s), 4 hosts x 8 connections "
+                          f"{result['rps']:8.0f} req/s  errors {result['errors']}  server "
+                          f"{result['server_cpu_share']:.2f} cores, clients "
+                          f"{result['clients_cpu_share']:.2f}", flush=True)
                 _, origin = launcher.origin()
             holder = killedHolder(launcher, workDir, origin)
             print(f"killed holder: {holder}", flush=True)
@@ -356,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     path = saveResults(report, "cluster")
     print()
     print(textTable(header, rows))
+    print()
+    print(textTable(*workersRows(records)))
     print(f"\nresults: {path}  ({report['wall_seconds']:.0f} s)")
     if not options.no_doc:
         writeDoc(docSection(report, header, rows), DOC, SECTION_TITLE)
