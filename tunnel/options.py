@@ -13,6 +13,7 @@ import attrs
 from twisted.python import usage
 
 from tunnel.client import LocalRoutes, PortRanges, TunnelSettings, parseServerAddress
+from tunnel.client.endpoint import ServerAddress, everyAddress
 from tunnel.client.inspector import DEFAULT_INSPECT
 from tunnel.client.local import DEFAULT_MAX_LOCAL_CONNECTIONS
 from tunnel.client.statefile import (
@@ -691,6 +692,12 @@ class ClientOptions(_ConfigurableOptions):
         "also come from --identifier-file or the environment variable "
         f"{IDENTIFIER_ENVIRONMENT}, which keep it out of the process list."
     )
+    optFlags = [
+        ["every-address", None,
+         "Keep a tunnel to every address the name of each --server resolves to when "
+         "the client starts (the nodes of a cluster behind one name), as if each were "
+         "given with --server: losing one node loses no tunnel."],
+    ]
     optParameters = [
         ["identifier", None, None, "The secret identifier the server knows this client by."],
         ["identifier-file", None, None, "Read the identifier from this file."],
@@ -792,6 +799,13 @@ class ClientOptions(_ConfigurableOptions):
             if address in addresses:
                 raise usage.UsageError(f"--server {server!r} is given twice")
             addresses.append(address)
+        if self["every-address"]:
+            # One tunnel per place dialled, whatever names led there.
+            places: dict[str, ServerAddress] = {}
+            for address in addresses:
+                for each in everyAddress(address):
+                    places.setdefault(each.description, each)
+            addresses = list(places.values())
         self["serverAddresses"] = addresses
         self["serverAddress"] = addresses[0]
         try:

@@ -144,6 +144,25 @@ def hostFromDescription(description: str) -> str | None:
     return joinHostPort(host, int(port)) if port else host
 
 
+def dialledHostPort(description: str) -> tuple[str, str, int] | None:
+    """
+    The kind (C{tcp} or C{tls}), host and port a client endpoint
+    description dials, or L{None} for another kind or one without both.
+    """
+    args, kwargs = _descriptionFields(description)
+    kind = args.pop(0).lower() if args else ""
+    host = kwargs.get("host", args.pop(0) if args else None)
+    port = kwargs.get("port", args.pop(0) if args else None)
+    if kind not in ("tcp", "tls") or not host or not port or not port.isdigit():
+        return None
+    return kind, host, int(port)
+
+
+def escapeField(value: str) -> str:
+    """C{value} as one field of an endpoint description."""
+    return _escape(value)
+
+
 def _escape(value: str) -> str:
     return re.sub(r"([\\:=])", r"\\\1", value)
 

@@ -5,7 +5,9 @@ once the server accepted the identifier and answered the handshake.
 
 from __future__ import annotations
 
-from typing import Any
+import ipaddress
+import socket
+from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -20,6 +22,8 @@ from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
 from tunnel.client.address import (
+    dialledHostPort,
+    escapeField,
     hostFromDescription,
     isEndpointDescription,
     joinHostPort,
@@ -75,6 +79,50 @@ def parseServerAddress(text: str) -> ServerAddress:
         return ServerAddress(text, hostFromDescription(text))
     host, port = parseHostPort(text)
     return ServerAddress(tcpDescription(host, port), joinHostPort(host, port))
+
+
+def everyAddress(
+    address: ServerAddress,
+    resolve: Callable[[str, int], list[str]] | None = None,
+) -> list[ServerAddress]:
+    """
+    One server address for each address the name C{address} dials resolves
+    to now (the nodes of a cluster behind one name), in the order of the
+    answer: each dials that address, with the same C{Host} header and, over
+    TLS, the certificate checked for the name. An address that dials an IP
+    address, a UNIX socket, another kind of endpoint or one of its own
+    (C{endpoint=}), or a name that does not resolve, is the only one.
+
+    @param resolve: gives the IP addresses of a host name and port; the
+        system's resolver by default.
+    """
+    dialled = dialledHostPort(address.description)
+    if dialled is None or "endpoint=" in address.description:
+        return [address]
+    kind, host, port = dialled
+    try:
+        ipaddress.ip_address(host)
+        return [address]
+    except ValueError:
+        pass
+    try:
+        found = (resolve or _systemAddresses)(host, port)
+    except OSError:
+        return [address]
+    addresses = []
+    for ip in dict.fromkeys(found):
+        direct = tcpDescription(ip, port)
+        description = (
+            direct if kind == "tcp" else f"{address.description}:endpoint={escapeField(direct)}"
+        )
+        addresses.append(ServerAddress(description, address.host))
+    return addresses or [address]
+
+
+def _systemAddresses(host: str, port: int) -> list[str]:
+    return [
+        info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    ]
 
 
 def _serverAddressFromURL(scheme: str, rest: str, text: str) -> ServerAddress:
