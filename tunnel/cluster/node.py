@@ -101,10 +101,6 @@ class ClusterNode:
         """The key the cluster knows C{identifier} by, as the registry keeps it."""
         return self.key.identifierKey(identifier).encode("ascii")
 
-    def localSession(self, key: str) -> ClientSession | None:
-        """The session this node holds for the identifier key C{key}, if any."""
-        return self._local.get(key)
-
     def remoteSession(self, name: bytes) -> Deferred[RemoteSession | None]:
         """
         The session that other nodes hold of the client the registry knows

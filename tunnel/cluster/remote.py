@@ -51,7 +51,6 @@ class RemoteSession:
     @ivar holders: the nodes that hold one, to try in this order.
     @ivar access: whom the client asked its hosts to admit, as its claim
         says (see L{tunnel.server.session.ClientSession.access}).
-    @ivar label: the client, for logs: its key, shortened.
     @ivar links: this node's links to the others.
     @ivar stale: called with C{key} when a holder turned out not to be
         one, so that whoever gave the holders looks them up anew.
@@ -70,7 +69,6 @@ class RemoteSession:
         self.key = key
         self.holders = tuple(holders)
         self.access = access
-        self.label = f"key {key[:8]}…"
         self.links = links
         self.stale = stale
 
