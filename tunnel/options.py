@@ -44,7 +44,12 @@ from tunnel.core.access import AccessRule, parseCredentials, parseNetworks
 from tunnel.hostsfile import HostsFileError, parseAssignment, readHostsFile
 from tunnel.core.http import normaliseHost
 from tunnel.server.accessfile import AccessFileError, readAccessFile
-from tunnel.server.accounts import AccountsFileError, readAccountsFile
+from tunnel.server.accounts import (
+    Accounts,
+    AccountsFileError,
+    readAccountsFile,
+    sha256Digest,
+)
 from tunnel.server.connections import WRITE_TIMEOUT
 from tunnel.server.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE
 from tunnel.workers.sockets import sharingProblem
@@ -337,10 +342,13 @@ class ServerOptions(_ConfigurableOptions):
          "Let clients with an account's token (see --accounts-file) register hosts "
          "for themselves under this base domain: NAME.DOMAIN for the --subdomain "
          "they ask for, or a random free one. Point a wildcard DNS record at the "
-         "server."],
+         "server. With --redis, give it to every node: the hosts registered and "
+         "the accounts are the cluster's."],
         ["accounts-file", None, None,
          "The file of accounts for --domain: one NAME MAX_HOSTS TOKEN line each. "
-         "Registered hosts are saved to --hosts-file, if given."],
+         "Registered hosts are saved to --hosts-file, if given. With --redis, the "
+         "accounts it adds to the cluster's (all of them, on SIGHUP); optional "
+         "there."],
         ["access-file", None, None,
          "Save the access rules set through the admin API in this file, and read "
          "it at start (--allow, --deny and --basic-auth for a host replace its "
@@ -508,6 +516,7 @@ class ServerOptions(_ConfigurableOptions):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must not be negative")
         self["yamuxConfig"] = sessionConfig(self)
+        self["cluster"] = self._readCluster()
         self._readAccounts()
         self._readSavedAccess()
         self["adminToken"] = None
@@ -522,7 +531,6 @@ class ServerOptions(_ConfigurableOptions):
         if self["metrics"]:
             self["metrics"] = serverEndpointDescription(self["metrics"])
             checkServerEndpoint("--metrics", self["metrics"])
-        self["cluster"] = self._readCluster()
         self._checkWorkers()
 
     def _checkWorkers(self) -> None:
@@ -544,11 +552,6 @@ class ServerOptions(_ConfigurableOptions):
             raise usage.UsageError(
                 "--admin is not served with --workers: each worker would change its own "
                 "hosts only; give them in --hosts-file and reload it with SIGHUP"
-            )
-        if self["domain"]:
-            raise usage.UsageError(
-                "--domain is not served with --workers: a host one worker registered "
-                "would be unknown to the others"
             )
         for option, descriptions in (
             ("--listen", self["listen"]),
@@ -614,11 +617,6 @@ class ServerOptions(_ConfigurableOptions):
                 raise usage.UsageError(f"--redis-ca: {e}") from None
         if not self["cluster-secret-file"]:
             raise usage.UsageError("--redis needs --cluster-secret-file")
-        if self["domain"]:
-            raise usage.UsageError(
-                "--domain (self-service hosts) is not shared between the nodes of a "
-                "cluster: run it on a server without --redis"
-            )
         secret = readSecretFile(self["cluster-secret-file"], "cluster secret")
         try:
             key = ClusterKey(secret.encode("utf-8"))
@@ -655,10 +653,20 @@ class ServerOptions(_ConfigurableOptions):
         self["access"] = {**saved, **self["access"]}
 
     def _readAccounts(self) -> None:
-        """Check C{--domain} and read C{--accounts-file} into C{self["accounts"]}."""
+        """
+        Check C{--domain} and read C{--accounts-file} into
+        C{self["accounts"]}: in a cluster with the digest of its key, and
+        empty without a file (the cluster's accounts come to it).
+        """
         self["accounts"] = None
-        if bool(self["domain"]) != bool(self["accounts-file"]):
-            raise usage.UsageError("--domain and --accounts-file go together")
+        cluster = self["cluster"]
+        if self["accounts-file"] and not self["domain"]:
+            raise usage.UsageError("--accounts-file is only used with --domain")
+        if self["domain"] and not self["accounts-file"] and cluster is None:
+            raise usage.UsageError(
+                "--domain needs --accounts-file (or --redis, to take the accounts of "
+                "its cluster)"
+            )
         if not self["domain"]:
             return
         try:
@@ -668,8 +676,12 @@ class ServerOptions(_ConfigurableOptions):
         if ":" in domain:
             raise usage.UsageError(f"--domain {self['domain']!r}: a domain has no port")
         self["domain"] = domain
+        digest = sha256Digest if cluster is None else cluster.key.tokenDigest
+        if not self["accounts-file"]:
+            self["accounts"] = Accounts(digest=digest)
+            return
         try:
-            self["accounts"] = readAccountsFile(self["accounts-file"])
+            self["accounts"] = readAccountsFile(self["accounts-file"], digest)
         except AccountsFileError as e:
             raise usage.UsageError(str(e)) from None
 

@@ -4,6 +4,7 @@ The services behind C{twistd tunnel-server} and C{twistd tunnel-client}.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import attrs
@@ -17,7 +18,7 @@ from twisted.python.failure import Failure
 
 from tunnel.client import TunnelClientService, TunnelEndpoint
 from tunnel.client.endpoint import connectorFor
-from tunnel.cluster.config import SharedHostsReloader
+from tunnel.cluster.config import SharedHostsReloader, shareAccounts
 from tunnel.cluster.service import ClusterService
 from tunnel.client.inspector import (
     DEFAULT_FALLBACKS,
@@ -149,7 +150,12 @@ def makeServerService(
     for host, rule in options["access"].items():
         server.setAccess(host, rule)
     if options["accounts"] is not None:
-        server.enableSelfService(options["domain"], options["accounts"], options["hosts-file"])
+        server.enableSelfService(
+            options["domain"],
+            options["accounts"],
+            options["hosts-file"] if cluster is None else None,
+            shared=None if cluster is None else cluster.config,
+        )
     site = server.site(
         logPath=options["access-log"],
         maxConnections=_fittedConnectionCap(options["max-connections"]),
@@ -171,8 +177,16 @@ def makeServerService(
                 cluster.config, server, options["hosts-file"], options["commandLineHosts"]
             )
         )
-    if options["accounts"] is not None:
-        reloaders.append(AccountsReloader(server.resource.selfService, options["accounts-file"]))
+    if options["accounts-file"] and cluster is None:
+        reloaders.append(AccountsReloader(options["accounts-file"], server.setAccounts))
+    elif options["accounts-file"]:
+        reloaders.append(
+            AccountsReloader(
+                options["accounts-file"],
+                functools.partial(shareAccounts, cluster.config),
+                options["accounts"].digest,
+            )
+        )
     if reloaders or cluster is not None:
         # A node of a cluster takes SIGHUP even with nothing to reload, as
         # its supervisor (--workers) or systemd's reload may send it.

@@ -1,15 +1,21 @@
 """
 What the nodes of a cluster share of their configuration, in Redis: which
 virtual host leads to which client (by the client's key, never its
-identifier) and the operator's access rule of each host. The admin API of
-any node changes it (L{SharedConfig.change}); every node follows it
-(L{ConfigFollower}).
+identifier), the operator's access rule of each host, and the accounts
+that may register hosts for themselves (C{--domain}). The admin API of any
+node changes it (L{SharedConfig.change}), as does a registration
+(L{SharedConfig.register}); every node follows it (L{ConfigFollower}).
 
 The schema, under the cluster's prefix (C{"tunnel:"} by default):
 
   - C{{prefix}config:hosts}: a hash, host -> key.
   - C{{prefix}config:access}: a hash, host -> access rule (see
     L{tunnel.cluster.accesstext}).
+  - C{{prefix}config:accounts}: a hash, account name -> its host limit and
+    token digest (see L{tunnel.cluster.accounttext}).
+  - C{{prefix}config:owners}: a hash, host -> the account it was
+    registered for, for the hosts registered by an account's client: what
+    an account's limit is counted against, on every node at once.
   - C{{prefix}config:version}: a number every change increments, in the
     same script as the change: a node that read a version has read every
     change up to it.
@@ -33,35 +39,75 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tunnel.cluster.accesstext import decodeAccess, encodeAccess
+from tunnel.cluster.accounttext import decodeAccount, encodeAccount
+from tunnel.cluster.refusals import AccountFull, HostTaken
 from tunnel.cluster.scripts import Redis, Script, StoreUnavailable, unavailable
 from tunnel.core.access import AccessRule, parseNetworks
 from tunnel.hostsfile import readHostsFile
+from tunnel.server.accounts import Account, Accounts
 from tunnel.server.events import HostStatus
+
+_log = Logger()
 
 #: Seconds between two looks at the version of the shared configuration.
 POLL_INTERVAL = 0.5
 
-#: Set (or, for an empty value, delete) hosts and access rules, and move
-#: the version on. KEYS: hosts, access, version. ARGV: a JSON object of
-#: two objects, "hosts" and "access", host -> value; then "replace", or
-#: "add" to set only what is not set yet.
+#: Set (or, for an empty value, delete) hosts, access rules and accounts,
+#: and move the version on; a host deleted is no longer its account's.
+#: KEYS: hosts, access, accounts, owners, version. ARGV: a JSON object of
+#: three objects, "hosts", "access" and "accounts", name -> value; then
+#: "replace", or "add" to set only what is not set yet; then "all" to make
+#: the accounts given the only ones, or "some".
 _CHANGE = Script("""
 local change = cjson.decode(ARGV[1])
 local command = ARGV[2] == 'add' and 'HSETNX' or 'HSET'
-for index, field in ipairs({'hosts', 'access'}) do
-    for host, value in pairs(change[field]) do
+if ARGV[3] == 'all' then
+    redis.call('DEL', KEYS[3])
+end
+for index, field in ipairs({'hosts', 'access', 'accounts'}) do
+    for name, value in pairs(change[field]) do
         if value == '' then
-            redis.call('HDEL', KEYS[index], host)
+            redis.call('HDEL', KEYS[index], name)
+            if index == 1 then
+                redis.call('HDEL', KEYS[4], name)
+            end
         else
-            redis.call(command, KEYS[index], host, value)
+            redis.call(command, KEYS[index], name, value)
         end
     end
 end
-return redis.call('INCR', KEYS[3])
+return redis.call('INCR', KEYS[5])
 """)
 
-#: The whole configuration, as JSON: [version, hosts, access]. KEYS:
-#: hosts, access, version.
+#: Register a host for an account, if it is free and the account holds
+#: fewer hosts than its limit: {0, the new version}, {1, 0} if the host is
+#: taken, {2, hosts held} if the account holds as many as it may. KEYS:
+#: hosts, owners, version. ARGV: host, key, account, limit.
+_REGISTER = Script("""
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+    return {1, 0}
+end
+local owners = redis.call('HGETALL', KEYS[2])
+local held = 0
+for i = 1, #owners, 2 do
+    if owners[i + 1] == ARGV[3] then
+        if redis.call('HEXISTS', KEYS[1], owners[i]) == 1 then
+            held = held + 1
+        else
+            redis.call('HDEL', KEYS[2], owners[i])
+        end
+    end
+end
+if held >= tonumber(ARGV[4]) then
+    return {2, held}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return {0, redis.call('INCR', KEYS[3])}
+""")
+
+#: The whole configuration, as JSON: [version, hosts, access, accounts].
+#: KEYS: hosts, access, accounts, version.
 _READ = Script("""
 local function object(flat)
     local found = {}
@@ -70,9 +116,10 @@ local function object(flat)
     end
     return found
 end
-local version = tonumber(redis.call('GET', KEYS[3]) or '0')
+local version = tonumber(redis.call('GET', KEYS[4]) or '0')
 return cjson.encode({version, object(redis.call('HGETALL', KEYS[1])),
-                     object(redis.call('HGETALL', KEYS[2]))})
+                     object(redis.call('HGETALL', KEYS[2])),
+                     object(redis.call('HGETALL', KEYS[3]))})
 """)
 
 
@@ -83,11 +130,13 @@ class Snapshot:
 
     @ivar hosts: host -> key of its client.
     @ivar access: host -> its access rule, as stored.
+    @ivar accounts: account name -> the account, as stored.
     """
 
     version: int
     hosts: Mapping[str, str]
     access: Mapping[str, str]
+    accounts: Mapping[str, str] = attrs.field(factory=dict)
 
 
 def _mapping(value: object, what: str) -> dict[str, str]:
@@ -128,6 +177,12 @@ class ConfiguredServer(TypingProtocol):
     def moveTCP(self, old: bytes, new: bytes) -> list[int]:
         """Bind the TCP listeners of the key C{old} to the key C{new}."""
 
+    def accounts(self) -> Accounts | None:
+        """The accounts that may register hosts, or L{None} if none may."""
+
+    def setAccounts(self, accounts: Accounts) -> None:
+        """Let C{accounts} register hosts, and no others."""
+
 
 class SharedConfig:
     """The shared configuration in one Redis."""
@@ -137,7 +192,15 @@ class SharedConfig:
     ) -> None:
         self._redis = redis
         self._clock = clock
-        self._keys = [f"{prefix}config:hosts", f"{prefix}config:access", f"{prefix}config:version"]
+        hosts, access, accounts, owners, version = (
+            f"{prefix}config:{name}" for name in ("hosts", "access", "accounts", "owners", "version")
+        )
+        self._keys = {
+            _CHANGE: [hosts, access, accounts, owners, version],
+            _REGISTER: [hosts, owners, version],
+            _READ: [hosts, access, accounts, version],
+        }
+        self._version = version
         self._timeout = timeout
 
     def change(
@@ -145,48 +208,81 @@ class SharedConfig:
         hosts: Mapping[str, str] = {},
         access: Mapping[str, str] = {},
         onlyNew: bool = False,
+        accounts: Accounts | None = None,
+        allAccounts: bool = False,
     ) -> Deferred[int]:
         """
         Set hosts to keys and access rules of hosts, at once; an empty
         value deletes.
 
-        @param onlyNew: set only the hosts and rules not set yet, as a
-            node does with those of its command line and files when it
+        @param onlyNew: set only the hosts, rules and accounts not set yet,
+            as a node does with those of its command line and files when it
             starts: what the admin API changed since stays.
+        @param accounts: accounts to set, by name.
+        @param allAccounts: make C{accounts} the only ones, as a node does
+            when its accounts file is reloaded.
         @return: a L{Deferred} firing with the new version, or failing with
             L{StoreUnavailable}.
         """
-        change = json.dumps({"hosts": dict(hosts), "access": dict(access)})
-        return self._run(_CHANGE, [change, "add" if onlyNew else "replace"]).addCallback(int)
+        stored = {account.name: encodeAccount(account) for account in accounts or ()}
+        change = json.dumps({"hosts": dict(hosts), "access": dict(access), "accounts": stored})
+        modes = ["add" if onlyNew else "replace", "all" if allAccounts else "some"]
+        return self._run(_CHANGE, [change, *modes]).addCallback(int)
+
+    def register(self, host: str, key: str, account: Account) -> Deferred[int]:
+        """
+        Route C{host} to the client of C{key} for C{account}, if no node
+        has C{host} and the account holds fewer hosts than its limit on
+        every node together.
+
+        @return: a L{Deferred} firing with the new version, or failing with
+            L{HostTaken}, L{AccountFull} or L{StoreUnavailable}.
+        """
+        registering = self._run(_REGISTER, [host, key, account.name, account.maxHosts])
+
+        def answered(reply: list[int]) -> int:
+            outcome, number = (int(part) for part in reply)
+            if outcome == 1:
+                raise HostTaken(host)
+            if outcome == 2:
+                raise AccountFull(number)
+            return number
+
+        return registering.addCallback(answered)
 
     def version(self) -> Deferred[int | None]:
         """
         The version of the configuration, or L{None} if Redis holds none
         (it never did, or it lost it); fails with L{StoreUnavailable}.
         """
-        reading = self._redis.get(self._keys[2])
+        reading = self._redis.get(self._version)
         return self._timed(reading).addCallback(lambda v: None if v is None else int(v))
 
     def seed(self, server: ConfiguredServer) -> Deferred[int]:
         """
-        Add the hosts and access rules of C{server} for which the
-        configuration has none (see L{change}).
+        Add the hosts, access rules and accounts of C{server} for which
+        the configuration has none (see L{change}).
         """
         hosts = {status.host: server.identifierOf(status.host).decode() for status in server.hosts()}
         access = {host: encodeAccess(server.accessOf(host)) for host in server.guardedHosts()}
-        return self.change(hosts, access, onlyNew=True)
+        return self.change(hosts, access, onlyNew=True, accounts=server.accounts())
 
     def read(self) -> Deferred[Snapshot]:
         """The whole configuration; fails with L{StoreUnavailable}."""
 
         def parsed(reply: str | bytes) -> Snapshot:
-            version, hosts, access = json.loads(reply)
-            return Snapshot(int(version), _mapping(hosts, "hosts"), _mapping(access, "access"))
+            version, hosts, access, accounts = json.loads(reply)
+            return Snapshot(
+                int(version),
+                _mapping(hosts, "hosts"),
+                _mapping(access, "access"),
+                _mapping(accounts, "accounts"),
+            )
 
         return self._run(_READ, []).addCallback(parsed)
 
     def _run(self, script: Script, args: list[object]) -> Deferred[object]:
-        return self._timed(script.run(self._redis, self._keys, args))
+        return self._timed(script.run(self._redis, self._keys[script], args))
 
     def _timed(self, running: Deferred[object]) -> Deferred[object]:
         running.addTimeout(self._timeout, self._clock)
@@ -298,6 +394,11 @@ class ConfigFollower:
             rule = self._rule(host, snapshot.access.get(host, ""))
             if server.accessOf(host) != rule:
                 server.setAccess(host, rule)
+        accounts = server.accounts()
+        if accounts is not None:
+            shared = self._accounts(snapshot.accounts, accounts)
+            if shared != accounts:
+                server.setAccounts(shared)
         if self.applied is not None:
             self._log.info(
                 "Applied version {version} of the shared configuration: {count} hosts",
@@ -305,6 +406,15 @@ class ConfigFollower:
                 count=len(snapshot.hosts),
             )
         self.applied = snapshot.version
+
+    def _accounts(self, stored: Mapping[str, str], current: Accounts) -> Accounts:
+        accounts = Accounts(digest=current.digest)
+        for name, text in sorted(stored.items()):
+            try:
+                accounts.add(decodeAccount(name, text))
+            except ValueError as e:
+                self._log.error("The shared account {name!r} is left out: {why}", name=name, why=e)
+        return accounts
 
     def _rule(self, host: str, text: str) -> AccessRule | None:
         try:
@@ -359,3 +469,23 @@ class SharedHostsReloader:
             ),
         )
         return True
+
+
+def shareAccounts(config: SharedConfig, accounts: Accounts) -> Deferred[None]:
+    """
+    Make C{accounts} the cluster's, on every node, as a node's accounts
+    file reloaded does: those it does not have are refused from then on
+    (the hosts they registered stay). Never fails: what went wrong is
+    logged.
+    """
+    sharing = config.change(accounts=accounts, allAccounts=True)
+    return sharing.addCallbacks(
+        lambda version: _log.info(
+            "The {count} accounts are the cluster's from version {version}",
+            count=len(accounts), version=version,
+        ),
+        lambda failure: _log.error(
+            "Cannot share the accounts: {why}; the cluster's stay as they are",
+            why=failure.getErrorMessage(),
+        ),
+    )

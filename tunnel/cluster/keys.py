@@ -21,9 +21,10 @@ class ClusterKey:
     """
     The secret every node of a cluster shares.
 
-    Two keys are derived from it, one per use, so that a proof of one kind
-    can never stand for the other: one names identifiers in the shared
-    store, one authenticates the links between nodes.
+    Three keys are derived from it, one per use, so that a proof of one
+    kind can never stand for another: one names identifiers in the shared
+    store, one makes the digests of account tokens kept there, one
+    authenticates the links between nodes.
     """
 
     def __init__(self, secret: bytes) -> None:
@@ -37,6 +38,7 @@ class ClusterKey:
                 f"this one has {len(secret)}"
             )
         self._names = _derive(secret, b"identifier names")
+        self._tokens = _derive(secret, b"account tokens")
         self._links = _derive(secret, b"node links")
 
     def identifierKey(self, identifier: bytes) -> str:
@@ -45,6 +47,14 @@ class ClusterKey:
         that says nothing of the identifier to whoever reads the store.
         """
         return hmac.new(self._names, identifier, hashlib.sha256).hexdigest()
+
+    def tokenDigest(self, token: bytes) -> bytes:
+        """
+        The digest an account's C{token} is known by in the cluster (see
+        L{tunnel.server.accounts.Accounts}): the same on every node, and of
+        no use to guess the token with to whoever reads the store.
+        """
+        return hmac.new(self._tokens, token, hashlib.sha256).digest()
 
     def proof(self, role: bytes, *parts: bytes) -> bytes:
         """

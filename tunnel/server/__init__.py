@@ -41,6 +41,7 @@ from tunnel.yamux import SessionConfig
 
 if TYPE_CHECKING:
     from tunnel.cluster.node import ClusterNode
+    from tunnel.cluster.config import SharedConfig
 
 __all__ = [
     "Accounts",
@@ -195,7 +196,11 @@ class TunnelServer:
         return self.resource.identifierName(checkIdentifier(_identifier(identifier)))
 
     def enableSelfService(
-        self, domain: str, accounts: Accounts, hostsFile: str | None = None
+        self,
+        domain: str,
+        accounts: Accounts,
+        hostsFile: str | None = None,
+        shared: SharedConfig | None = None,
     ) -> None:
         """
         Let clients with an account's token register a host under
@@ -208,9 +213,28 @@ class TunnelServer:
             L{tunnel.server.accounts}).
         @param hostsFile: a hosts file to save registrations to, so that
             they survive a restart.
+        @param shared: in a cluster (see L{joinCluster}), its shared
+            configuration: registrations are made there, for every node,
+            each account's limit counted on every node together, and the
+            accounts are those it has (see L{setAccounts}); C{accounts}
+            must then be made with the cluster key's digest.
         @raise ValueError: if C{domain} is not a host name without port.
         """
-        self.resource.selfService = SelfService(domain, accounts, self._registry, hostsFile)
+        self.resource.selfService = SelfService(
+            domain, accounts, self._registry, hostsFile, nameOf=self.nameOf, shared=shared
+        )
+
+    def accounts(self) -> Accounts | None:
+        """The accounts that may register hosts, or L{None} without self-service."""
+        selfService = self.resource.selfService
+        return None if selfService is None else selfService.accounts
+
+    def setAccounts(self, accounts: Accounts) -> None:
+        """
+        Let C{accounts} register hosts, and no others (the hosts the others
+        registered stay); needs L{enableSelfService} first.
+        """
+        self.resource.selfService.accounts = accounts
 
     def joinCluster(self, node: ClusterNode) -> None:
         """

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from twisted.application.service import Service
 from twisted.logger import Logger
 
 from tunnel.hostsfile import readHostsFile
 from tunnel.server import TunnelServer
-from tunnel.server.accounts import AccountsFileError, readAccountsFile
-from tunnel.server.selfservice import SelfService
+from tunnel.server.accounts import (
+    Accounts,
+    AccountsFileError,
+    TokenDigest,
+    readAccountsFile,
+    sha256Digest,
+)
 
 
 class Reloader(Protocol):
@@ -91,9 +96,21 @@ class AccountsReloader:
 
     _log = Logger()
 
-    def __init__(self, selfService: SelfService, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        apply: Callable[[Accounts], object],
+        digest: TokenDigest = sha256Digest,
+    ) -> None:
+        """
+        @param apply: makes the accounts read those in force: the server's
+            L{TunnelServer.setAccounts}, or in a cluster what shares them
+            with every node.
+        @param digest: what makes the digests of their tokens.
+        """
         self.path = path
-        self._selfService = selfService
+        self._apply = apply
+        self._digest = digest
 
     def reload(self) -> bool:
         """
@@ -102,14 +119,14 @@ class AccountsReloader:
         @return: whether the file was read and applied.
         """
         try:
-            accounts = readAccountsFile(self.path)
+            accounts = readAccountsFile(self.path, self._digest)
         except AccountsFileError as e:
             self._log.error("Cannot reload the accounts file: {error}; the accounts in use "
                             "stay as they are", error=e)
             return False
-        self._selfService.accounts = accounts
         self._log.info("Reloaded the accounts file {path}: {count} accounts",
                        path=self.path, count=len(accounts))
+        self._apply(accounts)
         return True
 
 

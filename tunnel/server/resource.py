@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -48,7 +49,7 @@ from tunnel.server.limits import FailureLimiter
 from tunnel.server.metrics import ServerMetrics
 from tunnel.server.outcome import Refusal, markRouted, refuse
 from tunnel.server.registry import Registry, Route
-from tunnel.server.selfservice import RegistrationError, SelfService
+from tunnel.server.selfservice import Registration, RegistrationError, SelfService
 from tunnel.server.session import ClientSession, ISessionObserver, SessionSettings
 from tunnel.server.target import RequestTarget, TargetError, TargetForm, parseTarget
 
@@ -273,16 +274,30 @@ class TunnelResource(Resource):
         if len(subdomains) > 1:
             refuse(request, Refusal.BAD_REQUEST, b"a control request names one subdomain at most")
             return
-        try:
-            registration = self.selfService.register(account, (subdomains or [None])[0])
-        except RegistrationError as e:
-            refuse(request, Refusal.REGISTRATION_REFUSED, str(e).encode("utf-8"), e.code)
-            return
-        self._accept(
-            request,
-            registration.identifier.encode("ascii"),
-            access,
-            Registered(registration.host, registration.identifier),
+        gone: list[object] = []
+        request.notifyFinish().addErrback(gone.append)
+
+        def registered(registration: Registration) -> None:
+            if gone:
+                return
+            identifier = registration.identifier.encode("ascii")
+            self._accept(
+                request,
+                self.identifierName(identifier),
+                access,
+                Registered(registration.host, registration.identifier),
+            )
+
+        def refused(reason: Failure) -> None:
+            reason.trap(RegistrationError)
+            if not gone:
+                code = reason.value.code
+                message = str(reason.value).encode("utf-8")
+                refuse(request, Refusal.REGISTRATION_REFUSED, message, code)
+
+        registering = self.selfService.register(account, (subdomains or [None])[0])
+        registering.addCallbacks(registered, refused).addErrback(
+            lambda reason: self._log.failure("Registering a host failed", reason)
         )
 
     def _settleConflict(

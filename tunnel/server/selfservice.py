@@ -5,23 +5,33 @@ request (see L{tunnel.core.control.TOKEN_HEADER}).
 
 The account is part of the identifiers it gets (C{ACCOUNT~SECRET}): who
 holds which host needs no record beside the hosts file, and a host counts
-against its account's limit across restarts and reloads.
+against its account's limit across restarts and reloads. In a cluster,
+where the nodes know identifiers only by their keys, the shared
+configuration records the account of each host it registers, and counts an
+account's hosts on every node at once (L{SharedConfig.register}).
 """
 
 from __future__ import annotations
 
 import secrets
 import string
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import attrs
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from tunnel.cluster.refusals import AccountFull, HostTaken
+from tunnel.cluster.scripts import StoreUnavailable
 from tunnel.core.control import isSubdomain, redactIdentifier
 from tunnel.core.http import normaliseHost
 from tunnel.hostsfile import updateHostsFile
 from tunnel.server.accounts import Account, Accounts
 from tunnel.server.registry import Registry
+
+if TYPE_CHECKING:
+    from tunnel.cluster.config import SharedConfig
 
 #: Letters of a random subdomain, and how many.
 _RANDOM_ALPHABET = string.ascii_lowercase + string.digits
@@ -29,6 +39,9 @@ RANDOM_SUBDOMAIN_LENGTH = 10
 
 #: What separates the account's name from the secret in its identifiers.
 ACCOUNT_SEPARATOR = "~"
+#: How many random subdomains a node of a cluster tries, when others take
+#: those it picked at the same time.
+RANDOM_TRIES = 5
 
 
 class RegistrationError(Exception):
@@ -65,6 +78,14 @@ def randomSubdomain() -> str:
     return first + rest
 
 
+def _full(account: Account, held: int) -> RegistrationError:
+    return RegistrationError(
+        403,
+        f"account {account.name} holds {held} hosts, as many as it may; free one "
+        "(ask the server's operator to delete it) or reuse its identifier",
+    )
+
+
 def accountOf(identifier: bytes) -> str | None:
     """The name of the account an identifier was registered for, if any."""
     name, separator, _ = identifier.partition(ACCOUNT_SEPARATOR.encode())
@@ -90,9 +111,14 @@ class SelfService:
         registry: Registry,
         hostsFile: str | None = None,
         subdomainFactory: Callable[[], str] = randomSubdomain,
+        nameOf: Callable[[bytes], bytes] = lambda identifier: identifier,
+        shared: SharedConfig | None = None,
     ) -> None:
         """
         @param hostsFile: where registrations are saved, if anywhere.
+        @param nameOf: what the registry knows an identifier by.
+        @param shared: in a cluster, its shared configuration, where
+            registrations are made instead.
         @raise ValueError: if C{domain} is not a host name without port.
         """
         self.domain = normaliseHost(domain)
@@ -102,30 +128,80 @@ class SelfService:
         self._registry = registry
         self._hostsFile = hostsFile
         self._subdomainFactory = subdomainFactory
+        self._nameOf = nameOf
+        self._shared = shared
 
     def account(self, token: bytes) -> Account | None:
         """The account of C{token}, if it is one's."""
         return self.accounts.find(token)
 
-    def register(self, account: Account, subdomain: bytes | None) -> Registration:
+    def register(self, account: Account, subdomain: bytes | None) -> Deferred[Registration]:
         """
         Register C{subdomain} (a random free one if L{None}) under the base
         domain for C{account}, with a new identifier, saved to the hosts
-        file first if there is one.
+        file first if there is one, or in a cluster to its shared
+        configuration.
 
-        @raise RegistrationError: if the subdomain is malformed (400) or
-            taken (409), the account holds as many hosts as it may (403),
-            or the hosts file cannot be saved (500).
+        @return: a L{Deferred} firing with the registration, or failing
+            with a L{RegistrationError} if the subdomain is malformed (400)
+            or taken (409), the account holds as many hosts as it may
+            (403), the hosts file cannot be saved (500), or the cluster's
+            store cannot be reached (503).
         """
+        if self._shared is None:
+            return maybeDeferred(self._registerHere, account, subdomain)
+        return maybeDeferred(self._registerShared, self._shared, account, subdomain, RANDOM_TRIES)
+
+    def _registerShared(
+        self, shared: SharedConfig, account: Account, subdomain: bytes | None, tries: int
+    ) -> Deferred[Registration]:
+        host = self._host(subdomain)
+        identifier = self._newIdentifier(account)
+        name = self._nameOf(identifier.encode("ascii"))
+        registering = shared.register(host, name.decode("ascii"), account)
+
+        def registered(version: int) -> Registration:
+            self._registry.addHost(host, name)
+            return self._registered(host, identifier, account)
+
+        def refused(failure: Failure) -> Deferred[Registration]:
+            if failure.check(HostTaken):
+                if subdomain is None and tries > 1:
+                    return self._registerShared(shared, account, None, tries - 1)
+                raise RegistrationError(409, f"{host} is taken; ask for another subdomain, "
+                                             "or for none to get a random one")
+            if failure.check(AccountFull):
+                raise _full(account, failure.value.held)
+            failure.trap(StoreUnavailable)
+            self._log.error(
+                "Cannot register a host for account {account}: {why}",
+                account=account.name,
+                why=failure.getErrorMessage(),
+            )
+            raise RegistrationError(
+                503, "the server cannot register hosts right now; try again in a moment"
+            )
+
+        return registering.addCallbacks(registered, refused)
+
+    def _newIdentifier(self, account: Account) -> str:
+        return f"{account.name}{ACCOUNT_SEPARATOR}{secrets.token_urlsafe(32)}"
+
+    def _registered(self, host: str, identifier: str, account: Account) -> Registration:
+        self._log.info(
+            "Registered host {host} for account {account} (identifier {identifier})",
+            host=host,
+            account=account.name,
+            identifier=redactIdentifier(identifier),
+        )
+        return Registration(host, identifier, account.name)
+
+    def _registerHere(self, account: Account, subdomain: bytes | None) -> Registration:
         held = self._heldBy(account.name)
         if held >= account.maxHosts:
-            raise RegistrationError(
-                403,
-                f"account {account.name} holds {held} hosts, as many as it may; free one "
-                "(ask the server's operator to delete it) or reuse its identifier",
-            )
+            raise _full(account, held)
         host = self._host(subdomain)
-        identifier = f"{account.name}{ACCOUNT_SEPARATOR}{secrets.token_urlsafe(32)}"
+        identifier = self._newIdentifier(account)
         if self._hostsFile is not None:
             try:
                 updateHostsFile(self._hostsFile, lambda hosts: hosts.__setitem__(host, identifier))
@@ -137,13 +213,7 @@ class SelfService:
                 )
                 raise RegistrationError(500, "the server could not save the registration") from None
         self._registry.addHost(host, identifier.encode("ascii"))
-        self._log.info(
-            "Registered host {host} for account {account} (identifier {identifier})",
-            host=host,
-            account=account.name,
-            identifier=redactIdentifier(identifier),
-        )
-        return Registration(host, identifier, account.name)
+        return self._registered(host, identifier, account)
 
     def _heldBy(self, name: str) -> int:
         return sum(

@@ -52,6 +52,16 @@ class ClusterOptionsTests(SynchronousTestCase):
     def test_noRedisNoCluster(self) -> None:
         self.assertIsNone(self.parse()["cluster"])
 
+    def test_aNodeMayTakeItsAccountsFromTheCluster(self) -> None:
+        """
+        With --redis, --domain needs no accounts file: the node has no
+        account of its own, and makes token digests with the cluster's key.
+        """
+        options = self.parse("--redis", "redis://127.0.0.1", "--cluster-secret-file",
+                             self.secret, "--domain", "tunnel.example")
+        accounts = options["accounts"]
+        self.assertEqual((len(accounts), accounts.digest), (0, options["cluster"].key.tokenDigest))
+
     def test_aNodeOfACluster(self) -> None:
         password = self.mktemp()
         with open(password, "w") as f:

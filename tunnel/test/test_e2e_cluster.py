@@ -27,6 +27,8 @@ CLIENTS = {
     "one": "the-first-cluster-identifier-01",
     "two": "the-second-cluster-identifier-2",
 }
+#: The token of the one account, which may hold one self-service host.
+TOKEN = "the-account-token-of-the-tests"
 
 
 class LocalService(Protocol):
@@ -119,6 +121,9 @@ class ClusterTests(TestCase):
         self.token = self.mktemp()
         with open(self.token, "w") as f:
             f.write("the admin token of the tests\n")
+        self.accounts = self.mktemp()
+        with open(self.accounts, "w") as f:
+            f.write(f"alice 1 {TOKEN}\n")
         self.locals = {}
         for name in CLIENTS:
             port = reactor.listenTCP(
@@ -138,7 +143,10 @@ class ClusterTests(TestCase):
                      "--admin", "tcp:0:interface=127.0.0.1", "--admin-token-file", self.token,
                      "--redis", self.redis.url, "--cluster-secret-file", self.secret,
                      "--cluster-listen", "tcp:0:interface=127.0.0.1",
-                     "--node-name", name, "--lease", "2"]
+                     "--node-name", name, "--lease", "2", "--domain", "localhost"]
+        if name == "n1":
+            # The others take the accounts n1 gives the cluster.
+            arguments += ["--accounts-file", self.accounts]
         for client, identifier in CLIENTS.items():
             arguments += ["--host", f"{client}.localhost={identifier}",
                           "--tcp", f"tcp:0:interface=127.0.0.1={identifier}"]
@@ -339,6 +347,32 @@ class ClusterTests(TestCase):
         self.assertEqual(code, 200, body)
         for node in self.nodes:
             yield self.answers(node, "new", 404)
+
+    @defer.inlineCallbacks
+    def test_selfServiceHostsAreTheClusters(self):
+        """
+        A client with an account's token registers a host through n2, a
+        node without the accounts file: its host is served through every
+        node, and the account's limit holds through another node. Redis
+        holds neither the token nor the identifier.
+        """
+        servers = [("--server", f"127.0.0.1:{self.nodes[node]['public']}") for node in ("n2", "n3")]
+        local = f"127.0.0.1:{self.locals['one']}"
+        command = [sys.executable, "-m", "tunnel", "client", "--local", local,
+                   "--inspect", "none", "--token", TOKEN]
+        first = spawnPython(reactor, [*command, *servers[0], "--subdomain", "self"])
+        self.addCleanup(first.kill)
+        yield first.waitFor(rf"Forwarding  http://self\.localhost:{self.nodes['n2']['public']}/")
+        for node in self.nodes:
+            yield self.reachable(node, "self")
+        second = spawnPython(reactor, [*command, *servers[1], "--subdomain", "more"])
+        self.addCleanup(second.kill)
+        yield second.waitFor(r"account alice holds 1 hosts, as many as it may")
+        keys = yield self.redisKeys()
+        self.assertNotIn(TOKEN, keys)
+        for process in (first, second, *(node["process"] for node in self.nodes.values())):
+            self.assertNotIn(TOKEN, process.output)
+        yield self.answers("n3", "more", 404)
 
     @defer.inlineCallbacks
     def redisKeys(self):

@@ -336,7 +336,9 @@ class ServerOptionsTests(SynchronousTestCase):
         top = tap.makeServerService(options)
         selfService = top.server.resource.selfService
         self.assertEqual(selfService.domain, "tunnel.example")
-        registration = selfService.register(selfService.account(TOKEN.encode()), b"app")
+        registration = self.successResultOf(
+            selfService.register(selfService.account(TOKEN.encode()), b"app")
+        )
         self.assertEqual(readHostsFile(hostsFile), {"app.tunnel.example": registration.identifier})
 
     def test_mistakesAreUsageErrors(self) -> None:
@@ -345,8 +347,8 @@ class ServerOptionsTests(SynchronousTestCase):
         with open(accounts, "w") as f:
             f.write("alice 1 short\n")
         cases = {
-            ("--domain", "tunnel.example"): "--domain and --accounts-file go together",
-            ("--accounts-file", accounts): "--domain and --accounts-file go together",
+            ("--domain", "tunnel.example"): "--domain needs --accounts-file (or --redis",
+            ("--accounts-file", accounts): "--accounts-file is only used with --domain",
             ("--domain", "tunnel.example:80", "--accounts-file", accounts): "has no port",
             ("--domain", "bad domain", "--accounts-file", accounts): "--domain: ",
             ("--domain", "tunnel.example", "--accounts-file", accounts): "shorter than 16",
@@ -367,7 +369,7 @@ class AccountsReloaderTests(SynchronousTestCase):
         harness = Harness()
         harness.server.enableSelfService("tunnel.example", readAccountsFile(path))
         selfService = harness.server.resource.selfService
-        reloader = AccountsReloader(selfService, path)
+        reloader = AccountsReloader(path, harness.server.setAccounts)
         with open(path, "w") as f:
             f.write(f"bob 1 {OTHER_TOKEN}\n")
         self.assertTrue(reloader.reload())
