@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import attrs
 
@@ -84,18 +84,6 @@ class Accounts:
         self._byDigest: dict[bytes, Account] = {}
         for name, (maxHosts, token) in (accounts or {}).items():
             self.add(_account(name, maxHosts, token, digest))
-
-    @classmethod
-    def of(cls, accounts: Iterable[Account], digest: TokenDigest) -> Accounts:
-        """
-        The accounts C{accounts}, whose token digests C{digest} made.
-
-        @raise ValueError: if two share a token.
-        """
-        made = cls(digest=digest)
-        for account in accounts:
-            made.add(account)
-        return made
 
     def __len__(self) -> int:
         return len(self._byDigest)
