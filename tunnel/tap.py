@@ -204,6 +204,7 @@ def makeServerService(
             accessFile=options["access-file"] if alone else None,
             monitoring=monitoring,
             shared=None if alone else cluster.config,
+            sharedListeners=None if alone else cluster.listeners,
         )
         adminEndpoint = serverFromString(reactor, options["admin"])
         _listen(adminEndpoint, AdminSite(admin)).setServiceParent(top)

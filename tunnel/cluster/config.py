@@ -16,6 +16,9 @@ The schema, under the cluster's prefix (C{"tunnel:"} by default):
   - C{{prefix}config:owners}: a hash, host -> the account it was
     registered for, for the hosts registered by an account's client: what
     an account's limit is counted against, on every node at once.
+  - C{{prefix}config:tcp}: a hash, server endpoint description -> key:
+    the TCP listeners every node listens on for a client (see
+    L{tunnel.cluster.listeners}).
   - C{{prefix}config:version}: a number every change increments, in the
     same script as the change: a node that read a version has read every
     change up to it.
@@ -29,7 +32,7 @@ cut off from Redis catches up by itself once it is back.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol as TypingProtocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -47,36 +50,50 @@ from tunnel.hostsfile import readHostsFile
 from tunnel.server.accounts import Account, Accounts
 from tunnel.server.events import HostStatus
 
+if TYPE_CHECKING:
+    from tunnel.cluster.listeners import SharedListeners
+
 _log = Logger()
 
 #: Seconds between two looks at the version of the shared configuration.
 POLL_INTERVAL = 0.5
 
-#: Set (or, for an empty value, delete) hosts, access rules and accounts,
-#: and move the version on; a host deleted is no longer its account's.
-#: KEYS: hosts, access, accounts, owners, version. ARGV: a JSON object of
-#: three objects, "hosts", "access" and "accounts", name -> value; then
-#: "replace", or "add" to set only what is not set yet; then "all" to make
-#: the accounts given the only ones, or "some".
+#: Set (or, for an empty value, delete) hosts, access rules, accounts and
+#: TCP listeners, and move the version on; a host deleted is no longer its
+#: account's. KEYS: hosts, access, accounts, tcp, owners, version. ARGV: a
+#: JSON object of four objects, "hosts", "access", "accounts" and "tcp",
+#: name -> value, and one, "rotated", old key -> new key, for the TCP
+#: listeners of a key rotated; then "replace", or "add" to set only what
+#: is not set yet; then "all" to make the accounts given the only ones, or
+#: "some".
 _CHANGE = Script("""
 local change = cjson.decode(ARGV[1])
 local command = ARGV[2] == 'add' and 'HSETNX' or 'HSET'
 if ARGV[3] == 'all' then
     redis.call('DEL', KEYS[3])
 end
-for index, field in ipairs({'hosts', 'access', 'accounts'}) do
+if next(change['rotated']) then
+    local listeners = redis.call('HGETALL', KEYS[4])
+    for i = 1, #listeners, 2 do
+        local new = change['rotated'][listeners[i + 1]]
+        if new then
+            redis.call('HSET', KEYS[4], listeners[i], new)
+        end
+    end
+end
+for index, field in ipairs({'hosts', 'access', 'accounts', 'tcp'}) do
     for name, value in pairs(change[field]) do
         if value == '' then
             redis.call('HDEL', KEYS[index], name)
             if index == 1 then
-                redis.call('HDEL', KEYS[4], name)
+                redis.call('HDEL', KEYS[5], name)
             end
         else
             redis.call(command, KEYS[index], name, value)
         end
     end
 end
-return redis.call('INCR', KEYS[5])
+return redis.call('INCR', KEYS[6])
 """)
 
 #: Register a host for an account, if it is free and the account holds
@@ -106,20 +123,18 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return {0, redis.call('INCR', KEYS[3])}
 """)
 
-#: The whole configuration, as JSON: [version, hosts, access, accounts].
-#: KEYS: hosts, access, accounts, version.
+#: The whole configuration, as JSON: [version, hosts, access, accounts,
+#: tcp]. KEYS: hosts, access, accounts, tcp, version.
 _READ = Script("""
-local function object(flat)
-    local found = {}
-    for i = 1, #flat, 2 do
-        found[flat[i]] = flat[i + 1]
+local found = {tonumber(redis.call('GET', KEYS[5]) or '0')}
+for i = 1, 4 do
+    local flat, object = redis.call('HGETALL', KEYS[i]), {}
+    for j = 1, #flat, 2 do
+        object[flat[j]] = flat[j + 1]
     end
-    return found
+    table.insert(found, object)
 end
-local version = tonumber(redis.call('GET', KEYS[4]) or '0')
-return cjson.encode({version, object(redis.call('HGETALL', KEYS[1])),
-                     object(redis.call('HGETALL', KEYS[2])),
-                     object(redis.call('HGETALL', KEYS[3]))})
+return cjson.encode(found)
 """)
 
 
@@ -131,12 +146,14 @@ class Snapshot:
     @ivar hosts: host -> key of its client.
     @ivar access: host -> its access rule, as stored.
     @ivar accounts: account name -> the account, as stored.
+    @ivar tcp: endpoint description -> key of its client.
     """
 
     version: int
     hosts: Mapping[str, str]
     access: Mapping[str, str]
     accounts: Mapping[str, str] = attrs.field(factory=dict)
+    tcp: Mapping[str, str] = attrs.field(factory=dict)
 
 
 def _mapping(value: object, what: str) -> dict[str, str]:
@@ -192,13 +209,14 @@ class SharedConfig:
     ) -> None:
         self._redis = redis
         self._clock = clock
-        hosts, access, accounts, owners, version = (
-            f"{prefix}config:{name}" for name in ("hosts", "access", "accounts", "owners", "version")
+        hosts, access, accounts, tcp, owners, version = (
+            f"{prefix}config:{name}"
+            for name in ("hosts", "access", "accounts", "tcp", "owners", "version")
         )
         self._keys = {
-            _CHANGE: [hosts, access, accounts, owners, version],
+            _CHANGE: [hosts, access, accounts, tcp, owners, version],
             _REGISTER: [hosts, owners, version],
-            _READ: [hosts, access, accounts, version],
+            _READ: [hosts, access, accounts, tcp, version],
         }
         self._version = version
         self._timeout = timeout
@@ -210,10 +228,12 @@ class SharedConfig:
         onlyNew: bool = False,
         accounts: Accounts | None = None,
         allAccounts: bool = False,
+        tcp: Mapping[str, str] = {},
+        rotated: Mapping[str, str] = {},
     ) -> Deferred[int]:
         """
-        Set hosts to keys and access rules of hosts, at once; an empty
-        value deletes.
+        Set hosts to keys, access rules of hosts, accounts and TCP
+        listeners, at once; an empty value deletes.
 
         @param onlyNew: set only the hosts, rules and accounts not set yet,
             as a node does with those of its command line and files when it
@@ -221,11 +241,21 @@ class SharedConfig:
         @param accounts: accounts to set, by name.
         @param allAccounts: make C{accounts} the only ones, as a node does
             when its accounts file is reloaded.
+        @param tcp: endpoint descriptions of TCP listeners -> key.
+        @param rotated: old key -> new key: the TCP listeners of each old
+            key are the new one's from now on, as when its identifier is
+            rotated.
         @return: a L{Deferred} firing with the new version, or failing with
             L{StoreUnavailable}.
         """
         stored = {account.name: encodeAccount(account) for account in accounts or ()}
-        change = json.dumps({"hosts": dict(hosts), "access": dict(access), "accounts": stored})
+        change = json.dumps({
+            "hosts": dict(hosts),
+            "access": dict(access),
+            "accounts": stored,
+            "tcp": dict(tcp),
+            "rotated": dict(rotated),
+        })
         modes = ["add" if onlyNew else "replace", "all" if allAccounts else "some"]
         return self._run(_CHANGE, [change, *modes]).addCallback(int)
 
@@ -271,12 +301,13 @@ class SharedConfig:
         """The whole configuration; fails with L{StoreUnavailable}."""
 
         def parsed(reply: str | bytes) -> Snapshot:
-            version, hosts, access, accounts = json.loads(reply)
+            version, hosts, access, accounts, tcp = json.loads(reply)
             return Snapshot(
                 int(version),
                 _mapping(hosts, "hosts"),
                 _mapping(access, "access"),
                 _mapping(accounts, "accounts"),
+                _mapping(tcp, "TCP listeners"),
             )
 
         return self._run(_READ, []).addCallback(parsed)
@@ -314,8 +345,14 @@ class ConfigFollower:
         server: ConfiguredServer,
         clock: IReactorTime,
         interval: float = POLL_INTERVAL,
+        listeners: SharedListeners | None = None,
     ) -> None:
+        """
+        @param listeners: the node's TCP listeners of the configuration,
+            to keep those it says too.
+        """
         self.applied: int | None = None
+        self._listeners = listeners
         self._config = config
         self._server = server
         self._clock = clock
@@ -390,6 +427,8 @@ class ConfigFollower:
         for old, new in rotated.items():
             if old not in kept:
                 server.moveTCP(old, new)
+        if self._listeners is not None:
+            self._listeners.apply(snapshot.tcp, rotated)
         for host in set(server.guardedHosts()) | snapshot.access.keys():
             rule = self._rule(host, snapshot.access.get(host, ""))
             if server.accessOf(host) != rule:

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from tunnel.cluster.config import ConfigFollower, SharedConfig
 from tunnel.cluster.directory import SessionDirectory
+from tunnel.cluster.listeners import SharedListeners
 from tunnel.cluster.scripts import StoreUnavailable
 from tunnel.cluster.node import ClusterNode
 from tunnel.cluster.settings import ClusterSettings, RedisAddress
@@ -75,6 +76,7 @@ class ClusterService(Service):
 
     @ivar node: the server's L{ClusterNode}.
     @ivar config: the cluster's L{SharedConfig}, for the admin API.
+    @ivar listeners: the node's TCP listeners of it, for the admin API.
     """
 
     _log = Logger()
@@ -96,6 +98,7 @@ class ClusterService(Service):
         server.joinCluster(self.node)
         readiness.add(self._directory)
         self.config = SharedConfig(self._redis, reactor)
+        self.listeners = SharedListeners(server, reactor, self.config)
         self._server = server
         self._follower: ConfigFollower | None = None
         self._seeding: LoopingCall | None = None
@@ -133,7 +136,9 @@ class ClusterService(Service):
         def seeded(version: int) -> None:
             self._stopSeeding()
             self._log.info("Joined the shared configuration at version {version}", version=version)
-            self._follower = ConfigFollower(self.config, self._server, self._reactor)
+            self._follower = ConfigFollower(
+                self.config, self._server, self._reactor, listeners=self.listeners
+            )
             self._follower.start()
 
         def notYet(failure: Failure) -> None:

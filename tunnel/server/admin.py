@@ -28,18 +28,16 @@ import hashlib
 import hmac
 import json
 import secrets
-from typing import Any, Callable, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from tunnel.client.address import joinHostPort
 from tunnel.cluster.accesstext import encodeAccess
 from tunnel.cluster.config import SharedConfig
-from tunnel.cluster.scripts import StoreUnavailable
 from tunnel.hostsfile import updateHostsFile
 from tunnel.core.control import redactIdentifier
 from tunnel.core.http import normaliseHost
@@ -48,10 +46,13 @@ from tunnel.core.access import AccessRule
 from tunnel.server.accessfile import updateAccessFile
 from tunnel.server.adminaccess import accessRuleFromBody, describeAccess
 from tunnel.server.jsonapi import JSONError, readBoundedBody, renderJSON
-from tunnel.server.admintcp import ListenerRegistry, TCPListenersAPI
+from tunnel.server.admintcp import ListenerRegistry, TCPListenersAPI, unsharedChange
 from tunnel.server.events import ClientInfo
 from tunnel.server.monitoring import MONITORING_PATHS, PROBE_PATHS, MonitoringResource
 from tunnel.server.site import PrivateSite
+
+if TYPE_CHECKING:
+    from tunnel.cluster.listeners import SharedListeners
 
 #: The largest request body the admin API reads.
 MAX_BODY = 64 * 1024
@@ -132,6 +133,7 @@ class AdminResource(Resource):
         accessFile: str | None = None,
         monitoring: MonitoringResource | None = None,
         shared: SharedConfig | None = None,
+        sharedListeners: SharedListeners | None = None,
     ) -> None:
         """
         @param registry: the tunnel server.
@@ -146,6 +148,8 @@ class AdminResource(Resource):
         @param shared: the shared configuration of the cluster this server
             is a node of, if any: hosts and access rules are changed there
             first, for every node.
+        @param sharedListeners: that node's TCP listeners of the shared
+            configuration, where C{/tcp} adds and removes listeners then.
         @raise ValueError: if C{token} is empty.
         """
         super().__init__()
@@ -163,7 +167,7 @@ class AdminResource(Resource):
         self._refusedRequests = 0
         if reactor is None:
             from twisted.internet import reactor
-        self._tcp = TCPListenersAPI(registry, reactor)
+        self._tcp = TCPListenersAPI(registry, reactor, sharedListeners)
 
     def render(self, request: Request) -> object:
         """
@@ -281,7 +285,9 @@ class AdminResource(Resource):
             self._save(lambda hosts: hosts.update(dict.fromkeys(moved, identifier)))
             for each in moved:
                 self._registry.addHost(each, identifier)
-            ports = self._registry.moveTCP(old, self._registry.nameOf(identifier))
+            new = self._registry.nameOf(identifier)
+            ports = self._registry.moveTCP(old, new)
+            self._tcp.moved(old, new)
             self._log.info(
                 "admin: new identifier {identifier} for {hosts} (was {old})",
                 identifier=redactIdentifier(identifier),
@@ -290,7 +296,9 @@ class AdminResource(Resource):
             )
             return 200, {"hosts": moved, "tcpPorts": ports, "identifier": identifier}
 
-        return self._changing(rotate, hosts=dict.fromkeys(moved, name))
+        return self._changing(
+            rotate, hosts=dict.fromkeys(moved, name), rotated={old.decode("ascii"): name}
+        )
 
     def _hosts(self) -> list[dict[str, Any]]:
         return [{"host": h.host, "connected": h.connected} for h in self._registry.hosts()]
@@ -376,25 +384,20 @@ class AdminResource(Resource):
         change: Callable[[], tuple[int, dict[str, Any]]],
         hosts: dict[str, str] = {},
         access: dict[str, str] = {},
+        rotated: dict[str, str] = {},
     ) -> Answer:
         """
         Make C{change} on this server, once the cluster's shared
         configuration (if this server is a node of one) took the same
-        C{hosts} and C{access} rules: a change that Redis cannot take is
-        not made at all.
+        C{hosts} and C{access} rules, and the TCP listeners of the keys
+        C{rotated} (old -> new): a change that Redis cannot take is not
+        made at all.
         """
         if self._shared is None:
             return change()
 
-        def unshared(failure: Failure) -> None:
-            failure.trap(StoreUnavailable)
-            raise JSONError(
-                503,
-                f"the cluster's shared configuration cannot be changed ({failure.value}); "
-                "nothing was changed",
-            )
-
-        return self._shared.change(hosts, access).addCallbacks(lambda _: change(), unshared)
+        changing = self._shared.change(hosts, access, rotated=rotated)
+        return changing.addCallbacks(lambda _: change(), unsharedChange)
 
     def _save(self, change: Callable[[dict[str, str]], object]) -> None:
         """Apply a change to the hosts file (see L{_saveTo})."""

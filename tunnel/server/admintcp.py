@@ -8,14 +8,18 @@ identifier of a registered host::
     DELETE /tcp/PORT       -> 200 {"deleted": PORT}
 
 A listener added here lasts until it is deleted or the server stops; it is
-not saved in the hosts file, which holds hosts only.
+not saved in the hosts file, which holds hosts only. On a node of a
+cluster it is the cluster's instead (see L{tunnel.cluster.listeners}):
+added to its shared configuration, every node listens on it, until it is
+deleted through any node; C{GET /tcp} then also lists, as C{unbound}, the
+cluster's listeners this node could not start, and why.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-from typing import Any, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol as TypingProtocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -26,11 +30,15 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from tunnel.cluster.scripts import StoreUnavailable
 from tunnel.core.http import normaliseHost
 from tunnel.listening import listenProblem
 from tunnel.options import checkTunnelEndpoint, serverEndpointDescription
 from tunnel.server.jsonapi import JSONError
 from tunnel.server.events import ListenerStatus
+
+if TYPE_CHECKING:
+    from tunnel.cluster.listeners import SharedListeners
 
 #: An answer of the admin API: its status and its JSON body.
 Answer = tuple[int, dict[str, Any]]
@@ -86,25 +94,40 @@ class TCPListenersAPI:
 
     _log = Logger()
 
-    def __init__(self, registry: ListenerRegistry, reactor: Any) -> None:
+    def __init__(
+        self, registry: ListenerRegistry, reactor: Any, shared: SharedListeners | None = None
+    ) -> None:
         """
         @param registry: the tunnel server.
         @param reactor: the reactor to listen with.
+        @param shared: on a node of a cluster, its listeners of the shared
+            configuration, which this API adds to and removes from.
         """
         self._registry = registry
         self._reactor = reactor
+        self._shared = shared
         self._added: dict[int, IListeningPort] = {}
 
     def list(self) -> Answer:
-        """Every TCP listener, with a host of its identifier and whether its client is connected."""
-        return 200, {"listeners": [attrs.asdict(s) for s in self._registry.tcpListeners()]}
+        """
+        Every TCP listener, with a host of its identifier and whether its
+        client is connected; in a cluster, those of the cluster this node
+        could not start too.
+        """
+        answer: dict[str, Any] = {
+            "listeners": [attrs.asdict(s) for s in self._registry.tcpListeners()]
+        }
+        if self._shared is not None:
+            answer["unbound"] = [attrs.asdict(u) for u in self._shared.unbound()]
+        return 200, answer
 
     def addFromBody(self, body: bytes) -> Deferred[Answer]:
         """
         Listen where the body says, for the client of its C{sameAs} host:
         C{201} once listening, C{400} for a malformed body or endpoint,
         C{404} for an unknown host, C{409} for a port that has a listener
-        already or is in use, C{500} for another reason not to listen.
+        already or is in use, C{500} for another reason not to listen, and
+        in a cluster C{503} if its shared configuration cannot take it.
         """
         description, name = _parseBody(body)
         port = _portOf(description)
@@ -115,8 +138,11 @@ class TCPListenersAPI:
             raise JSONError(404, f"no host {name!r}") from None
         if port and any(each.port == port for each in self._registry.tcpListeners()):
             raise JSONError(409, f"port {port} has a TCP listener already")
-        endpoint = serverFromString(self._reactor, description)
-        listening = self._registry.bindTCPByName(endpoint, name)
+        if self._shared is not None:
+            listening = self._shared.add(description, name.decode("ascii"))
+        else:
+            endpoint = serverFromString(self._reactor, description)
+            listening = self._registry.bindTCPByName(endpoint, name)
         return listening.addCallbacks(
             self._listening,
             self._notListening,
@@ -126,13 +152,16 @@ class TCPListenersAPI:
 
     def _listening(self, port: IListeningPort, description: str, host: str) -> Answer:
         number = port.getHost().port
-        self._added[number] = port
+        if self._shared is None:
+            self._added[number] = port
         self._log.info(
             "admin: listening on port {port} for the client of {host}", port=number, host=host
         )
         return 201, {"port": number, "listen": description, "host": host}
 
     def _notListening(self, reason: Failure, description: str) -> Answer:
+        if reason.check(StoreUnavailable):
+            unsharedChange(reason)
         reason.trap(CannotListenError)
         error = reason.value
         problem = listenProblem(error)
@@ -140,12 +169,29 @@ class TCPListenersAPI:
         inUse = getattr(error.socketError, "errno", None) == errno.EADDRINUSE
         raise JSONError(409 if inUse else 500, problem)
 
+    def moved(self, old: bytes, new: bytes) -> None:
+        """
+        The server moved the listeners of the name C{old} to C{new} (see
+        L{ListenerRegistry}): in a cluster, they are its shared ones of
+        C{new} from now on.
+        """
+        if self._shared is not None:
+            self._shared.rotate(old, new)
+
     def delete(self, name: str) -> Deferred[Answer]:
         """
         Stop the listener on port C{name} that this API added: C{200} once
         it stopped, C{404} if there is none, C{409} for one of C{--tcp}.
         """
         number = int(name) if name.isascii() and name.isdigit() else None
+        if self._shared is not None and number is not None:
+            try:
+                removing = self._shared.remove(number)
+            except KeyError:
+                pass
+            else:
+                self._log.info("admin: the cluster stops listening on port {port}", port=number)
+                return removing.addCallbacks(lambda _: (200, {"deleted": number}), unsharedChange)
         port = self._added.pop(number, None) if number is not None else None
         if port is None:
             if any(each.port == number for each in self._registry.tcpListeners()):
@@ -162,3 +208,17 @@ class TCPListenersAPI:
             raise JSONError(404, f"no TCP listener on port {number}") from None
         self._log.info("admin: stopped listening on port {port}", port=number)
         return stopping.addCallback(lambda _: (200, {"deleted": number}))
+
+
+
+def unsharedChange(reason: Failure) -> NoReturn:
+    """
+    Raise the C{503} of a change the cluster's shared configuration could
+    not take, if C{reason} is a L{StoreUnavailable}; else C{reason}.
+    """
+    reason.trap(StoreUnavailable)
+    raise JSONError(
+        503,
+        f"the cluster's shared configuration cannot be changed ({reason.value}); "
+        "nothing was changed",
+    )

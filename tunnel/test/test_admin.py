@@ -668,7 +668,7 @@ class SharedConfigStandIn:
         self.changes: list[tuple[dict, dict]] = []
         self.unavailable = False
 
-    def change(self, hosts: dict = {}, access: dict = {}) -> Deferred[int]:
+    def change(self, hosts: dict = {}, access: dict = {}, rotated: dict = {}) -> Deferred[int]:
         if self.unavailable:
             return fail(StoreUnavailable("unreachable", "no answer within 5 s"))
         self.changes.append((dict(hosts), dict(access)))

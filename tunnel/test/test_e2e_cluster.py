@@ -349,6 +349,49 @@ class ClusterTests(TestCase):
             yield self.answers(node, "new", 404)
 
     @defer.inlineCallbacks
+    def sharedListeners(self, node: str, count: int):
+        """Wait until C{node} has C{count} TCP listeners beyond its --tcp ones; their ports."""
+        for _ in range(50):
+            code, body = yield self.admin(node, "GET", "/tcp")
+            ports = [each["port"] for each in body["listeners"]
+                     if str(each["port"]) not in self.nodes[node]["tcp"]]
+            if len(ports) == count:
+                return ports
+            yield sleep(0.1)
+        self.fail(f"{node} has TCP listeners {body}, not {count} of the cluster's")
+
+    @defer.inlineCallbacks
+    def test_aTCPListenerAddedThroughOneNodeListensOnEvery(self):
+        """
+        A TCP listener added through n2's admin API listens on every node
+        (each on a port of its own, the nodes sharing one machine) and
+        tunnels to its client; deleted through n3, it stops on every node.
+        """
+        code, body = yield self.admin(
+            "n2", "POST", "/tcp", {"listen": "tcp:0:interface=127.0.0.1", "sameAs": "one.localhost"}
+        )
+        self.assertEqual(code, 201, body)
+        ports = {}
+        for node in self.nodes:
+            [ports[node]] = yield self.sharedListeners(node, 1)
+        self.assertEqual(ports["n2"], body["port"])
+        local = f"127.0.0.1:{self.locals['one']}"
+        client = spawnPython(reactor, [
+            sys.executable, "-m", "tunnel", "client", "--identifier", CLIENTS["one"],
+            "--server", f"127.0.0.1:{self.nodes['n1']['public']}", "--inspect", "none",
+            *(w for port in ports.values() for w in ("--local", f"{port}={local}")),
+        ])
+        self.addCleanup(client.kill)
+        yield client.waitFor(rf"Forwarding  tcp://[^:]+:{ports['n1']}")
+        tcp = yield self.raw(ports["n3"])
+        tcp.transport.write(b"raw bytes through n3")
+        yield tcp.until(b"raw bytes through n3")
+        code, body = yield self.admin("n3", "DELETE", f"/tcp/{ports['n3']}")
+        self.assertEqual(code, 200, body)
+        for node in self.nodes:
+            yield self.sharedListeners(node, 0)
+
+    @defer.inlineCallbacks
     def test_selfServiceHostsAreTheClusters(self):
         """
         A client with an account's token registers a host through n2, a
