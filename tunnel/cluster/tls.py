@@ -26,9 +26,9 @@ from service_identity import CertificateError, VerificationError
 from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
 from service_identity.pyopenssl import extract_patterns
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.endpoints import wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -39,6 +39,7 @@ from twisted.internet.ssl import (
 )
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tunnel.cluster.settings import readCertificates
 
@@ -110,13 +111,42 @@ class LinkTLS:
             return False
         return True
 
-    def listening(self, factory: Factory) -> Factory:
-        """C{factory}, its connections wrapped in TLS as a listener's."""
-        return TLSMemoryBIOFactory(self.serverOptions, False, factory)
+    def listening(self, factory: Factory, clock: IReactorTime) -> Factory:
+        """
+        C{factory}, its connections wrapped in TLS as a listener's.
 
-    def dialling(self, host: str, endpoint: IStreamClientEndpoint) -> IStreamClientEndpoint:
-        """C{endpoint}, its connections to C{host} wrapped in TLS as a dialler's."""
-        return wrapClientTLS(self.clientOptions(host), endpoint)
+        @param clock: what schedules the TLS layer's writes.
+        """
+        return TLSMemoryBIOFactory(self.serverOptions, False, factory, clock)
+
+    def dialling(
+        self, host: str, endpoint: IStreamClientEndpoint, clock: IReactorTime
+    ) -> IStreamClientEndpoint:
+        """
+        C{endpoint}, its connections to C{host} wrapped in TLS as a
+        dialler's.
+
+        @param clock: what schedules the TLS layer's writes.
+        """
+        return _TLSClientEndpoint(endpoint, self.clientOptions(host), clock)
+
+
+@implementer(IStreamClientEndpoint)
+@attrs.frozen
+class _TLSClientEndpoint:
+    """
+    Connects over C{endpoint}, wrapping the connection in TLS, as
+    C{wrapClientTLS} does, with a clock of the caller's for the TLS layer.
+    """
+
+    endpoint: IStreamClientEndpoint
+    options: object
+    clock: IReactorTime
+
+    def connect(self, factory: Factory) -> Deferred[Protocol]:
+        """Connect, and fire with C{factory}'s protocol, under TLS."""
+        wrapped = TLSMemoryBIOFactory(self.options, True, factory, self.clock)
+        return self.endpoint.connect(wrapped).addCallback(lambda tls: tls.wrappedProtocol)
 
 
 def readLinkTLS(certificatePath: str, authorities: Sequence[Certificate]) -> LinkTLS:
