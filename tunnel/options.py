@@ -33,6 +33,7 @@ from tunnel.cluster.settings import (
     parseRedisURL,
     readCertificates,
 )
+from tunnel.cluster.tls import LinkTLS, readLinkTLS
 from tunnel.config import withConfig
 from tunnel.core.capture import (
     DEFAULT_MAX_BODY_BYTES,
@@ -402,6 +403,15 @@ class ServerOptions(_ConfigurableOptions):
         ["cluster-address", None, None,
          "HOST:PORT where the other nodes reach --cluster-listen (default: the "
          "address it listens on)."],
+        ["cluster-tls", None, None,
+         "Speak TLS on the links between nodes: this PEM file holds this node's "
+         "private key and certificate (then any intermediate certificates), which it "
+         "presents both to the nodes that dial it and to those it dials. Needs "
+         "--cluster-ca. Off by default: plain links."],
+        ["cluster-ca", None, None,
+         "With --cluster-tls, the PEM file of the authorities that sign the nodes' "
+         "certificates: a node dialled must present one valid for the host of its "
+         "--cluster-address, and a node dialling one."],
         ["node-name", None, None,
          "This node's name, unique in the cluster (default: HOSTNAME-PID)."],
         ["lease", None, DEFAULT_LEASE,
@@ -594,7 +604,7 @@ class ServerOptions(_ConfigurableOptions):
     def _readCluster(self) -> ClusterSettings | None:
         """The settings of the cluster this node joins, if C{--redis} says it joins one."""
         alone = ("redis-password-file", "redis-ca", "cluster-secret-file", "cluster-address",
-                 "node-name")
+                 "cluster-tls", "cluster-ca", "node-name")
         if not self["redis"]:
             for name in alone:
                 if self[name]:
@@ -637,7 +647,31 @@ class ServerOptions(_ConfigurableOptions):
             )
         if self["lease"] < 1:
             raise usage.UsageError("--lease must be a second at least")
-        return ClusterSettings(redis, key, name, listen, address, self["lease"], authorities)
+        return ClusterSettings(
+            redis, key, name, listen, address, self["lease"], authorities, self._readLinkTLS()
+        )
+
+    def _readLinkTLS(self) -> LinkTLS | None:
+        """What this node speaks TLS on its links with, if C{--cluster-tls} says it does."""
+        if not (self["cluster-tls"] or self["cluster-ca"]):
+            return None
+        if not self["cluster-ca"]:
+            raise usage.UsageError(
+                "--cluster-tls needs --cluster-ca: the authorities the other nodes' "
+                "certificates are checked against"
+            )
+        if not self["cluster-tls"]:
+            raise usage.UsageError(
+                "--cluster-ca is only used with --cluster-tls, this node's certificate and key"
+            )
+        try:
+            authorities = readCertificates(self["cluster-ca"])
+        except ValueError as e:
+            raise usage.UsageError(f"--cluster-ca: {e}") from None
+        try:
+            return readLinkTLS(self["cluster-tls"], authorities)
+        except ValueError as e:
+            raise usage.UsageError(f"--cluster-tls: {e}") from None
 
     def _readSavedAccess(self) -> None:
         """

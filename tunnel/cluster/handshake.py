@@ -36,6 +36,10 @@ NONCE_BYTES = 16
 _NODE = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 _NONCE = re.compile(rb"[0-9a-f]{%d}" % (2 * NONCE_BYTES,))
 _PROOF = re.compile(rb"[0-9a-f]{64}")
+#: The first byte of a TLS record that may open a connection: a handshake
+#: (a client's hello) or an alert (a server refusing what is not TLS).
+#: No handshake line starts with either.
+_TLS_RECORDS = (b"\x16", b"\x15")
 
 
 class HandshakeError(Exception):
@@ -119,7 +123,13 @@ class LinkHandshake:
         """
         if self.stage is Stage.DONE:
             raise HandshakeError("the handshake is over")
+        first = not self._buffer and self.stage in (Stage.HELLO, Stage.CHALLENGE)
         self._buffer += data
+        if first and self._buffer[:1] in _TLS_RECORDS:
+            other = "dialling node" if self.role is Role.LISTENER else "node dialled"
+            raise HandshakeError(
+                f"the {other} speaks TLS on its links (--cluster-tls), and this one does not"
+            )
         out = []
         while self.stage is not Stage.DONE:
             end = self._buffer.find(b"\r\n")

@@ -8,6 +8,11 @@ A node dials the others it forwards to (L{NodeLinks}), one link per node,
 made when first needed and made again after it is lost; it listens for the
 links of the others (L{LinkListenerFactory}) and relays each stream they
 open to the client it names (L{tunnel.cluster.relay}).
+
+With a L{LinkTLS}, a link is TLS first (L{tunnel.cluster.tls}), then the
+handshake and the session inside it: the listener's factory is wrapped by
+L{LinkTLS.listening}, and L{NodeLinks} wraps the endpoint of each node it
+dials.
 """
 
 from __future__ import annotations
@@ -17,13 +22,21 @@ from typing import Callable
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHandshakeListener,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tunnel.cluster.handshake import NONCE_BYTES, HandshakeError, LinkHandshake, Role
 from tunnel.cluster.keys import ClusterKey
+from tunnel.cluster.tls import LinkTLS, tlsProblem
 from tunnel.handover import handOver
 from tunnel.mux import YamuxProtocol
 from tunnel.yamux import SessionConfig
@@ -47,10 +60,14 @@ class LinkError(Exception):
     """A link could not be made."""
 
 
+@implementer(IHandshakeListener)
 class LinkProtocol(Protocol):
     """
     One end of a link while it shakes hands; then the connection is handed
     to the link's yamux session.
+
+    Over TLS, the protocol is the one a TLS wrapper delivers to: it is told
+    when TLS is set up, and says why TLS failed if it did.
 
     @ivar linked: fires with the yamux session once the handshake
         succeeded, or fails with why it did not.
@@ -65,9 +82,16 @@ class LinkProtocol(Protocol):
         yamux: YamuxProtocol,
         clock: IReactorTime,
         timeout: float = HANDSHAKE_TIMEOUT,
+        tls: bool = False,
     ) -> None:
+        """
+        @param tls: whether the connection is wrapped in TLS.
+        """
         self.linked: Deferred[YamuxProtocol] = Deferred()
         self.peer: str | None = None
+        self._tls = tls
+        self._tlsReady = False
+        self._answered = False
         self._handshake = handshake
         self._yamux = yamux
         self._clock = clock
@@ -80,7 +104,12 @@ class LinkProtocol(Protocol):
         if first:
             self.transport.write(first)
 
+    def handshakeCompleted(self) -> None:
+        """TLS is set up (the other side's certificate checked, for a dialler)."""
+        self._tlsReady = True
+
     def dataReceived(self, data: bytes) -> None:
+        self._answered = True
         try:
             answer, linked = self._handshake.receive(data)
         except HandshakeError as e:
@@ -96,10 +125,24 @@ class LinkProtocol(Protocol):
 
     def connectionLost(self, reason: Failure) -> None:
         self._stopTimer()
-        if not self.linked.called:
-            self.linked.errback(
-                LinkError(f"the link was lost during its handshake: {reason.getErrorMessage()}")
+        if self.linked.called:
+            return
+        problem = tlsProblem(reason) if self._tls else None
+        if problem is not None:
+            why = f"TLS failed: {problem}"
+        elif self._tls and not self._tlsReady:
+            why = (
+                "the connection was lost before TLS was set up (is the other side a node "
+                f"without --cluster-tls?): {reason.getErrorMessage()}"
             )
+        elif not self._answered and self._handshake.role is Role.DIALER:
+            why = (
+                "the node dialled closed the link without answering (does it speak TLS on its "
+                f"links, with --cluster-tls, and this node not?): {reason.getErrorMessage()}"
+            )
+        else:
+            why = f"the link was lost during its handshake: {reason.getErrorMessage()}"
+        self.linked.errback(LinkError(why))
 
     def _timedOut(self) -> None:
         self._timer = None
@@ -134,21 +177,30 @@ class LinkListenerFactory(Factory):
         clock: IReactorTime,
         config: SessionConfig | None = None,
         timeout: float = HANDSHAKE_TIMEOUT,
+        tls: bool = False,
     ) -> None:
+        """
+        @param tls: whether its connections come wrapped in TLS (see
+            L{LinkTLS.listening}), for what it logs.
+        """
         self._key = key
         self._node = node
         self._streamFactory = streamFactory
         self._clock = clock
         self._config = config
         self._timeout = timeout
+        self._tls = tls
 
     def buildProtocol(self, addr: IAddress) -> LinkProtocol:
         yamux = YamuxProtocol(False, self._streamFactory, self._config or LINK_CONFIG, self._clock)
         handshake = LinkHandshake(Role.LISTENER, self._key, self._node, os.urandom(NONCE_BYTES))
-        protocol = LinkProtocol(handshake, yamux, self._clock, self._timeout)
+        protocol = LinkProtocol(handshake, yamux, self._clock, self._timeout, self._tls)
         protocol.linked.addCallbacks(
             lambda _: self._log.info(
-                "Node {peer} linked from {address}", peer=protocol.peer, address=addr
+                "Node {peer} linked from {address}{over}",
+                peer=protocol.peer,
+                address=addr,
+                over=" over TLS" if self._tls else "",
             ),
             lambda reason: self._log.warn(
                 "Refused a node link from {address}: {why}",
@@ -175,6 +227,9 @@ class NodeLinks:
     """
     The links this node dialled, one per other node's address, made when
     first needed; a lost one is made again when next needed.
+
+    With a L{LinkTLS}, each is dialled over TLS, the other node's
+    certificate checked for the host of its address.
     """
 
     _log = Logger()
@@ -187,12 +242,16 @@ class NodeLinks:
         endpointFor: Callable[[str], IStreamClientEndpoint] | None = None,
         config: SessionConfig | None = None,
         timeout: float = HANDSHAKE_TIMEOUT,
+        tls: LinkTLS | None = None,
     ) -> None:
         """
         @param endpointFor: the endpoint to dial a node's address with;
-            plain TCP by default.
+            TCP by default (wrapped in TLS with C{tls}).
+        @param tls: this node's certificate and the nodes' authorities, to
+            dial over TLS; plain links if L{None}.
         """
         self._key = key
+        self._tls = tls
         self._node = node
         self._reactor = reactor
         self._endpointFor = endpointFor or self._tcp
@@ -227,9 +286,13 @@ class NodeLinks:
     def _dial(self, address: str) -> Deferred[YamuxProtocol]:
         yamux = YamuxProtocol(True, None, self._config or LINK_CONFIG, self._reactor)
         handshake = LinkHandshake(Role.DIALER, self._key, self._node, os.urandom(NONCE_BYTES))
-        protocol = LinkProtocol(handshake, yamux, self._reactor, self._timeout)
+        protocol = LinkProtocol(
+            handshake, yamux, self._reactor, self._timeout, self._tls is not None
+        )
         try:
             endpoint = self._endpointFor(address)
+            if self._tls is not None:
+                endpoint = self._tls.dialling(hostAndPort(address)[0], endpoint, self._reactor)
         except ValueError as e:
             return fail(LinkError(str(e)))
 
@@ -238,7 +301,12 @@ class NodeLinks:
 
         def linked(session: YamuxProtocol) -> YamuxProtocol:
             self._links[address] = session
-            self._log.info("Linked to node {peer} at {address}", peer=protocol.peer, address=address)
+            self._log.info(
+                "Linked to node {peer} at {address}{over}",
+                peer=protocol.peer,
+                address=address,
+                over=" over TLS" if self._tls is not None else "",
+            )
             session.whenClosed().addBoth(lambda _: self._lost(address, session))
             return session
 
@@ -263,8 +331,8 @@ class NodeLinks:
 
     def close(self) -> Deferred[None]:
         """Close every link, at once."""
-        closing = [session.whenClosed() for session in self._links.values()]
-        for session in list(self._links.values()):
-            session.transport.loseConnection()
+        # Through the session, which unregisters itself as the transport's
+        # producer first: a TLS transport is not closed while one is.
+        closing = [session.shutdown(0) for session in list(self._links.values())]
         return gatherResults(closing).addCallback(lambda _: None)
 

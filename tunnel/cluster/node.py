@@ -21,6 +21,7 @@ from tunnel.cluster.directory import Holder, SessionDirectory
 from tunnel.cluster.handoff import handOff, mayHandOff
 from tunnel.cluster.keys import ClusterKey
 from tunnel.cluster.link import LinkListenerFactory, NodeLinks
+from tunnel.cluster.tls import LinkTLS
 from tunnel.cluster.relay import RelayFactory
 from tunnel.cluster.remote import RemoteSession
 from tunnel.cluster.scripts import StoreUnavailable
@@ -43,6 +44,8 @@ class ClusterNode:
     @ivar name: this node's name, unique in the cluster.
     @ivar directory: who holds which client's session.
     @ivar links: this node's links to the others.
+    @ivar tls: what this node speaks TLS on its links with, or L{None}
+        for plain links.
     @ivar publicSite: gives the node's public site, which reads the public
         connections other nodes hand over (L{tunnel.cluster.handoff}), if
         it has one.
@@ -58,15 +61,20 @@ class ClusterNode:
         reactor: IReactorTime,
         links: NodeLinks | None = None,
         cacheSeconds: float = HOLDERS_CACHE_SECONDS,
+        tls: LinkTLS | None = None,
     ) -> None:
         """
-        @param links: the links to the other nodes; plain TCP ones by
-            default.
+        @param links: the links to the other nodes; by default TCP ones,
+            over TLS with C{tls}.
+        @param tls: this node's certificate and the nodes' authorities:
+            its links are TLS, both those it listens for and those it
+            dials by default.
         """
         self.key = key
         self.name = name
         self.directory = directory
-        self.links = NodeLinks(key, name, reactor) if links is None else links
+        self.tls = tls
+        self.links = NodeLinks(key, name, reactor, tls=tls) if links is None else links
         self._clock = reactor
         self._cacheSeconds = cacheSeconds
         self._local: dict[str, ClientSession] = {}
@@ -81,10 +89,17 @@ class ClusterNode:
         """
         return _ClaimingObserver(self, registry)
 
-    def linkListener(self) -> LinkListenerFactory:
-        """The factory to serve on this node's link endpoint, for the other nodes."""
+    def linkListener(self) -> Factory:
+        """
+        The factory to serve on this node's link endpoint, for the other
+        nodes: a L{LinkListenerFactory}, wrapped in TLS if this node has
+        L{tls}.
+        """
         relays = RelayFactory(self._local.get, lambda: self.publicSite())
-        return LinkListenerFactory(self.key, self.name, relays, self._clock)
+        listener = LinkListenerFactory(
+            self.key, self.name, relays, self._clock, tls=self.tls is not None
+        )
+        return listener if self.tls is None else self.tls.listening(listener, self._clock)
 
     def mayHandOff(self, request: Request) -> bool:
         """Whether the connection of C{request} may go to another node (see L{handOff})."""

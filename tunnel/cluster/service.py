@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from tunnel.cluster.config import ConfigFollower, SharedConfig
 from tunnel.cluster.directory import SessionDirectory
+from tunnel.cluster.link import hostAndPort
 from tunnel.cluster.listeners import SharedListeners
 from tunnel.cluster.scripts import StoreUnavailable
 from tunnel.cluster.node import ClusterNode
@@ -94,7 +95,9 @@ class ClusterService(Service):
         self._directory = SessionDirectory(
             self._redis, settings.name, settings.address or "", settings.lease, reactor
         )
-        self.node = ClusterNode(settings.key, settings.name, self._directory, reactor)
+        self.node = ClusterNode(
+            settings.key, settings.name, self._directory, reactor, tls=settings.linkTLS
+        )
         server.joinCluster(self.node)
         readiness.add(self._directory)
         self.config = SharedConfig(self._redis, reactor)
@@ -119,16 +122,33 @@ class ClusterService(Service):
         host = port.getHost()
         address = self._settings.address or f"{host.host}:{host.port}"
         self._directory.address = address
+        self._checkCertificate(address)
         self._directory.start()
         self._seeding = LoopingCall(self._seed)
         self._seeding.clock = self._reactor
         self._seeding.start(SEED_RETRY, now=True)
         self._log.info(
-            "Node {node} of the cluster on {redis}: other nodes link to {address}",
+            "Node {node} of the cluster on {redis}: other nodes link to {address}{over}",
             node=self._settings.name,
             redis=self._settings.redis,
             address=address,
+            over=" over TLS" if self._settings.linkTLS is not None else "",
         )
+
+    def _checkCertificate(self, address: str) -> None:
+        """Warn if the other nodes would refuse this node's certificate for its address."""
+        tls = self._settings.linkTLS
+        if tls is None:
+            return
+        host, _ = hostAndPort(address)
+        if not tls.validFor(host):
+            self._log.warn(
+                "The certificate of --cluster-tls is not valid for {host}, the host of this "
+                "node's link address {address}: the other nodes will refuse to link to it; "
+                "give a certificate for {host}, or a --cluster-address it is valid for",
+                host=host,
+                address=address,
+            )
 
     def _seed(self) -> Deferred[None]:
         seeding = self.config.seed(self._server)

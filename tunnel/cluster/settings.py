@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -15,6 +16,9 @@ from twisted.internet.ssl import Certificate
 
 from tunnel.cluster.handshake import isNodeName
 from tunnel.cluster.keys import ClusterKey
+
+if TYPE_CHECKING:
+    from tunnel.cluster.tls import LinkTLS
 
 #: Where a node listens for the links of the others, by default: loopback
 #: only, for nodes on one machine; give an interface for several machines.
@@ -112,6 +116,8 @@ class ClusterSettings:
     @ivar lease: seconds this node's claims outlive its last renewal.
     @ivar redisCA: the CA certificates to check Redis's TLS certificate
         with, or L{None} for the system's.
+    @ivar linkTLS: this node's certificate and the nodes' authorities, to
+        speak TLS on the links; L{None} for plain links.
     """
 
     redis: RedisAddress
@@ -121,3 +127,4 @@ class ClusterSettings:
     address: str | None = None
     lease: float = DEFAULT_LEASE
     redisCA: tuple[Certificate, ...] | None = attrs.field(default=None, repr=False)
+    linkTLS: LinkTLS | None = attrs.field(default=None, repr=False)

@@ -113,6 +113,36 @@ class HandshakeTests(SynchronousTestCase):
         _, listener = pair()
         self.assertRaises(HandshakeError, listener.receive, b"x" * MAX_LINE)
 
+    def test_aListenerSpokenTLSToSaysSoAtOnce(self) -> None:
+        """
+        The first byte of a TLS client's hello is enough for a plain
+        listener to say that the dialling node speaks TLS: it need not wait
+        for a line end that may never come before its handshake times out.
+        """
+        _, listener = pair()
+        with self.assertRaises(HandshakeError) as raised:
+            listener.receive(b"\x16")
+        self.assertEqual(
+            str(raised.exception),
+            "the dialling node speaks TLS on its links (--cluster-tls), and this one does not",
+        )
+
+    def test_aDialerAnsweredByATLSAlertSaysSo(self) -> None:
+        """A TLS listener that answers a plain hello with an alert is found out at once."""
+        dialer, _ = pair()
+        dialer.start()
+        with self.assertRaises(HandshakeError) as raised:
+            dialer.receive(b"\x15\x03\x01\x00\x02\x02\x46")
+        self.assertIn("the node dialled speaks TLS on its links", str(raised.exception))
+
+    def test_onlyTheFirstByteOfTheLinkIsTakenForTLS(self) -> None:
+        """Later in a line, the same bytes are only a malformed line."""
+        _, listener = pair()
+        self.assertEqual(listener.receive(b"TUNNEL-NODE/1 HELLO \x16"), (b"", None))
+        with self.assertRaises(HandshakeError) as raised:
+            listener.receive(b"\r\n")
+        self.assertIn("expected HELLO", str(raised.exception))
+
 
 class RelayLineTests(SynchronousTestCase):
     def test_openRoundTrips(self) -> None:

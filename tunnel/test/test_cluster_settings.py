@@ -6,6 +6,8 @@ the C{--redis} family of options of C{twistd tunnel-server}.
 from __future__ import annotations
 
 import trustme
+from cryptography.hazmat.primitives import serialization
+from twisted.internet.ssl import Certificate
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -120,3 +122,151 @@ class CertificatesTests(SynchronousTestCase):
             f.write("not a certificate\n")
         for bad in (path, path + ".missing"):
             self.assertRaises(ValueError, readCertificates, bad)
+
+
+class LinkTLSOptionsTests(SynchronousTestCase):
+    """
+    C{--cluster-tls} and C{--cluster-ca}: this node's certificate and key,
+    and the authorities of the nodes' certificates, read and checked at
+    start.
+    """
+
+    def setUp(self) -> None:
+        self.secret = self.write("a secret of enough bytes\n".encode())
+        self.ca = trustme.CA()
+        self.issued = self.ca.issue_cert("10.0.0.11", "edge-1.nodes.example")
+        self.node = self.write(self.issued.private_key_and_cert_chain_pem.bytes())
+        self.authorities = self.write(self.ca.cert_pem.bytes())
+
+    def write(self, content: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def parse(self, *argv: str) -> ServerOptions:
+        options = ServerOptions()
+        options.parseOptions(
+            ["--redis", "redis://127.0.0.1", "--cluster-secret-file", self.secret, *argv]
+        )
+        return options
+
+    def refused(self, *argv: str) -> str:
+        with self.assertRaises(usage.UsageError) as raised:
+            self.parse(*argv)
+        return str(raised.exception)
+
+    def test_withoutThemLinksArePlain(self) -> None:
+        self.assertIsNone(self.parse()["cluster"].linkTLS)
+
+    def test_theCertificateKeyAndAuthoritiesAreRead(self) -> None:
+        tls = self.parse("--cluster-tls", self.node, "--cluster-ca", self.authorities)[
+            "cluster"
+        ].linkTLS
+        self.assertEqual(
+            tls.certificate.digest(), self.pemCertificate(self.issued.cert_chain_pems[0]).digest()
+        )
+        self.assertEqual(
+            [a.digest() for a in tls.authorities], [self.pemCertificate(self.ca.cert_pem).digest()]
+        )
+        self.assertEqual(tls.chain, ())
+        self.assertTrue(tls.validFor("10.0.0.11"))
+        self.assertTrue(tls.validFor("edge-1.nodes.example"))
+        self.assertFalse(tls.validFor("10.0.0.12"))
+
+    def pemCertificate(self, blob: trustme.Blob) -> Certificate:
+        return Certificate.loadPEM(blob.bytes())
+
+    def test_anIntermediateAuthorityIsPresentedAfterTheCertificate(self) -> None:
+        intermediate = self.ca.create_child_ca()
+        issued = intermediate.issue_cert("edge-1.nodes.example")
+        node = self.write(issued.private_key_and_cert_chain_pem.bytes())
+        tls = self.parse("--cluster-tls", node, "--cluster-ca", self.authorities)[
+            "cluster"
+        ].linkTLS
+        self.assertEqual(
+            [c.digest() for c in tls.chain], [self.pemCertificate(intermediate.cert_pem).digest()]
+        )
+
+    def test_theKeyAndTheCertificateMayComeInEitherOrder(self) -> None:
+        node = self.write(
+            self.issued.cert_chain_pems[0].bytes() + self.issued.private_key_pem.bytes()
+        )
+        self.assertIsNotNone(
+            self.parse("--cluster-tls", node, "--cluster-ca", self.authorities)["cluster"].linkTLS
+        )
+
+    def test_eachNeedsTheOther(self) -> None:
+        self.assertIn("--cluster-tls needs --cluster-ca", self.refused("--cluster-tls", self.node))
+        self.assertIn(
+            "--cluster-ca is only used with --cluster-tls",
+            self.refused("--cluster-ca", self.authorities),
+        )
+
+    def test_theyAreOnlyUsedWithRedis(self) -> None:
+        for option, path in (("--cluster-tls", self.node), ("--cluster-ca", self.authorities)):
+            options = ServerOptions()
+            with self.assertRaises(usage.UsageError) as raised:
+                options.parseOptions([option, path])
+            self.assertIn(f"{option} is only used with --redis", str(raised.exception))
+
+    def test_unreadableFilesAreRefused(self) -> None:
+        missing = self.mktemp()
+        self.assertIn(
+            f"--cluster-tls: cannot read {missing}: No such file",
+            self.refused("--cluster-tls", missing, "--cluster-ca", self.authorities),
+        )
+        self.assertIn(
+            f"--cluster-ca: cannot read {missing}: No such file",
+            self.refused("--cluster-tls", self.node, "--cluster-ca", missing),
+        )
+        self.assertIn(
+            "holds no PEM certificate",
+            self.refused("--cluster-tls", self.node, "--cluster-ca", self.write(b"junk\n")),
+        )
+
+    def test_aFileWithoutItsKeyIsRefused(self) -> None:
+        certificateOnly = self.write(self.issued.cert_chain_pems[0].bytes())
+        self.assertIn(
+            f"--cluster-tls: {certificateOnly} holds no PEM private key",
+            self.refused("--cluster-tls", certificateOnly, "--cluster-ca", self.authorities),
+        )
+
+    def test_aKeyNotOfTheCertificateIsRefused(self) -> None:
+        other = self.ca.issue_cert("edge-2.nodes.example")
+        mismatched = self.write(
+            other.private_key_pem.bytes() + self.issued.cert_chain_pems[0].bytes()
+        )
+        message = self.refused("--cluster-tls", mismatched, "--cluster-ca", self.authorities)
+        self.assertIn("is not that of its certificate", message)
+        self.assertNotIn("PRIVATE KEY", message)
+
+    def test_anEncryptedKeyIsRefusedWithoutAPrompt(self) -> None:
+        key = serialization.load_pem_private_key(self.issued.private_key_pem.bytes(), None)
+        encrypted = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"a passphrase"),
+        )
+        node = self.write(encrypted + self.issued.cert_chain_pems[0].bytes())
+        self.assertIn(
+            "is encrypted",
+            self.refused("--cluster-tls", node, "--cluster-ca", self.authorities),
+        )
+
+    def test_aCertificateOfAnotherAuthorityIsRefused(self) -> None:
+        """
+        A node whose certificate the authorities did not sign would be
+        refused by every other node: it is refused at start instead.
+        """
+        other = self.write(trustme.CA().cert_pem.bytes())
+        message = self.refused("--cluster-tls", self.node, "--cluster-ca", other)
+        self.assertIn("does not check against the authorities of --cluster-ca", message)
+        self.assertIn("unable to get local issuer certificate", message)
+
+    def test_theKeyIsNeverShown(self) -> None:
+        cluster = self.parse("--cluster-tls", self.node, "--cluster-ca", self.authorities)[
+            "cluster"
+        ]
+        self.assertEqual(repr(cluster.linkTLS), "LinkTLS()")
+        self.assertNotIn("LinkTLS", repr(cluster))

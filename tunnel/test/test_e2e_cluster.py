@@ -12,6 +12,7 @@ import random
 import sys
 
 import treq
+import trustme
 import txredisapi
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -105,8 +106,8 @@ class Raw(Protocol):
         return waiting.addTimeout(10, reactor)
 
 
-class ClusterTests(TestCase):
-    """Three nodes, one Redis, two clients."""
+class ClusterNodes(TestCase):
+    """Three nodes, one Redis, two clients: what the tests of a cluster use."""
 
     timeout = 120
 
@@ -143,7 +144,8 @@ class ClusterTests(TestCase):
                      "--admin", "tcp:0:interface=127.0.0.1", "--admin-token-file", self.token,
                      "--redis", self.redis.url, "--cluster-secret-file", self.secret,
                      "--cluster-listen", "tcp:0:interface=127.0.0.1",
-                     "--node-name", name, "--lease", "2", "--domain", "localhost"]
+                     "--node-name", name, "--lease", "2", "--domain", "localhost",
+                     *self.nodeArguments(name)]
         if name == "n1":
             # The others take the accounts n1 gives the cluster.
             arguments += ["--accounts-file", self.accounts]
@@ -162,6 +164,10 @@ class ClusterTests(TestCase):
         yield process.waitFor(r"Joined the shared configuration")
         self.nodes[name] = {"process": process, "public": public, "metrics": metrics,
                             "admin": admin, "tcp": list(tcp.groups())}
+
+    def nodeArguments(self, name: str) -> list[str]:
+        """The arguments of node C{name} beyond those every node has."""
+        return []
 
     @defer.inlineCallbacks
     def admin(self, node: str, method: str, path: str, body: object = None):
@@ -232,6 +238,10 @@ class ClusterTests(TestCase):
     def reachable(self, node: str, client: str):
         """Wait (a few seconds at most) until C{client}'s host answers through C{node}."""
         return self.answers(node, client, 200)
+
+
+class ClusterTests(ClusterNodes):
+    """Three nodes, one Redis, two clients."""
 
     @defer.inlineCallbacks
     def test_everyHostThroughEveryNode(self):
@@ -454,3 +464,67 @@ class ClusterTests(TestCase):
 
         jobs = iter(enumerate(sizes))
         yield defer.gatherResults([worker(jobs) for _ in range(8)], consumeErrors=True)
+
+
+class LinkTLSTests(ClusterNodes):
+    """
+    Three nodes linked over TLS (C{--cluster-tls}, C{--cluster-ca}), each
+    with a certificate for 127.0.0.1 from the test's authority.
+    """
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        authority = trustme.CA()
+        self.authorities = self.mktemp()
+        authority.cert_pem.write_to_path(self.authorities)
+        self.certificates = {}
+        for name in ("n1", "n2", "n3"):
+            self.certificates[name] = self.mktemp()
+            issued = authority.issue_cert("127.0.0.1")
+            issued.private_key_and_cert_chain_pem.write_to_path(self.certificates[name])
+        yield super().setUp()
+
+    def nodeArguments(self, name: str) -> list[str]:
+        if name not in self.certificates:
+            return []
+        return ["--cluster-tls", self.certificates[name], "--cluster-ca", self.authorities]
+
+    @defer.inlineCallbacks
+    def test_everyHostThroughEveryNodeOverTLS(self):
+        """
+        Client one is on n1, client two on n2: a request with a body and a
+        WebSocket reach each through every node, over TLS links. A fourth
+        node without TLS cannot link to them, and says why.
+        """
+        yield self.connected("one", "n1")
+        yield self.connected("two", "n2")
+        for node in ("n1", "n2", "n3"):
+            self.assertIn(
+                "other nodes link to 127.0.0.1", self.nodes[node]["process"].output
+            )
+            for client in CLIENTS:
+                yield self.reachable(node, client)
+                code, body = yield self.get(node, client, b"a body for " + node.encode())
+                self.assertEqual((code, body), (200, client.encode() + b":a body for " + node.encode()))
+            ws = yield self.raw(self.nodes[node]["public"])
+            ws.transport.write(
+                b"GET /ws HTTP/1.1\r\nHost: two.localhost\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\n\r\n"
+            )
+            yield ws.until(b"\r\n\r\n")
+            self.assertTrue(ws.received.startswith(b"HTTP/1.1 101 "), ws.received)
+            ws.transport.write(b"frame through " + node.encode())
+            yield ws.until(b"frame through " + node.encode())
+        yield self.nodes["n3"]["process"].waitFor(r"Linked to node n1 at 127\.0\.0\.1:\d+ over TLS")
+        yield self.nodes["n3"]["process"].waitFor(r"Linked to node n2 at 127\.0\.0\.1:\d+ over TLS")
+        self.assertNotIn("not valid for", self.nodes["n1"]["process"].output)
+        yield self.startNode("plain")
+        code, _ = yield self.get("plain", "one")
+        self.assertEqual(code, 502)
+        yield self.nodes["plain"]["process"].waitFor(
+            r"No link to node at 127\.0\.0\.1:\d+: the node dialled closed the link without "
+            r"answering \(does it speak TLS"
+        )
+        yield self.nodes["n1"]["process"].waitFor(
+            r"Refused a node link from .*: TLS failed: the other side does not speak TLS"
+        )

@@ -34,6 +34,11 @@ class UnitTests(SynchronousTestCase):
         certificate.private_key_pem.write_to_path(self.path("key.pem"))
         certificate.cert_chain_pems[0].write_to_path(self.path("cert.pem"))
         ca.cert_pem.write_to_path(self.path("redis-ca.pem"))
+        nodes = trustme.CA()
+        nodes.issue_cert("10.0.0.11").private_key_and_cert_chain_pem.write_to_path(
+            self.path("node.pem")
+        )
+        nodes.cert_pem.write_to_path(self.path("nodes-ca.pem"))
         for secret in ("admin-token", "identifier", "cluster-secret", "redis-password"):
             with open(self.path(secret), "w") as f:
                 f.write("a-long-random-secret-of-the-right-size-0123456789\n")
@@ -65,8 +70,8 @@ class UnitTests(SynchronousTestCase):
     def test_node(self) -> None:
         """
         The node's unit joins the cluster on Redis over TLS, as edge-1,
-        taking links on its private address, with the admin API on
-        loopback.
+        taking links on its private address, over TLS with a certificate
+        valid for it, with the admin API on loopback.
         """
         options = self.parse(cli.SERVER, "tunnel-node.service")
         cluster = options["cluster"]
@@ -77,6 +82,7 @@ class UnitTests(SynchronousTestCase):
             ("redis.internal", True, "a-long-random-secret-of-the-right-size-0123456789"),
         )
         self.assertEqual(cluster.listen, "tcp:7946:interface=10.0.0.11")
+        self.assertTrue(cluster.linkTLS.validFor("10.0.0.11"))
         self.assertIn("interface=127.0.0.1", options["admin"])
         self.assertIn("interface=10.0.0.11", options["metrics"])
         self.assertEqual(list(options["hosts"]), ["app.tunnel.example.com"])

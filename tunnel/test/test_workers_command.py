@@ -5,10 +5,12 @@ and what each worker is started with (L{tunnel.workers.command}).
 
 from __future__ import annotations
 
+import json
 import os
 import site
 import sys
 
+import trustme
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -150,6 +152,32 @@ class WorkersOptionsTests(SynchronousTestCase):
         self.assertEqual(worker["cluster"].name, options["cluster"].name + "-w3")
         self.assertEqual(worker["cluster"].listen, "tcp:7949:interface=127.0.0.1")
         self.assertEqual(worker["metrics"], "tcp:9103")
+
+    def test_theLinkTLSOfTheServerIsEveryWorkersOwn(self) -> None:
+        """
+        --cluster-tls and --cluster-ca, on the command line or in the
+        configuration file, reach every worker, which links over TLS with
+        the server's certificate (valid for the one host the workers share;
+        their ports differ).
+        """
+        authority = trustme.CA()
+        node = self.mktemp()
+        authority.issue_cert("10.0.0.5").private_key_and_cert_chain_pem.write_to_path(node)
+        authorities = self.mktemp()
+        authority.cert_pem.write_to_path(authorities)
+        config = self.mktemp()
+        with open(config, "w") as f:
+            f.write(f"cluster-tls = {json.dumps(node)}\ncluster-ca = {json.dumps(authorities)}\n")
+        for argv in (["--cluster-tls", node, "--cluster-ca", authorities], ["--config", config]):
+            options = self.parsed("--workers", "2", *self.cluster, *argv,
+                                  "--cluster-listen", "tcp:7946:interface=10.0.0.5")
+            expected = options["cluster"].linkTLS.certificate.digest()
+            for index in range(2):
+                worker = self.parsed(*workerArguments(options, index))
+                tls = worker["cluster"].linkTLS
+                self.assertEqual(tls.certificate.digest(), expected, argv)
+                self.assertEqual(len(tls.authorities), 1)
+                self.assertTrue(tls.validFor(worker["cluster"].listen.split("=")[-1]))
 
     def test_theWorkersCommand(self) -> None:
         """
