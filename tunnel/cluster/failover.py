@@ -160,6 +160,14 @@ class PrimarySearch:
         self._rounds = 0
         self._checking = False
 
+    @property
+    def attempt(self) -> int:
+        """
+        The number of the last action that awaits an answer: an action of
+        another number is no longer to be done.
+        """
+        return self._attempt
+
     def _next(self) -> int:
         self._attempt += 1
         return self._attempt
