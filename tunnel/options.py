@@ -30,6 +30,7 @@ from tunnel.cluster.settings import (
     DEFAULT_LEASE,
     ClusterSettings,
     defaultNodeName,
+    SentinelAddress,
     parseRedisURL,
     readCertificates,
 )
@@ -386,14 +387,20 @@ class ServerOptions(_ConfigurableOptions):
          "(0: no limit; tunnel sessions have --write-stall-timeout instead).", float],
         ["redis", None, None,
          "Be one node of a cluster sharing this Redis: redis://HOST[:PORT][/DB], or "
-         "rediss:// for TLS. A public request for a client connected to another node "
-         "is forwarded there. Needs --cluster-secret-file. Off by default: one "
-         "process, state in memory."],
+         "rediss:// for TLS; or the primary Redis Sentinel names, and names again "
+         "after a failover: redis+sentinel://HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB] "
+         "(the sentinels, port 26379 by default; rediss+sentinel:// for TLS). A public "
+         "request for a client connected to another node is forwarded there. Needs "
+         "--cluster-secret-file. Off by default: one process, state in memory."],
         ["redis-password-file", None, None,
          "The file holding Redis's password (AUTH), kept out of the process list."],
+        ["redis-sentinel-password-file", None, None,
+         "With redis+sentinel://, the file holding the sentinels' own password, if "
+         "they have one (their requirepass)."],
         ["redis-ca", None, None,
-         "With rediss://, check Redis's certificate against the CA certificates in "
-         "this PEM file instead of the system's."],
+         "With rediss:// or rediss+sentinel://, check Redis's certificate (and the "
+         "sentinels') against the CA certificates in this PEM file instead of the "
+         "system's."],
         ["cluster-secret-file", None, None,
          "The file holding the secret every node of the cluster shares (16 bytes at "
          "least): it authenticates the links between nodes and keys what Redis "
@@ -603,8 +610,9 @@ class ServerOptions(_ConfigurableOptions):
 
     def _readCluster(self) -> ClusterSettings | None:
         """The settings of the cluster this node joins, if C{--redis} says it joins one."""
-        alone = ("redis-password-file", "redis-ca", "cluster-secret-file", "cluster-address",
-                 "cluster-tls", "cluster-ca", "node-name")
+        alone = ("redis-password-file", "redis-sentinel-password-file", "redis-ca",
+                 "cluster-secret-file", "cluster-address", "cluster-tls", "cluster-ca",
+                 "node-name")
         if not self["redis"]:
             for name in alone:
                 if self[name]:
@@ -617,10 +625,20 @@ class ServerOptions(_ConfigurableOptions):
         if self["redis-password-file"]:
             password = readSecretFile(self["redis-password-file"], "Redis password")
             redis = attrs.evolve(redis, password=password)
+        if self["redis-sentinel-password-file"]:
+            if not isinstance(redis, SentinelAddress):
+                raise usage.UsageError(
+                    "--redis-sentinel-password-file is only used with a redis+sentinel:// "
+                    "or rediss+sentinel:// URL"
+                )
+            password = readSecretFile(self["redis-sentinel-password-file"], "sentinel password")
+            redis = attrs.evolve(redis, sentinelPassword=password)
         authorities = None
         if self["redis-ca"]:
             if not redis.tls:
-                raise usage.UsageError("--redis-ca is only used with a rediss:// URL")
+                raise usage.UsageError(
+                    "--redis-ca is only used with a rediss:// or rediss+sentinel:// URL"
+                )
             try:
                 authorities = tuple(readCertificates(self["redis-ca"]))
             except ValueError as e:

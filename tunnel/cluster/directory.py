@@ -38,8 +38,8 @@ flush), so a node resynchronises by itself at the next period. Scripts are
 run by C{EVALSHA} and sent again on C{NOSCRIPT}.
 
 The scripts name keys they compute (the node records, in a lookup), so
-this needs one Redis (with replicas or Sentinel, say), not a Redis
-Cluster.
+this needs one Redis (with replicas and Sentinel, say: see
+L{tunnel.cluster.sentinel}), not a Redis Cluster.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ claims this node's sessions, started and stopped with the server.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import txredisapi
@@ -29,7 +30,8 @@ from tunnel.cluster.link import hostAndPort
 from tunnel.cluster.listeners import SharedListeners
 from tunnel.cluster.scripts import StoreUnavailable
 from tunnel.cluster.node import ClusterNode
-from tunnel.cluster.settings import ClusterSettings, RedisAddress
+from tunnel.cluster.sentinel import SentinelConnection
+from tunnel.cluster.settings import ClusterSettings, RedisAddress, SentinelAddress
 from tunnel.server import TunnelServer
 from tunnel.server.health import Readiness
 
@@ -41,24 +43,33 @@ SEED_RETRY = 2.0
 
 
 def redisConnection(
-    address: RedisAddress, authorities: Sequence[Certificate] | None = None
+    address: RedisAddress | SentinelAddress,
+    authorities: Sequence[Certificate] | None = None,
+    reactor: object | None = None,
 ) -> object:
     """
     A connection to Redis that connects when first used and reconnects by
     itself after it is lost, checking Redis's certificate over TLS against
-    C{authorities} (the system's by default).
+    C{authorities} (the system's by default). With a L{SentinelAddress},
+    a L{SentinelConnection} to whichever Redis its sentinels name the
+    primary (their certificates checked the same way), on C{reactor} (the
+    global one by default).
     """
     tls = None
     if address.tls:
         trust = platformTrust() if authorities is None else trustRootFromCertificates(authorities)
-        tls = optionsForClientTLS(address.host, trust)
+        tls = partial(optionsForClientTLS, trustRoot=trust)
+    if isinstance(address, SentinelAddress):
+        if reactor is None:
+            from twisted.internet import reactor
+        return SentinelConnection(address, reactor, tls, timeout=REDIS_CONNECT_TIMEOUT)
     return txredisapi.lazyConnection(
         address.host,
         address.port,
         address.db,
         reconnect=True,
         password=address.password,
-        ssl_context_factory=tls or False,
+        ssl_context_factory=False if tls is None else tls(address.host),
         connectTimeout=REDIS_CONNECT_TIMEOUT,
     )
 
@@ -91,7 +102,7 @@ class ClusterService(Service):
     ) -> None:
         self._settings = settings
         self._reactor = reactor
-        self._redis = redisConnection(settings.redis, settings.redisCA)
+        self._redis = redisConnection(settings.redis, settings.redisCA, reactor)
         self._directory = SessionDirectory(
             self._redis, settings.name, settings.address or "", settings.lease, reactor
         )
