@@ -21,6 +21,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
 
+from tunnel.cluster.node import HOLDERS_CACHE_SECONDS
 from tunnel.test import test_e2e_cluster as cluster
 from tunnel.test.redisserver import RedisServer, freeLoopbackPort
 from tunnel.test.support import sleep, until
@@ -278,6 +279,9 @@ class WorkersTests(TestCase):
         yield self.server.waitFor(nth(rf"Worker {holder} serves", 2))
         self.assertNotEqual(self.pid(holder, 2), self.pid(holder, 1))
         yield self.reachable()
+        # The other worker may have looked the client up while it was away:
+        # it says so for HOLDERS_CACHE_SECONDS, as a node of a cluster does.
+        yield sleep(HOLDERS_CACHE_SECONDS)
         yield self.manyRequests(50)
         yield self.learnMetrics(holder, 2)
         code, text = yield self.scrape(holder, "/readyz")
