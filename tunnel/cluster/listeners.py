@@ -13,7 +13,7 @@ in the admin API's C{GET /tcp}, and tried again at the next change.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol as TypingProtocol
+from typing import Any, Callable, Mapping, Protocol as TypingProtocol
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -90,13 +90,10 @@ class SharedListeners:
             L{tunnel.cluster.scripts.StoreUnavailable} (this node stopped
             listening again).
         """
-        self._starting.add(description)
-        listening = self._listen(description, key)
 
         def listened(port: IListeningPort) -> Deferred[IListeningPort]:
             def stored(_: int) -> IListeningPort:
-                self._bound[description] = _Bound(port, key)
-                self._unbound.pop(description, None)
+                self._record(description, port, key)
                 return port
 
             def unstored(failure: Failure) -> Deferred[None]:
@@ -105,11 +102,9 @@ class SharedListeners:
 
             return self._config.change(tcp={description: key}).addCallbacks(stored, unstored)
 
-        def done(result: object) -> object:
-            self._starting.discard(description)
-            return result
-
-        return listening.addCallback(listened).addBoth(done)
+        return self._whileStarting(
+            description, lambda: self._listen(description, key).addCallback(listened)
+        )
 
     def remove(self, port: int) -> Deferred[None]:
         """
@@ -169,12 +164,25 @@ class SharedListeners:
         endpoint = serverFromString(self._reactor, description)
         return self._server.bindTCPByName(endpoint, key.encode("ascii"))
 
-    def _start(self, description: str, key: str) -> Deferred[None]:
+    def _whileStarting(
+        self, description: str, start: Callable[[], Deferred[Any]]
+    ) -> Deferred[Any]:
+        """Run C{start}, with C{description} known to be starting until it is done."""
         self._starting.add(description)
 
+        def done(result: object) -> object:
+            self._starting.discard(description)
+            return result
+
+        return start().addBoth(done)
+
+    def _record(self, description: str, port: IListeningPort, key: str) -> None:
+        self._bound[description] = _Bound(port, key)
+        self._unbound.pop(description, None)
+
+    def _start(self, description: str, key: str) -> Deferred[None]:
         def listened(port: IListeningPort) -> None:
-            self._bound[description] = _Bound(port, key)
-            self._unbound.pop(description, None)
+            self._record(description, port, key)
             self._log.info(
                 "Listening on port {port} ({listen}) for the cluster's TCP listener",
                 port=port.getHost().port,
@@ -193,11 +201,9 @@ class SharedListeners:
                 )
             self._unbound[description] = problem
 
-        def done(result: object) -> object:
-            self._starting.discard(description)
-            return result
-
-        starting = self._listen(description, key).addCallbacks(listened, failed).addBoth(done)
+        starting = self._whileStarting(
+            description, lambda: self._listen(description, key).addCallbacks(listened, failed)
+        )
         return starting.addErrback(
             lambda failure: self._log.failure("Starting a TCP listener failed", failure)
         )
