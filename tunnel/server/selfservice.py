@@ -86,6 +86,12 @@ def _full(account: Account, held: int) -> RegistrationError:
     )
 
 
+def _taken(host: str) -> RegistrationError:
+    return RegistrationError(
+        409, f"{host} is taken; ask for another subdomain, or for none to get a random one"
+    )
+
+
 def accountOf(identifier: bytes) -> str | None:
     """The name of the account an identifier was registered for, if any."""
     name, separator, _ = identifier.partition(ACCOUNT_SEPARATOR.encode())
@@ -168,8 +174,7 @@ class SelfService:
             if failure.check(HostTaken):
                 if subdomain is None and tries > 1:
                     return self._registerShared(shared, account, None, tries - 1)
-                raise RegistrationError(409, f"{host} is taken; ask for another subdomain, "
-                                             "or for none to get a random one")
+                raise _taken(host)
             if failure.check(AccountFull):
                 raise _full(account, failure.value.held)
             failure.trap(StoreUnavailable)
@@ -237,7 +242,5 @@ class SelfService:
             )
         host = f"{subdomain.decode('ascii').lower()}.{self.domain}"
         if self._registry.hasHost(host):
-            raise RegistrationError(
-                409, f"{host} is taken; ask for another subdomain, or for none to get a random one"
-            )
+            raise _taken(host)
         return host
